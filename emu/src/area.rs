@@ -1,0 +1,70 @@
+//! Memory accesses of an XSAVE area: a save collects its writes and commits them
+//! only after every byte is known to be writable, so a #PF leaves the area as it
+//! was (the prediction); the envelope admits any subset of the writes on the
+//! pages that allow them (SDM silent on partial saves, reference §5.2 item 9).
+
+use crate::exec::{Machine, Policy};
+use crate::fault::Fault;
+
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub pieces: Vec<(u64, Vec<u8>)>,
+}
+
+impl Writes {
+    pub fn put(&mut self, addr: u64, bytes: &[u8]) {
+        self.pieces.push((addr, bytes.to_vec()));
+    }
+    pub fn put_u64(&mut self, addr: u64, v: u64) {
+        self.put(addr, &v.to_le_bytes());
+    }
+
+    /// Checks every piece in address order, then writes them all.
+    pub fn commit(mut self, m: &mut Machine) -> Result<(), Fault> {
+        self.pieces.sort_by_key(|p| p.0);
+        let cpl = m.ctl.cpl;
+        let fault = self
+            .pieces
+            .iter()
+            .find_map(|(a, b)| m.mem.check(*a, b.len() as u64, true, cpl).err());
+        if let Some(f) = fault {
+            if m.policy == Policy::Architectural {
+                for (a, b) in &self.pieces {
+                    for (k, &v) in b.iter().enumerate() {
+                        let addr = a + k as u64;
+                        if m.mem.check(addr, 1, true, cpl).is_ok() {
+                            m.lat.alt(addr, &[v]);
+                        }
+                    }
+                }
+            }
+            return Err(f);
+        }
+        for (a, b) in &self.pieces {
+            m.mem.put(*a, b);
+        }
+        Ok(())
+    }
+}
+
+/// Reads `len` bytes at `addr` (a #PF if any byte is not readable).
+pub fn read(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
+    m.mem.check(addr, len as u64, false, m.ctl.cpl)?;
+    Ok(m.mem.slice(addr, len).to_vec())
+}
+
+/// The XSAVE header at `base + 512`: XSTATE_BV, XCOMP_BV and bytes 16..63.
+pub struct Header {
+    pub xstate_bv: u64,
+    pub xcomp_bv: u64,
+    pub bytes: Vec<u8>,
+}
+
+pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
+    let b = read(m, base + 512, 64)?;
+    Ok(Header {
+        xstate_bv: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        xcomp_bv: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        bytes: b,
+    })
+}

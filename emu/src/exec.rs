@@ -1,0 +1,285 @@
+//! Instruction-level execution: iced-x86 decodes the case's bytes and computes
+//! effective addresses; each XSAVE-family instruction has its own file.
+
+use crate::case::{Case, CODE_BASE, INIT_BASE};
+use crate::control::Control;
+use crate::fault::{Fault, FaultAt};
+use crate::layout;
+use crate::memory::Memory;
+use crate::model::CpuModel;
+use crate::outcome::Outcome;
+use crate::state::XState;
+use crate::{envelope::Latitude, Xfeatures};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
+
+/// How the machine resolves what the SDM leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Exactly what the model's silicon does, quirks included.
+    Predict,
+    /// The architecture alone: no quirks; choices the SDM leaves open are
+    /// recorded as latitude for the envelope.
+    Architectural,
+}
+
+/// Why the emulator cannot run a case (not a fault: a limit of the model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+pub struct Machine<'m> {
+    pub model: &'m CpuModel,
+    pub ctl: Control,
+    pub st: XState,
+    pub mem: Memory,
+    pub gprs: [u64; 16],
+    pub policy: Policy,
+    pub lat: Latitude,
+}
+
+/// The decoded memory operand of an XSAVE-family instruction.
+#[derive(Debug, Clone, Copy)]
+pub struct Operand {
+    pub addr: u64,
+    /// REX.W form (XSAVE64 and friends): 64-bit FIP/FDP layout.
+    pub rex_w: bool,
+    /// The segment is SS (base RSP or RBP): limit/canonical faults are #SS.
+    pub ss: bool,
+}
+
+impl<'m> Machine<'m> {
+    pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
+        Machine {
+            model,
+            ctl,
+            st: XState::reset(model),
+            mem,
+            gprs: [0; 16],
+            policy,
+            lat: Latitude::default(),
+        }
+    }
+
+    pub fn quirks(&self) -> crate::model::Quirks {
+        match self.policy {
+            Policy::Predict => self.model.quirks,
+            Policy::Architectural => Default::default(),
+        }
+    }
+
+    /// EDX:EAX, the instruction mask.
+    pub fn edx_eax(&self) -> u64 {
+        (self.gprs[2] << 32) | (self.gprs[0] & 0xFFFF_FFFF)
+    }
+
+    /// Linear addresses are canonical: 48 bits, or 57 with LA57.
+    pub fn canonical(&self, a: u64) -> bool {
+        let bits = if self.model.la57 { 57 } else { 48 };
+        let s = ((a << (64 - bits)) as i64 >> (64 - bits)) as u64;
+        s == a
+    }
+
+    /// #UD conditions common to the XSAVE family (SDM2 exception tables): no
+    /// XSAVE, CR4.OSXSAVE = 0; then #NM if CR0.TS = 1.
+    pub fn xsave_family_gate(&self, feature: bool) -> Result<(), Fault> {
+        if !self.model.xsave || !feature || !self.ctl.cr4_osxsave {
+            return Err(Fault::Ud);
+        }
+        if self.ctl.cr0_ts {
+            return Err(Fault::Nm);
+        }
+        Ok(())
+    }
+
+    /// Canonical and alignment checks on an area's base. A misaligned base is
+    /// #GP(0), or #AC when alignment checking is on (SDM1 §13.7 footnote).
+    pub fn check_area(&self, op: &Operand, align: u64) -> Result<(), Fault> {
+        if !self.canonical(op.addr) {
+            return Err(if op.ss { Fault::Ss } else { Fault::gp0() });
+        }
+        if op.addr & (align - 1) != 0 {
+            if self.ctl.alignment_checking() {
+                return Err(Fault::Ac);
+            }
+            return Err(Fault::gp0());
+        }
+        Ok(())
+    }
+
+    fn effective_address(&self, ins: &Instruction) -> Result<Operand, Unsupported> {
+        let seg = ins.memory_segment();
+        if matches!(seg, Register::FS | Register::GS) {
+            return Err(Unsupported("FS/GS segment override".into()));
+        }
+        let gprs = self.gprs;
+        let rip = ins.next_ip();
+        let addr = ins
+            .virtual_address(0, 0, |reg, _, _| match reg {
+                Register::RIP => Some(rip),
+                Register::None => Some(0),
+                Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
+                r if r.is_gpr64() => Some(gprs[r.number()]),
+                r if r.is_gpr32() => Some(gprs[r.number()] & 0xFFFF_FFFF),
+                _ => None,
+            })
+            .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
+        let ss = matches!(
+            ins.memory_base(),
+            Register::RSP | Register::RBP | Register::ESP | Register::EBP
+        ) || seg == Register::SS;
+        Ok(Operand {
+            addr,
+            rex_w: false,
+            ss,
+        })
+    }
+
+    /// Runs one instruction. `Ok(Err(f))` is a fault (an outcome).
+    pub fn step(&mut self, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
+        if ins.is_invalid() {
+            return Ok(Err(Fault::Ud));
+        }
+        if ins.has_lock_prefix() {
+            // LOCK on any of these is #UD (SDM2 exception tables).
+            return Ok(Err(Fault::Ud));
+        }
+        let mem_op = |m: &Self, w: bool| -> Result<Operand, Unsupported> {
+            let mut op = m.effective_address(ins)?;
+            op.rex_w = w;
+            Ok(op)
+        };
+        let r = match ins.code() {
+            Code::Xsave_mem | Code::Xsave64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xsave64_mem)?;
+                crate::xsave::xsave(self, &op)
+            }
+            Code::Xsaveopt_mem | Code::Xsaveopt64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xsaveopt64_mem)?;
+                crate::xsaveopt::xsaveopt(self, &op)
+            }
+            Code::Xsavec_mem | Code::Xsavec64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xsavec64_mem)?;
+                crate::xsavec::xsavec(self, &op)
+            }
+            Code::Xsaves_mem | Code::Xsaves64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xsaves64_mem)?;
+                crate::xsaves::xsaves(self, &op)
+            }
+            Code::Xrstor_mem | Code::Xrstor64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xrstor64_mem)?;
+                crate::xrstor::xrstor(self, &op)
+            }
+            Code::Xrstors_mem | Code::Xrstors64_mem => {
+                let op = mem_op(self, ins.code() == Code::Xrstors64_mem)?;
+                crate::xrstors::xrstors(self, &op)
+            }
+            Code::Fxsave_m512byte | Code::Fxsave64_m512byte => {
+                let op = mem_op(self, ins.code() == Code::Fxsave64_m512byte)?;
+                crate::fxsave::fxsave(self, &op)
+            }
+            Code::Fxrstor_m512byte | Code::Fxrstor64_m512byte => {
+                let op = mem_op(self, ins.code() == Code::Fxrstor64_m512byte)?;
+                crate::fxrstor::fxrstor(self, &op)
+            }
+            Code::Xgetbv => crate::xgetbv::xgetbv(self),
+            Code::Xsetbv => crate::xsetbv::xsetbv(self),
+            _ => return crate::helpers::step_helper(self, ins),
+        };
+        Ok(r)
+    }
+
+    /// Loads the case's initial image the way the runner's stub does: XRSTOR64
+    /// (XRSTORS64 for a compacted image at CPL 0) with EDX:EAX = all ones.
+    pub fn load_initial(&mut self, init: &[u8]) -> Result<Result<(), Fault>, Unsupported> {
+        let pages = init.len().div_ceil(crate::memory::PAGE as usize);
+        let mut m = Memory::new(INIT_BASE, pages);
+        m.bytes[..init.len()].copy_from_slice(init);
+        let arena = std::mem::replace(&mut self.mem, m);
+        let saved = self.gprs;
+        self.gprs[0] = 0xFFFF_FFFF;
+        self.gprs[2] = 0xFFFF_FFFF;
+        let op = Operand {
+            addr: INIT_BASE,
+            rex_w: true,
+            ss: false,
+        };
+        let xcomp = u64::from_le_bytes(init[520..528].try_into().unwrap());
+        let r = if xcomp >> 63 == 1 && self.ctl.cpl == 0 && self.model.xsaves {
+            crate::xrstors::xrstors(self, &op)
+        } else {
+            crate::xrstor::xrstor(self, &op)
+        };
+        self.gprs = saved;
+        self.mem = arena;
+        Ok(r)
+    }
+
+    /// The runner's capture: XSAVE64 with RFBM = all ones into a zeroed
+    /// standard-format area, and XGETBV(1).
+    pub fn capture(&mut self) -> (Vec<u8>, Option<u64>) {
+        let size =
+            layout::standard(self.model, Xfeatures::from_bits_retain(self.ctl.xcr0)).size as usize;
+        let mut area = vec![0u8; size];
+        crate::xsave::store_standard(self, &mut area, self.ctl.xcr0, true, true);
+        let hdr = crate::xsave::xinuse_for_xstate_bv(self, self.ctl.xcr0);
+        area[512..520].copy_from_slice(&hdr.to_le_bytes());
+        let xinuse = if self.model.xgetbv1 {
+            Some(crate::xgetbv::xgetbv1_value(self))
+        } else {
+            None
+        };
+        (area, xinuse)
+    }
+}
+
+/// Decodes the case's code into instructions (at [`CODE_BASE`]).
+pub fn decode(code: &[u8]) -> Vec<Instruction> {
+    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
+    let mut v = Vec::new();
+    while d.can_decode() {
+        v.push(d.decode());
+    }
+    v
+}
+
+/// Runs a case on the emulator.
+pub fn run(
+    model: &CpuModel,
+    case: &Case,
+    policy: Policy,
+) -> Result<(Outcome, Latitude), Unsupported> {
+    let mut m = Machine::new(model, case.control, case.memory.clone(), policy);
+    let mut fault = None;
+    if let Err(f) = m.load_initial(&case.init)? {
+        fault = Some(FaultAt {
+            fault: f,
+            insn: None,
+        });
+    }
+    m.gprs = case.gprs;
+    if fault.is_none() {
+        for (k, ins) in decode(&case.code).iter().enumerate() {
+            if let Err(f) = m.step(ins)? {
+                fault = Some(FaultAt {
+                    fault: f,
+                    insn: Some(k),
+                });
+                break;
+            }
+        }
+    }
+    let (final_image, xinuse) = m.capture();
+    let out = Outcome {
+        fault,
+        final_image,
+        xinuse,
+        gprs: m.gprs,
+        memory: m.mem.bytes.clone(),
+    };
+    Ok((out, m.lat))
+}

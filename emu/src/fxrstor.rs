@@ -1,0 +1,27 @@
+//! FXRSTOR (SDM2 FXRSTOR): loads x87, MXCSR (#GP(0) on bits outside MXCSR_MASK)
+//! and XMM0..15 from a 16-byte aligned 512-byte area. XINUSE[0] and XINUSE[1]
+//! become 1 (the SDM is silent; loading from memory is a use).
+
+use crate::area::read;
+use crate::exec::{Machine, Operand};
+use crate::fault::Fault;
+use crate::fxsave::fx_gate;
+use crate::legacy;
+
+pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
+    fx_gate(m)?;
+    m.check_area(op, 16)?;
+    let b = read(m, op.addr, 512)?;
+    let mx = u32::from_le_bytes(b[24..28].try_into().unwrap());
+    if m.ctl.cr4_osfxsr {
+        legacy::check_mxcsr(m, mx)?;
+    }
+    legacy::load_x87(m, &b[0..160], op.rex_w);
+    if m.ctl.cr4_osfxsr {
+        m.st.mxcsr = mx;
+        legacy::load_xmm(m, &b[160..416]);
+    }
+    m.st.xinuse |= 0b11;
+    m.st.xmodified |= 0b11;
+    Ok(())
+}

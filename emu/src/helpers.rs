@@ -1,0 +1,160 @@
+//! The few non-XSAVE instructions a case may use to change state between
+//! XSAVE-family instructions: GPR and memory moves, LDMXCSR/STMXCSR, MOVQ to an
+//! XMM register, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP. Writing a component's
+//! registers sets its XINUSE and XMODIFIED bits (SDM1 §13.6).
+
+use crate::exec::{Machine, Unsupported};
+use crate::fault::Fault;
+use crate::legacy;
+use iced_x86::{Code, Instruction, OpKind, Register};
+
+fn touch(m: &mut Machine, i: usize) {
+    m.st.xinuse |= 1 << i;
+    m.st.xmodified |= 1 << i;
+}
+
+fn data_addr(m: &Machine, ins: &Instruction, size: u64) -> Result<Result<u64, Fault>, Unsupported> {
+    if matches!(ins.memory_segment(), Register::FS | Register::GS) {
+        return Err(Unsupported("FS/GS segment override".into()));
+    }
+    let gprs = m.gprs;
+    let rip = ins.next_ip();
+    let a = ins
+        .virtual_address(0, 0, |r, _, _| match r {
+            Register::RIP => Some(rip),
+            Register::None | Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
+            r if r.is_gpr64() => Some(gprs[r.number()]),
+            r if r.is_gpr32() => Some(gprs[r.number()] & 0xFFFF_FFFF),
+            _ => None,
+        })
+        .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
+    if !m.canonical(a) {
+        return Ok(Err(Fault::gp0()));
+    }
+    if m.ctl.alignment_checking() && a % size != 0 {
+        return Ok(Err(Fault::Ac));
+    }
+    Ok(Ok(a))
+}
+
+fn gpr(r: Register) -> usize {
+    r.full_register().number()
+}
+
+pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
+    let r = match ins.code() {
+        Code::Nopd | Code::Nopq | Code::Nopw | Code::Nop_rm32 | Code::Nop_rm16 | Code::Nop_rm64 => {
+            Ok(())
+        }
+        Code::Mov_r64_imm64 => {
+            m.gprs[gpr(ins.op0_register())] = ins.immediate64();
+            Ok(())
+        }
+        Code::Mov_r32_imm32 => {
+            m.gprs[gpr(ins.op0_register())] = ins.immediate32() as u64;
+            Ok(())
+        }
+        Code::Mov_rm64_imm32 if ins.op0_kind() == OpKind::Register => {
+            m.gprs[gpr(ins.op0_register())] = ins.immediate32to64() as u64;
+            Ok(())
+        }
+        Code::Mov_rm64_r64 | Code::Mov_r64_rm64
+            if ins.op0_kind() == OpKind::Register && ins.op1_kind() == OpKind::Register =>
+        {
+            m.gprs[gpr(ins.op0_register())] = m.gprs[gpr(ins.op1_register())];
+            Ok(())
+        }
+        Code::Mov_rm64_r64 => match data_addr(m, ins, 8)? {
+            Ok(a) => {
+                let v = m.gprs[gpr(ins.op1_register())];
+                let cpl = m.ctl.cpl;
+                m.mem.write(a, &v.to_le_bytes(), cpl)
+            }
+            Err(f) => Err(f),
+        },
+        Code::Mov_r64_rm64 => match data_addr(m, ins, 8)? {
+            Ok(a) => {
+                let mut b = [0u8; 8];
+                let cpl = m.ctl.cpl;
+                m.mem
+                    .read(a, &mut b, cpl)
+                    .map(|_| m.gprs[gpr(ins.op0_register())] = u64::from_le_bytes(b))
+            }
+            Err(f) => Err(f),
+        },
+        Code::Ldmxcsr_m32 => match data_addr(m, ins, 4)? {
+            Ok(a) => {
+                let mut b = [0u8; 4];
+                let cpl = m.ctl.cpl;
+                match m.mem.read(a, &mut b, cpl) {
+                    Ok(()) => {
+                        let v = u32::from_le_bytes(b);
+                        legacy::check_mxcsr(m, v).map(|_| {
+                            m.st.mxcsr = v;
+                            m.st.xmodified |= 2;
+                        })
+                    }
+                    Err(f) => Err(f),
+                }
+            }
+            Err(f) => Err(f),
+        },
+        Code::Stmxcsr_m32 => match data_addr(m, ins, 4)? {
+            Ok(a) => {
+                let cpl = m.ctl.cpl;
+                let v = m.st.mxcsr;
+                m.mem.write(a, &v.to_le_bytes(), cpl)
+            }
+            Err(f) => Err(f),
+        },
+        Code::Movq_xmm_rm64 if ins.op1_kind() == OpKind::Register => {
+            let x = ins.op0_register().number();
+            let v = m.gprs[gpr(ins.op1_register())];
+            m.st.xmm[x] = [0; 16];
+            m.st.xmm[x][..8].copy_from_slice(&v.to_le_bytes());
+            touch(m, 1);
+            Ok(())
+        }
+        Code::Pxor_xmm_xmmm128 if ins.op1_kind() == OpKind::Register => {
+            let d = ins.op0_register().number();
+            let s = ins.op1_register().number();
+            for k in 0..16 {
+                m.st.xmm[d][k] ^= m.st.xmm[s][k];
+            }
+            touch(m, 1);
+            Ok(())
+        }
+        Code::VEX_Vzeroupper => {
+            if m.ctl.xcr0 & 0b110 != 0b110 {
+                return Ok(Err(Fault::Ud));
+            }
+            m.st.init_component(2);
+            if m.model.component(6).is_some() {
+                m.st.comp_mut(6).fill(0);
+            }
+            m.st.xmodified |= 1 << 2 | 1 << 6;
+            Ok(())
+        }
+        Code::VEX_Kmovq_kr_r64 => {
+            if m.ctl.xcr0 & 0xE6 != 0xE6 {
+                return Ok(Err(Fault::Ud));
+            }
+            let k = ins.op0_register().number();
+            let v = m.gprs[gpr(ins.op1_register())];
+            m.st.comp_mut(5)[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+            touch(m, 5);
+            Ok(())
+        }
+        Code::Fninit => {
+            let st = m.st.x87.st;
+            m.st.x87 = crate::state::X87 {
+                st,
+                ..crate::state::X87::init()
+            };
+            touch(m, 0);
+            Ok(())
+        }
+        _ => return Err(Unsupported(format!("instruction `{ins}` is not modelled"))),
+    };
+    Ok(r)
+}

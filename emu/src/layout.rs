@@ -1,0 +1,84 @@
+//! Where each component lives in an XSAVE area: the standard format (offsets from
+//! CPUID.(0DH,i).EBX) and the compacted format (SDM1 §13.4.3).
+
+use crate::component::Xfeatures;
+use crate::model::CpuModel;
+
+/// Size of the legacy region plus the XSAVE header.
+pub const EXTENDED_START: u32 = 576;
+/// Offset of the XSAVE header.
+pub const HEADER: usize = 512;
+
+/// One extended component's place in an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub index: usize,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// The extended-region slots of an area for a given mask, and its total size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub compacted: bool,
+    pub slots: Vec<Slot>,
+    pub size: u32,
+}
+
+impl Layout {
+    pub fn slot(&self, i: usize) -> Option<Slot> {
+        self.slots.iter().copied().find(|s| s.index == i)
+    }
+}
+
+/// Standard format for the user components of `mask` that the model supports.
+/// The size is that of an area holding every such component: the largest
+/// offset + size, at least 576 (CPUID.(0DH,0):EBX for XCR0 = `mask`).
+pub fn standard(model: &CpuModel, mask: Xfeatures) -> Layout {
+    let mut slots = Vec::new();
+    let mut size = EXTENDED_START;
+    for i in mask.indices().filter(|&i| i >= 2) {
+        if let Some(c) = model.component(i) {
+            if c.supervisor {
+                continue;
+            }
+            slots.push(Slot {
+                index: i,
+                offset: c.offset,
+                size: c.size,
+            });
+            size = size.max(c.offset + c.size);
+        }
+    }
+    Layout {
+        compacted: false,
+        slots,
+        size,
+    }
+}
+
+/// Compacted format for `mask` (SDM1 §13.4.3): the first component at 576, each
+/// next one right after the previous present one, rounded up to 64 when
+/// CPUID.(0DH,i).ECX[1] = 1. Components the model does not support take no space.
+pub fn compacted(model: &CpuModel, mask: Xfeatures) -> Layout {
+    let mut slots = Vec::new();
+    let mut off = EXTENDED_START;
+    for i in mask.indices().filter(|&i| i >= 2) {
+        if let Some(c) = model.component(i) {
+            if c.align64 {
+                off = (off + 63) & !63;
+            }
+            slots.push(Slot {
+                index: i,
+                offset: off,
+                size: c.size,
+            });
+            off += c.size;
+        }
+    }
+    Layout {
+        compacted: true,
+        slots,
+        size: off,
+    }
+}

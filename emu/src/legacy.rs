@@ -1,0 +1,104 @@
+//! The legacy region (bytes 0..511, the FXSAVE format): x87 state in its 32-bit
+//! and 64-bit forms, MXCSR and MXCSR_MASK, XMM registers (SDM2 FXSAVE tables
+//! 3-53, 3-56; SDM1 §13.5.1, §13.5.2).
+
+use crate::exec::Machine;
+use crate::fault::Fault;
+use crate::state::X87;
+
+/// Bytes 0..160 of the x87 part (bytes 24..31, MXCSR, are left as zero here).
+pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
+    let x = &m.st.x87;
+    let q = m.quirks();
+    let mut b = [0u8; 160];
+    b[0..2].copy_from_slice(&x.fcw.to_le_bytes());
+    b[2..4].copy_from_slice(&x.fsw.to_le_bytes());
+    b[4] = x.ftw;
+    // byte 5 is reserved and written as 0.
+    b[6..8].copy_from_slice(&x.fop.to_le_bytes());
+    if rex_w {
+        let fip = if q.fip_canonical_57 {
+            ((x.fip << 7) as i64 >> 7) as u64
+        } else {
+            x.fip
+        };
+        b[8..16].copy_from_slice(&fip.to_le_bytes());
+        b[16..24].copy_from_slice(&x.fdp.to_le_bytes());
+    } else {
+        let dep = m.model.fcs_fds_deprecated;
+        b[8..12].copy_from_slice(&(x.fip as u32).to_le_bytes());
+        b[12..14].copy_from_slice(&(if dep { 0 } else { x.fcs }).to_le_bytes());
+        b[16..20].copy_from_slice(&(x.fdp as u32).to_le_bytes());
+        b[20..22].copy_from_slice(&(if dep { 0 } else { x.fds }).to_le_bytes());
+    }
+    for (k, r) in x.st.iter().enumerate() {
+        b[32 + 16 * k..32 + 16 * k + 10].copy_from_slice(r);
+    }
+    b
+}
+
+/// Loads the x87 part from an image's bytes 0..160.
+pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
+    let q = m.quirks();
+    let mut x = X87 {
+        fcw: u16::from_le_bytes([b[0], b[1]]),
+        fsw: u16::from_le_bytes([b[2], b[3]]),
+        ftw: b[4],
+        fop: u16::from_le_bytes([b[6], b[7]]),
+        ..X87::default()
+    };
+    if rex_w {
+        x.fip = u64::from_le_bytes(b[8..16].try_into().unwrap());
+        x.fdp = u64::from_le_bytes(b[16..24].try_into().unwrap());
+    } else {
+        x.fip = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
+        x.fdp = u32::from_le_bytes(b[16..20].try_into().unwrap()) as u64;
+        if !m.model.fcs_fds_deprecated {
+            x.fcs = u16::from_le_bytes([b[12], b[13]]);
+            x.fds = u16::from_le_bytes([b[20], b[21]]);
+        }
+    }
+    if q.fsw_es_recompute {
+        let es = (x.fsw & 0x3F & !x.fcw) != 0;
+        x.fsw = (x.fsw & !0x8080) | if es { 0x8080 } else { 0 };
+    }
+    for k in 0..8 {
+        x.st[k].copy_from_slice(&b[32 + 16 * k..32 + 16 * k + 10]);
+    }
+    if m.policy == crate::exec::Policy::Architectural {
+        m.lat.fsw_es_b = true;
+    }
+    m.st.x87 = x;
+}
+
+/// XMM0..XMM15 as bytes 160..416 (64-bit mode).
+pub fn xmm_bytes(m: &Machine) -> [u8; 256] {
+    let mut b = [0u8; 256];
+    for (k, r) in m.st.xmm.iter().enumerate() {
+        b[16 * k..16 * k + 16].copy_from_slice(r);
+    }
+    b
+}
+
+pub fn load_xmm(m: &mut Machine, b: &[u8]) {
+    for k in 0..16 {
+        m.st.xmm[k].copy_from_slice(&b[16 * k..16 * k + 16]);
+    }
+}
+
+/// MXCSR and MXCSR_MASK, bytes 24..32.
+pub fn mxcsr_bytes(m: &Machine) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&m.st.mxcsr.to_le_bytes());
+    b[4..8].copy_from_slice(&m.model.mxcsr_mask.to_le_bytes());
+    b
+}
+
+/// #GP(0) if the MXCSR image sets a bit that MXCSR_MASK says is reserved.
+pub fn check_mxcsr(m: &Machine, v: u32) -> Result<(), Fault> {
+    if v & !m.model.mxcsr_mask != 0 {
+        Err(Fault::gp0())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! xsave-emu: an instruction-level model of the x86 XSAVE feature set.
+//!
+//! A [`Case`] (initial image, arena, code, GPRs, control state) runs on a
+//! [`CpuModel`]; [`predict`] gives what that model's silicon does, [`envelope`]
+//! and [`check`] what the SDM allows. Pure and deterministic: no I/O.
+#![forbid(unsafe_code)]
+
+pub mod area;
+pub mod case;
+pub mod component;
+pub mod control;
+pub mod envelope;
+pub mod exec;
+pub mod fault;
+pub mod fxrstor;
+pub mod fxsave;
+pub mod helpers;
+pub mod layout;
+pub mod legacy;
+pub mod memory;
+pub mod model;
+pub mod outcome;
+pub mod state;
+pub mod xgetbv;
+pub mod xrstor;
+pub mod xrstor_compacted;
+pub mod xrstors;
+pub mod xsave;
+pub mod xsavec;
+pub mod xsaveopt;
+pub mod xsaves;
+pub mod xsetbv;
+
+pub use case::Case;
+pub use component::Xfeatures;
+pub use control::{Control, Mode};
+pub use envelope::{check, envelope, predict, Latitude, Violation};
+pub use exec::{run, Policy, Unsupported};
+pub use fault::{Fault, FaultAt};
+pub use memory::{Memory, Prot};
+pub use model::CpuModel;
+pub use outcome::Outcome;
+pub use state::XState;

@@ -1,0 +1,438 @@
+//! CPU models as data: what CPUID says about the XSAVE feature set, plus named
+//! quirks measured on silicon. Built-in models are text files under `emu/models/`
+//! (a raw CPUID dump plus a few lines the dump cannot say); [`CpuModel::from_cpuid`]
+//! turns any dump, such as the host's, into a model.
+
+use crate::component::{Xfeatures, COMPONENTS, MAX_COMPONENT};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A raw CPUID dump: (leaf, subleaf) -> [EAX, EBX, ECX, EDX].
+pub type CpuidDump = BTreeMap<(u32, u32), [u32; 4]>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    Intel,
+    Amd,
+    Other,
+}
+
+/// What CPUID.(0DH,i) says about component i (SDM1 §13.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ComponentDesc {
+    /// EAX: size in bytes.
+    pub size: u32,
+    /// EBX: offset in the standard format (0 for supervisor components).
+    pub offset: u32,
+    /// ECX[0]: supervisor component (IA32_XSS).
+    pub supervisor: bool,
+    /// ECX[1]: 64-byte aligned in the compacted format.
+    pub align64: bool,
+    /// ECX[2]: extended feature disable supported.
+    pub xfd: bool,
+}
+
+/// Named behaviours of a silicon that the SDM leaves open, each seen on hardware.
+/// A model file lists them by name (`quirk NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quirks {
+    /// `fip-canonical-57`: XSAVE64/FXSAVE64 write FIP sign-extended from bit 56 (Intel with LA57).
+    pub fip_canonical_57: bool,
+    /// `fsw-es-recompute`: XRSTOR/FXRSTOR set FSW.ES and FSW.B to
+    /// ((FSW[5:0] AND NOT FCW[5:0]) != 0) and keep the other FSW bits (Intel).
+    pub fsw_es_recompute: bool,
+    /// `xinuse-sse-mxcsr-standard`: standard-form XRSTOR with RFBM[1] = 1, XSTATE_BV[1] = 0
+    /// leaves XINUSE[1] = 1 when the MXCSR it loads is not 1F80H (Intel).
+    pub xinuse_sse_mxcsr_standard: bool,
+    /// `x87-pointers-uncontrolled`: FIP/FDP/FOP read back with values the case does not set (AMD).
+    pub x87_pointers_uncontrolled: bool,
+    /// `xinuse-noise`: XINUSE bits of components in init configuration may read 1 or 0
+    /// between runs of the same case (AMD, component 2).
+    pub xinuse_noise: bool,
+}
+
+const QUIRK_NAMES: [&str; 5] = [
+    "fip-canonical-57",
+    "fsw-es-recompute",
+    "xinuse-sse-mxcsr-standard",
+    "x87-pointers-uncontrolled",
+    "xinuse-noise",
+];
+
+impl Quirks {
+    fn set(&mut self, name: &str) -> bool {
+        match name {
+            "fip-canonical-57" => self.fip_canonical_57 = true,
+            "fsw-es-recompute" => self.fsw_es_recompute = true,
+            "xinuse-sse-mxcsr-standard" => self.xinuse_sse_mxcsr_standard = true,
+            "x87-pointers-uncontrolled" => self.x87_pointers_uncontrolled = true,
+            "xinuse-noise" => self.xinuse_noise = true,
+            _ => return false,
+        }
+        true
+    }
+    pub fn names(&self) -> Vec<&'static str> {
+        let flags = [
+            self.fip_canonical_57,
+            self.fsw_es_recompute,
+            self.xinuse_sse_mxcsr_standard,
+            self.x87_pointers_uncontrolled,
+            self.xinuse_noise,
+        ];
+        QUIRK_NAMES
+            .iter()
+            .zip(flags)
+            .filter(|(_, f)| *f)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// Everything the emulator needs to know about one CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuModel {
+    pub name: String,
+    pub description: String,
+    pub vendor: Vendor,
+    /// CPUID.01H:ECX[26].
+    pub xsave: bool,
+    /// CPUID.01H:EDX[24].
+    pub fxsr: bool,
+    /// CPUID.(0DH,1):EAX bits 0..4.
+    pub xsaveopt: bool,
+    pub xsavec: bool,
+    pub xgetbv1: bool,
+    pub xsaves: bool,
+    pub xfd: bool,
+    /// CPUID.(0DH,0):EDX:EAX: bits settable in XCR0.
+    pub xcr0_supported: u64,
+    /// CPUID.(0DH,1):EDX:ECX: bits settable in IA32_XSS.
+    pub xss_supported: u64,
+    /// CPUID.(0DH,0):ECX: standard-format size for all supported user components.
+    pub std_size_max: u32,
+    /// CPUID.(0DH,i) for i = 2..=19 (None where the component is not supported).
+    pub components: [Option<ComponentDesc>; MAX_COMPONENT + 1],
+    /// CPUID.(07H,0):EBX[13]: FCS and FDS are saved as 0000H.
+    pub fcs_fds_deprecated: bool,
+    /// CPUID.(07H,0):EBX[6]: FDP is updated only on x87 exceptions.
+    pub fdp_excptn_only: bool,
+    /// CPUID.80000008H:EBX[2] (AMD): FXSAVE/XSAVE always save the x87 error pointers.
+    pub xsaveerptr: bool,
+    /// CPUID.(07H,0):ECX[16]: 57-bit linear addresses.
+    pub la57: bool,
+    /// MXCSR_MASK as FXSAVE writes it (not in CPUID; a model-file line, or measured).
+    pub mxcsr_mask: u32,
+    /// The control state the OS runs this CPU with (XCR0, IA32_XSS, IA32_XFD).
+    pub os_xcr0: u64,
+    pub os_xss: u64,
+    pub os_xfd: u64,
+    pub quirks: Quirks,
+}
+
+/// A model-file or CPUID-dump error, with its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "line {}: {}", self.line, self.message)
+        }
+    }
+}
+impl std::error::Error for ModelError {}
+
+fn leaf(d: &CpuidDump, l: u32, s: u32) -> [u32; 4] {
+    d.get(&(l, s)).copied().unwrap_or([0; 4])
+}
+
+impl CpuModel {
+    /// Builds a model from a raw CPUID dump. Leaves used: 0 (vendor), 1, (7,0),
+    /// (0DH, 0..=19) and 80000008H. The OS control state defaults to everything
+    /// the CPU supports; MXCSR_MASK defaults to 0000FFFFH.
+    pub fn from_cpuid(name: &str, dump: &CpuidDump) -> CpuModel {
+        let l0 = leaf(dump, 0, 0);
+        let mut vs = Vec::new();
+        for r in [l0[1], l0[3], l0[2]] {
+            vs.extend_from_slice(&r.to_le_bytes());
+        }
+        let vendor = match &vs[..] {
+            b"GenuineIntel" => Vendor::Intel,
+            b"AuthenticAMD" => Vendor::Amd,
+            _ => Vendor::Other,
+        };
+        let l1 = leaf(dump, 1, 0);
+        let l7 = leaf(dump, 7, 0);
+        let d0 = leaf(dump, 0xd, 0);
+        let d1 = leaf(dump, 0xd, 1);
+        let e8 = leaf(dump, 0x8000_0008, 0);
+        let xcr0_supported = (d0[0] as u64) | ((d0[3] as u64) << 32);
+        let xss_supported = (d1[2] as u64) | ((d1[3] as u64) << 32);
+        let mut components = [None; MAX_COMPONENT + 1];
+        for (i, slot) in components.iter_mut().enumerate().skip(2) {
+            let r = leaf(dump, 0xd, i as u32);
+            let supported = (xcr0_supported | xss_supported) & (1 << i) != 0;
+            if supported && r[0] != 0 {
+                *slot = Some(ComponentDesc {
+                    size: r[0],
+                    offset: r[1],
+                    supervisor: r[2] & 1 != 0,
+                    align64: r[2] & 2 != 0,
+                    xfd: r[2] & 4 != 0,
+                });
+            }
+        }
+        CpuModel {
+            name: name.to_string(),
+            description: String::new(),
+            vendor,
+            xsave: l1[2] & (1 << 26) != 0,
+            fxsr: l1[3] & (1 << 24) != 0,
+            xsaveopt: d1[0] & 1 != 0,
+            xsavec: d1[0] & 2 != 0,
+            xgetbv1: d1[0] & 4 != 0,
+            xsaves: d1[0] & 8 != 0,
+            xfd: d1[0] & 16 != 0,
+            xcr0_supported,
+            xss_supported,
+            std_size_max: d0[2],
+            components,
+            fcs_fds_deprecated: l7[1] & (1 << 13) != 0,
+            fdp_excptn_only: l7[1] & (1 << 6) != 0,
+            xsaveerptr: e8[1] & (1 << 2) != 0,
+            la57: l7[2] & (1 << 16) != 0,
+            mxcsr_mask: 0x0000_FFFF,
+            os_xcr0: xcr0_supported,
+            os_xss: xss_supported,
+            os_xfd: 0,
+            quirks: Quirks::default(),
+        }
+    }
+
+    /// Parses a model file: `#` comments; `name`, `description`, `mxcsr_mask`, `xcr0`,
+    /// `xss`, `xfd` (the OS control state), `quirk NAME`, and CPUID lines
+    /// `cpuid LEAF SUBLEAF eax=.. ebx=.. ecx=.. edx=..`.
+    pub fn parse(text: &str) -> Result<CpuModel, ModelError> {
+        let mut dump = CpuidDump::new();
+        let mut name = None;
+        let mut description = String::new();
+        let mut extra: Vec<(usize, String, String)> = Vec::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line_no = n + 1;
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let rest = rest.trim();
+            let err = |m: String| ModelError {
+                line: line_no,
+                message: m,
+            };
+            match key {
+                "name" => name = Some(rest.to_string()),
+                "description" => description = rest.to_string(),
+                "cpuid" => {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    if f.len() != 6 {
+                        return Err(err(format!(
+                            "expected `cpuid LEAF SUBLEAF eax=.. ebx=.. ecx=.. edx=..`, found `{line}`"
+                        )));
+                    }
+                    let l = parse_u64(f[0]).ok_or_else(|| err(format!("bad leaf `{}`", f[0])))?;
+                    let s =
+                        parse_u64(f[1]).ok_or_else(|| err(format!("bad subleaf `{}`", f[1])))?;
+                    let mut regs = [0u32; 4];
+                    for (k, (want, item)) in
+                        ["eax", "ebx", "ecx", "edx"].iter().zip(&f[2..]).enumerate()
+                    {
+                        let (r, v) = item
+                            .split_once('=')
+                            .ok_or_else(|| err(format!("expected {want}=VALUE, found `{item}`")))?;
+                        if r != *want {
+                            return Err(err(format!("expected register {want}, found `{r}`")));
+                        }
+                        regs[k] = parse_u64(v)
+                            .ok_or_else(|| err(format!("bad value `{v}` for {want}")))?
+                            as u32;
+                    }
+                    dump.insert((l as u32, s as u32), regs);
+                }
+                "mxcsr_mask" | "xcr0" | "xss" | "xfd" | "quirk" => {
+                    extra.push((line_no, key.to_string(), rest.to_string()))
+                }
+                _ => return Err(err(format!("unknown key `{key}`"))),
+            }
+        }
+        let name = name.ok_or(ModelError {
+            line: 0,
+            message: "missing `name` line".into(),
+        })?;
+        let mut m = CpuModel::from_cpuid(&name, &dump);
+        m.description = description;
+        for (line, key, v) in extra {
+            let err = |message: String| ModelError { line, message };
+            if key == "quirk" {
+                if !m.quirks.set(&v) {
+                    return Err(err(format!(
+                        "unknown quirk `{v}` (known: {})",
+                        QUIRK_NAMES.join(", ")
+                    )));
+                }
+                continue;
+            }
+            let x = parse_u64(&v).ok_or_else(|| err(format!("bad number `{v}` for {key}")))?;
+            match key.as_str() {
+                "mxcsr_mask" => m.mxcsr_mask = x as u32,
+                "xcr0" => m.os_xcr0 = x,
+                "xss" => m.os_xss = x,
+                _ => m.os_xfd = x,
+            }
+        }
+        Ok(m)
+    }
+
+    /// The CPUID facts of `self` that differ from `other` (name and description
+    /// excluded), one line each; empty when the two describe the same CPU.
+    pub fn differences(&self, other: &CpuModel) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |what: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{what}: {a} vs {b}"));
+            }
+        };
+        cmp(
+            "vendor",
+            format!("{:?}", self.vendor),
+            format!("{:?}", other.vendor),
+        );
+        let feats = |m: &CpuModel| {
+            format!(
+                "xsave={} fxsr={} xsaveopt={} xsavec={} xgetbv1={} xsaves={} xfd={}",
+                m.xsave as u8,
+                m.fxsr as u8,
+                m.xsaveopt as u8,
+                m.xsavec as u8,
+                m.xgetbv1 as u8,
+                m.xsaves as u8,
+                m.xfd as u8
+            )
+        };
+        cmp("features", feats(self), feats(other));
+        cmp(
+            "xcr0_supported",
+            format!("{:#x}", self.xcr0_supported),
+            format!("{:#x}", other.xcr0_supported),
+        );
+        cmp(
+            "xss_supported",
+            format!("{:#x}", self.xss_supported),
+            format!("{:#x}", other.xss_supported),
+        );
+        cmp(
+            "std_size_max",
+            self.std_size_max.to_string(),
+            other.std_size_max.to_string(),
+        );
+        for i in 2..=MAX_COMPONENT {
+            cmp(
+                &format!("component {i} ({})", COMPONENTS[i].name),
+                format!("{:?}", self.components[i]),
+                format!("{:?}", other.components[i]),
+            );
+        }
+        cmp(
+            "fcs_fds_deprecated",
+            self.fcs_fds_deprecated.to_string(),
+            other.fcs_fds_deprecated.to_string(),
+        );
+        cmp(
+            "fdp_excptn_only",
+            self.fdp_excptn_only.to_string(),
+            other.fdp_excptn_only.to_string(),
+        );
+        cmp(
+            "xsaveerptr",
+            self.xsaveerptr.to_string(),
+            other.xsaveerptr.to_string(),
+        );
+        cmp("la57", self.la57.to_string(), other.la57.to_string());
+        cmp(
+            "mxcsr_mask",
+            format!("{:#x}", self.mxcsr_mask),
+            format!("{:#x}", other.mxcsr_mask),
+        );
+        cmp(
+            "os xcr0",
+            format!("{:#x}", self.os_xcr0),
+            format!("{:#x}", other.os_xcr0),
+        );
+        cmp(
+            "os xss",
+            format!("{:#x}", self.os_xss),
+            format!("{:#x}", other.os_xss),
+        );
+        out
+    }
+
+    pub fn component(&self, i: usize) -> Option<&ComponentDesc> {
+        self.components.get(i).and_then(|c| c.as_ref())
+    }
+
+    /// All components this CPU can enable, in XCR0 or IA32_XSS.
+    pub fn supported(&self) -> Xfeatures {
+        Xfeatures::from_bits_retain(self.xcr0_supported | self.xss_supported)
+    }
+
+    /// Every built-in model.
+    pub fn builtin_all() -> Vec<CpuModel> {
+        BUILTIN
+            .iter()
+            .map(|(n, t)| CpuModel::parse(t).unwrap_or_else(|e| panic!("built-in model {n}: {e}")))
+            .collect()
+    }
+
+    /// A built-in model by name.
+    pub fn builtin(name: &str) -> Option<CpuModel> {
+        BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, t)| CpuModel::parse(t).unwrap_or_else(|e| panic!("built-in model {n}: {e}")))
+    }
+
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(n, _)| *n).collect()
+    }
+}
+
+/// Built-in model files (name, text), embedded from `emu/models/`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("zen5", include_str!("../models/zen5.cpu")),
+    ("xeon-amx-vm", include_str!("../models/xeon-amx-vm.cpu")),
+    (
+        "sapphire-rapids",
+        include_str!("../models/sapphire-rapids.cpu"),
+    ),
+    ("qemu-max-7.2", include_str!("../models/qemu-max-7.2.cpu")),
+    (
+        "bochs-tigerlake",
+        include_str!("../models/bochs-tigerlake.cpu"),
+    ),
+];
+
+/// Parses `0x1f`, `31` or `0b11`.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim().replace('_', "");
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else if let Some(b) = s.strip_prefix("0b") {
+        u64::from_str_radix(b, 2).ok()
+    } else {
+        s.parse().ok()
+    }
+}

@@ -1,0 +1,18 @@
+//! What a run of a case shows: the same fields for the emulator and for every
+//! backend that runs the case for real.
+
+use crate::fault::FaultAt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The first fault, if any; nothing after it ran.
+    pub fault: Option<FaultAt>,
+    /// XSAVE64 with RFBM = all ones (standard format, XCR0's size) over a zeroed
+    /// area, after the case.
+    pub final_image: Vec<u8>,
+    /// XGETBV(1) after the case (None where the CPU lacks XGETBV1).
+    pub xinuse: Option<u64>,
+    pub gprs: [u64; 16],
+    /// The arena after the case.
+    pub memory: Vec<u8>,
+}

@@ -1,0 +1,149 @@
+//! Architectural state: the contents of every component, XINUSE, XMODIFIED and
+//! XRSTOR_INFO (SDM1 §13.6, §13.8.3).
+
+use crate::component::Xfeatures;
+use crate::component::{COMPONENTS, MAX_COMPONENT};
+use crate::layout;
+use crate::model::CpuModel;
+
+/// MXCSR's power-on and init value.
+pub const MXCSR_INIT: u32 = 0x1F80;
+/// FCW's init value.
+pub const FCW_INIT: u16 = 0x037F;
+
+/// The x87 FPU state that the XSAVE family saves (component 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct X87 {
+    pub fcw: u16,
+    pub fsw: u16,
+    /// Abridged tag word: bit j = 1 iff physical register Rj is not empty.
+    pub ftw: u8,
+    pub fop: u16,
+    pub fip: u64,
+    pub fcs: u16,
+    pub fdp: u64,
+    pub fds: u16,
+    /// ST0..ST7 in stack order, 80 bits each.
+    pub st: [[u8; 10]; 8],
+}
+
+impl X87 {
+    pub fn init() -> X87 {
+        X87 {
+            fcw: FCW_INIT,
+            ..X87::default()
+        }
+    }
+    /// Init configuration (SDM1 §13.6): FCW 037FH, FSW 0, FTW all empty, FIP, FDP,
+    /// FCS, FDS 0 and ST0..ST7 0. FOP is not part of it (SDM1 lists it nowhere).
+    pub fn is_init(&self) -> bool {
+        self.fcw == FCW_INIT
+            && self.fsw == 0
+            && self.ftw == 0
+            && self.fip == 0
+            && self.fdp == 0
+            && self.fcs == 0
+            && self.fds == 0
+            && self.st.iter().all(|r| r.iter().all(|&b| b == 0))
+    }
+}
+
+/// XRSTOR_INFO: who last restored, from where, in which format (SDM1 §13.8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XrstorInfo {
+    pub cpl: u8,
+    pub vmx_nonroot: bool,
+    pub laddr: u64,
+    pub xcomp_bv: u64,
+}
+
+/// Everything the XSAVE family reads or writes, apart from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XState {
+    pub x87: X87,
+    pub mxcsr: u32,
+    pub xmm: [[u8; 16]; 16],
+    /// Contents of components 2 and up, each at `ext_off[i]` (a private layout:
+    /// the compacted layout of every component the model supports).
+    pub ext: Vec<u8>,
+    pub ext_off: [u32; MAX_COMPONENT + 1],
+    pub ext_size: [u32; MAX_COMPONENT + 1],
+    pub xinuse: u64,
+    pub xmodified: u64,
+    pub xrstor_info: Option<XrstorInfo>,
+}
+
+impl XState {
+    /// Power-on state: every component in its init configuration, XINUSE = 0,
+    /// XMODIFIED all ones, no XRSTOR_INFO.
+    pub fn reset(model: &CpuModel) -> XState {
+        let lay = layout::compacted(model, model.supported());
+        let mut ext_off = [0; MAX_COMPONENT + 1];
+        let mut ext_size = [0; MAX_COMPONENT + 1];
+        for s in &lay.slots {
+            ext_off[s.index] = s.offset - layout::EXTENDED_START;
+            ext_size[s.index] = s.size;
+        }
+        let len = (lay.size - layout::EXTENDED_START) as usize;
+        let mut st = XState {
+            x87: X87::init(),
+            mxcsr: MXCSR_INIT,
+            xmm: [[0; 16]; 16],
+            ext: vec![0; len],
+            ext_off,
+            ext_size,
+            xinuse: 0,
+            xmodified: !0,
+            xrstor_info: None,
+        };
+        for i in 2..=MAX_COMPONENT {
+            st.init_component(i);
+        }
+        st
+    }
+
+    /// The bytes of extended component i (empty if the model lacks it).
+    pub fn comp(&self, i: usize) -> &[u8] {
+        let o = self.ext_off[i] as usize;
+        &self.ext[o..o + self.ext_size[i] as usize]
+    }
+    pub fn comp_mut(&mut self, i: usize) -> &mut [u8] {
+        let o = self.ext_off[i] as usize;
+        let n = self.ext_size[i] as usize;
+        &mut self.ext[o..o + n]
+    }
+
+    /// Puts extended component i (i >= 2) in its init configuration.
+    pub fn init_component(&mut self, i: usize) {
+        let q = COMPONENTS[i].init_qword0;
+        let c = self.comp_mut(i);
+        c.fill(0);
+        if q != 0 && c.len() >= 8 {
+            c[..8].copy_from_slice(&q.to_le_bytes());
+        }
+    }
+
+    /// Whether component i holds its init configuration (SDM1 §13.6). For SSE
+    /// only XMM0..XMM15 count (64-bit mode), never MXCSR.
+    pub fn is_init(&self, i: usize) -> bool {
+        match i {
+            0 => self.x87.is_init(),
+            1 => self.xmm.iter().all(|r| r.iter().all(|&b| b == 0)),
+            _ => {
+                let q = COMPONENTS.get(i).map_or(0, |c| c.init_qword0).to_le_bytes();
+                self.comp(i)
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &b)| b == if k < 8 { q[k] } else { 0 })
+            }
+        }
+    }
+
+    /// The components (among `mask`) not in their init configuration.
+    pub fn not_init(&self, mask: u64) -> u64 {
+        Xfeatures::from_bits_retain(mask)
+            .indices()
+            .filter(|&i| !self.is_init(i))
+            .fold(0, |m, i| m | 1 << i)
+    }
+}

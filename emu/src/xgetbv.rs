@@ -1,0 +1,29 @@
+//! XGETBV (SDM2 XGETBV): ECX = 0 reads XCR0; ECX = 1 (CPUID.(0DH,1):EAX[2]) reads
+//! XCR0 AND XINUSE, with bit 1 set when XCR0[1] = 1 and MXCSR != 1F80H (SDM1
+//! §13.6); other ECX #GP(0). RCX[63:32] is ignored; RAX/RDX[63:32] are cleared.
+
+use crate::exec::Machine;
+use crate::fault::Fault;
+use crate::state::MXCSR_INIT;
+
+pub fn xgetbv1_value(m: &Machine) -> u64 {
+    let mut v = m.ctl.xcr0 & m.st.xinuse;
+    if m.ctl.xcr0 & 2 != 0 && m.st.mxcsr != MXCSR_INIT {
+        v |= 2;
+    }
+    v
+}
+
+pub fn xgetbv(m: &mut Machine) -> Result<(), Fault> {
+    if !m.model.xsave || !m.ctl.cr4_osxsave {
+        return Err(Fault::Ud);
+    }
+    let v = match m.gprs[1] as u32 {
+        0 => m.ctl.xcr0,
+        1 if m.model.xgetbv1 => xgetbv1_value(m),
+        _ => return Err(Fault::gp0()),
+    };
+    m.gprs[0] = v & 0xFFFF_FFFF;
+    m.gprs[2] = v >> 32;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! XSAVE (SDM2 XSAVE Operation; SDM1 §13.7): every RFBM component, standard format,
+//! no optimizations; XSTATE_BV read-modify-written; XCOMP_BV and header bytes
+//! 16..63 not written.
+
+use crate::area::Writes;
+use crate::exec::{Machine, Operand, Policy};
+use crate::fault::Fault;
+use crate::legacy;
+use crate::Xfeatures;
+
+/// The XINUSE bits an XSAVE/XSAVEOPT writes into XSTATE_BV for `rfbm`:
+/// XFD-armed components count as not in use (SDM1 §13.14).
+pub fn xinuse_for_xstate_bv(m: &Machine, rfbm: u64) -> u64 {
+    m.st.xinuse & rfbm & !m.ctl.xfd_armed()
+}
+
+/// Collects the standard-format writes of the components in `save` (the
+/// MXCSR pair when `mxcsr` is set), relative to `base`.
+pub fn standard_writes(
+    m: &Machine,
+    w: &mut Writes,
+    base: u64,
+    save: u64,
+    rex_w: bool,
+    mxcsr: bool,
+) {
+    let save = Xfeatures::from_bits_retain(save);
+    if save.has(0) {
+        let b = legacy::x87_bytes(m, rex_w);
+        w.put(base, &b[0..24]);
+        w.put(base + 32, &b[32..160]);
+    }
+    if mxcsr {
+        w.put(base + 24, &legacy::mxcsr_bytes(m));
+    }
+    if save.has(1) {
+        w.put(base + 160, &legacy::xmm_bytes(m));
+    }
+    let armed = m.ctl.xfd_armed();
+    for i in save.indices().filter(|&i| i >= 2) {
+        let Some(c) = m.model.component(i) else {
+            continue;
+        };
+        if c.supervisor {
+            continue;
+        }
+        if armed & (1 << i) != 0 {
+            // An armed component is written in its initial configuration.
+            let mut init = vec![0u8; c.size as usize];
+            let q = crate::component::COMPONENTS[i].init_qword0;
+            if q != 0 {
+                init[..8].copy_from_slice(&q.to_le_bytes());
+            }
+            w.put(base + c.offset as u64, &init);
+        } else {
+            w.put(base + c.offset as u64, m.st.comp(i));
+        }
+    }
+}
+
+/// Writes a standard-format save of `rfbm` into a buffer (the runner's capture).
+pub fn store_standard(m: &Machine, area: &mut [u8], rfbm: u64, rex_w: bool, mxcsr_rule: bool) {
+    let mut w = Writes::default();
+    let mx = mxcsr_rule && rfbm & 0b110 != 0;
+    standard_writes(m, &mut w, 0, rfbm, rex_w, mx);
+    for (a, b) in w.pieces {
+        area[a as usize..a as usize + b.len()].copy_from_slice(&b);
+    }
+}
+
+pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
+    m.xsave_family_gate(true)?;
+    m.check_area(op, 64)?;
+    let rfbm = m.ctl.xcr0 & m.edx_eax();
+    let mut w = Writes::default();
+    // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
+    standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
+    // XSTATE_BV := (old AND NOT RFBM) OR (XINUSE AND RFBM): a read-modify-write.
+    let old = crate::area::read(m, op.addr + 512, 8);
+    let old = match old {
+        Ok(b) => u64::from_le_bytes(b.try_into().unwrap()),
+        Err(f) => return Err(f),
+    };
+    let inuse = xinuse_for_xstate_bv(m, rfbm);
+    w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    if m.policy == Policy::Architectural {
+        // XINUSE[i] = 1 is always allowed: an init component may be reported in use.
+        let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();
+        m.lat.header_bits(op.addr + 512, free);
+    }
+    w.commit(m)
+}

@@ -1,0 +1,47 @@
+//! XSAVEOPT (SDM2 XSAVEOPT; SDM1 §13.9): XSAVE with the init optimization and the
+//! modified optimization (only after a standard-form XRSTOR from the same linear
+//! address at the same CPL and VMX mode). MXCSR is saved whenever RFBM[1] or
+//! RFBM[2] is set.
+
+use crate::area::Writes;
+use crate::exec::{Machine, Operand, Policy};
+use crate::fault::Fault;
+use crate::xsave::{standard_writes, xinuse_for_xstate_bv};
+
+pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
+    m.xsave_family_gate(m.model.xsaveopt)?;
+    m.check_area(op, 64)?;
+    let rfbm = m.ctl.xcr0 & m.edx_eax();
+    let inuse = xinuse_for_xstate_bv(m, rfbm);
+    let mut to_be_saved = inuse;
+    let info_match = m.st.xrstor_info.is_some_and(|i| {
+        i.cpl == m.ctl.cpl
+            && i.vmx_nonroot == m.ctl.vmx_nonroot
+            && i.laddr == op.addr
+            && i.xcomp_bv == 0
+    });
+    if info_match {
+        to_be_saved &= m.st.xmodified;
+    }
+    let old = crate::area::read(m, op.addr + 512, 8)?;
+    let old = u64::from_le_bytes(old.try_into().unwrap());
+    let mut w = Writes::default();
+    standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
+    w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    if m.policy == Policy::Architectural {
+        // Any RFBM component not both in use and modified may be written or skipped.
+        let must =
+            m.st.not_init(rfbm) & !m.ctl.xfd_armed() & if info_match { m.st.xmodified } else { !0 };
+        let optional = rfbm & !must & !m.ctl.xfd_armed();
+        let mut all = Writes::default();
+        standard_writes(m, &mut all, op.addr, optional, op.rex_w, false);
+        for (a, b) in &all.pieces {
+            m.lat.alt_or_old(&m.mem, *a, b);
+        }
+        m.lat.header_bits(
+            op.addr + 512,
+            rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
+        );
+    }
+    w.commit(m)
+}

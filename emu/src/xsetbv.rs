@@ -1,0 +1,34 @@
+//! XSETBV (SDM2 XSETBV; SDM1 §13.3): CPL 0 only, ECX = 0 only, and the value must
+//! be a valid XCR0 for this CPU.
+
+use crate::exec::Machine;
+use crate::fault::Fault;
+
+/// Whether `v` may be loaded into XCR0 (SDM1 §13.3).
+pub fn valid_xcr0(supported: u64, v: u64) -> bool {
+    let bit = |i: u32| v >> i & 1;
+    v & 1 == 1
+        && v & !supported == 0
+        && !(bit(2) == 1 && bit(1) == 0)
+        && bit(3) == bit(4)
+        && (v & 0xE0 == 0 || (v & 0xE0 == 0xE0 && v & 0b110 == 0b110))
+        && bit(17) == bit(18)
+}
+
+pub fn xsetbv(m: &mut Machine) -> Result<(), Fault> {
+    if !m.model.xsave || !m.ctl.cr4_osxsave {
+        return Err(Fault::Ud);
+    }
+    if m.ctl.cpl != 0 {
+        return Err(Fault::gp0());
+    }
+    if m.gprs[1] as u32 != 0 {
+        return Err(Fault::gp0());
+    }
+    let v = m.edx_eax();
+    if !valid_xcr0(m.model.xcr0_supported, v) {
+        return Err(Fault::gp0());
+    }
+    m.ctl.xcr0 = v;
+    Ok(())
+}
