@@ -97,6 +97,15 @@ pub fn check_against(
     if arch.gprs != obs.gprs {
         return violation("gprs", "general registers differ");
     }
+    if arch.supervisor != obs.supervisor {
+        return violation(
+            "supervisor",
+            format!(
+                "SDM: {:02x?}, observed: {:02x?}",
+                arch.supervisor, obs.supervisor
+            ),
+        );
+    }
     // Memory: each byte is the predicted value or one of its alternatives,
     // except XSTATE_BV qwords, judged bit by bit below.
     let base = case.memory.base;

@@ -237,6 +237,20 @@ impl<'m> Machine<'m> {
     }
 }
 
+impl Machine<'_> {
+    /// The contents of each supervisor component enabled in IA32_XSS (and
+    /// supported by the model), ascending, concatenated ([`Outcome::supervisor`]).
+    pub fn supervisor_contents(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in Xfeatures::from_bits_retain(self.ctl.xss).indices() {
+            if self.model.component(i).is_some_and(|c| c.supervisor) {
+                v.extend_from_slice(self.st.comp(i));
+            }
+        }
+        v
+    }
+}
+
 /// Decodes the case's code into instructions (at [`CODE_BASE`]).
 pub fn decode(code: &[u8]) -> Vec<Instruction> {
     let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
@@ -280,6 +294,7 @@ pub fn run(
         xinuse,
         gprs: m.gprs,
         memory: m.mem.bytes.clone(),
+        supervisor: m.supervisor_contents(),
     };
     Ok((out, m.lat))
 }

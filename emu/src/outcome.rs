@@ -15,4 +15,9 @@ pub struct Outcome {
     pub gprs: [u64; 16],
     /// The arena after the case.
     pub memory: Vec<u8>,
+    /// Supervisor state after the case (what a ring-0 runner's XSAVES of
+    /// XCR0 | IA32_XSS sees): the contents of each supervisor component enabled
+    /// in IA32_XSS, in ascending component order, concatenated, with init values
+    /// for components in init configuration. Empty when IA32_XSS = 0.
+    pub supervisor: Vec<u8>,
 }
