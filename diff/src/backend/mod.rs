@@ -1,0 +1,68 @@
+//! Backends: one trait over everything that runs a case. Each backend says
+//! which model its CPU presents and the control state cases run with there;
+//! a case it cannot run comes back as a [`Skip`] with a short, stable reason
+//! that campaigns count.
+
+pub mod emu;
+#[cfg(feature = "unicorn")]
+pub mod unicorn;
+
+use xsave_emu::{Case, Control, CpuModel, Outcome};
+
+/// Why a backend did not run a case (a counted reason, not a finding).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Skip(pub String);
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub trait Backend {
+    /// `emu:zen5`, `native`, `exec:qemu-x86_64 -cpu max`.
+    fn name(&self) -> String;
+    /// The model of the CPU this backend presents.
+    fn model(&self) -> &CpuModel;
+    /// The control state cases run with on this backend.
+    fn control(&self) -> Control;
+    /// Whether this backend executes on something other than the emulator.
+    fn is_real(&self) -> bool {
+        true
+    }
+    fn run(&mut self, case: &Case) -> Result<Outcome, Skip>;
+    /// Runs several cases (a process-backed backend batches them).
+    fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {
+        cases.iter().map(|c| self.run(c)).collect()
+    }
+}
+
+/// Opens a backend from its command-line spelling: `emu`, `emu:MODEL`,
+/// `native`, `exec:CMD ARGS...`, `unicorn`, `kvm`, `bochs`, `qemu-system`.
+/// `emu` without a model takes `default_model`.
+pub fn open(spec: &str, default_model: Option<&CpuModel>) -> Result<Box<dyn Backend + Send>, String> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    match kind {
+        "emu" => {
+            let model = if arg.is_empty() {
+                default_model
+                    .cloned()
+                    .ok_or_else(|| "emu needs a model: emu:MODEL or --cpu MODEL".to_string())?
+            } else {
+                crate::models::resolve(arg)?
+            };
+            Ok(Box::new(emu::EmuBackend::new(model)))
+        }
+        "native" | "exec" => Err(format!("backend `{kind}` needs xsave-native's runner, which is not built yet")),
+        #[cfg(feature = "unicorn")]
+        "unicorn" => Ok(Box::new(unicorn::UnicornBackend::new()?)),
+        #[cfg(not(feature = "unicorn"))]
+        "unicorn" => Err("this xsdiff was built without the `unicorn` feature (cargo build --features unicorn)".into()),
+        "kvm" | "bochs" | "qemu-system" => Err(format!(
+            "backend `{kind}`: the ring-0 hosts are not available in this build (xsave_native::ring0 is not there yet)"
+        )),
+        _ => Err(format!(
+            "unknown backend `{spec}` (expected emu, emu:MODEL, native, exec:CMD..., unicorn)"
+        )),
+    }
+}

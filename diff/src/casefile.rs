@@ -1,0 +1,996 @@
+//! Case files: a versioned text form of a [`Case`], human-readable and
+//! diff-friendly, with an optional expected outcome and per-model records.
+//!
+//! ```text
+//! # XSAVE64 with RFBM = x87 writes only the x87 part and XSTATE_BV[0].
+//! xsave-case 1
+//! model host                    # a built-in model name, or `host`
+//!
+//! [control]                     # only what differs from the model's user default
+//! cr0.ts = 1
+//!
+//! [init]                        # the initial image, sparse, by register name
+//! fcw = 0x27f                   # `0x...`: a little-endian number
+//! xmm3 = 00112233445566778899aabbccddeeff   # bare hex: bytes in memory order
+//! xstate_bv = 0x3
+//! tiledata[64..72] = 0102030405060708      # ranges inside a large field
+//! init[416..420] = deadbeef     # any other bytes, by image offset (decimal or 0x)
+//!
+//! [arena]                       # 1 read-write zero page unless said otherwise
+//! pages = 2
+//! page 1 = none                 # rw | r | none
+//! 0x40 = 0011223344             # arena offset = bytes
+//!
+//! [gprs]                        # only non-zero registers
+//! rax = 0x1
+//! rdi = arena+0x40
+//!
+//! [code]                        # one instruction a line: the bytes are authoritative;
+//! 48 0f ae 27   # xsave64 [rdi] # the disassembly after `#` is ignored when reading
+//!
+//! [expect]                      # optional: the expected outcome
+//! fault = none                  # or `#GP(0x0) at 0`, `#PF(err=0x7, cr2=arena+0x1000) at 1`, `#NM at init`
+//! xinuse = 0x3
+//! xstate_bv = 0x3               # final-image fields that differ from the initial image
+//! mem[0x40..0x42] = 7f03        # arena bytes that changed
+//! rax = 0x5                     # GPRs that changed
+//!
+//! [record xeon-amx-vm]          # optional: what that CPU model's silicon did (same keys)
+//! ```
+//!
+//! Numbers are `0x` hex, decimal or `0b` binary. Image offsets (`init[..]`,
+//! `final[..]`) are written in decimal, arena offsets in hex. Every error names
+//! the file, the line and what was expected, on one line.
+
+use crate::fields::{Catalog, Field, ALIASES};
+use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use std::fmt;
+use std::fmt::Write as _;
+use xsave_emu::case::{ARENA_BASE, CODE_BASE, GPR_NAMES, MAX_ARENA_PAGES, MAX_CODE};
+use xsave_emu::layout;
+use xsave_emu::memory::PAGE;
+use xsave_emu::model::parse_u64;
+use xsave_emu::state::{FCW_INIT, MXCSR_INIT};
+use xsave_emu::{Case, Control, CpuModel, Fault, FaultAt, Memory, Outcome, Prot, Xfeatures};
+
+/// The case-file format version this code reads and writes.
+pub const VERSION: u32 = 1;
+
+/// A case-file error: file, line (0 = the file as a whole) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+impl std::error::Error for ParseError {}
+
+/// One `key = value` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub line: usize,
+    pub key: String,
+    pub value: String,
+}
+
+/// An `[expect]` or `[record MODEL]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub line: usize,
+    pub items: Vec<Item>,
+}
+
+/// A case file as read: the case's items, still to be built for a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseFile {
+    pub file: String,
+    /// The opening comment lines, without `# `.
+    pub comments: Vec<String>,
+    pub model: String,
+    pub control: Vec<Item>,
+    pub init: Vec<Item>,
+    pub arena: Vec<Item>,
+    pub gprs: Vec<Item>,
+    /// Instruction bytes, one entry a line.
+    pub code: Vec<(usize, Vec<u8>)>,
+    pub expect: Option<Section>,
+    pub records: Vec<(String, Section)>,
+}
+
+/// An expected outcome built from a section; `xinuse` is checked only when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub outcome: Outcome,
+    pub check_xinuse: bool,
+}
+
+#[derive(PartialEq)]
+enum Sec {
+    Top,
+    Control,
+    Init,
+    Arena,
+    Gprs,
+    Code,
+    Expect,
+    Record,
+}
+
+impl CaseFile {
+    /// Reads a case file's text (`file` names it in errors).
+    pub fn parse(text: &str, file: &str) -> Result<CaseFile, ParseError> {
+        let err = |line: usize, m: String| ParseError {
+            file: file.to_string(),
+            line,
+            message: m,
+        };
+        let mut cf = CaseFile {
+            file: file.to_string(),
+            comments: Vec::new(),
+            model: String::new(),
+            control: Vec::new(),
+            init: Vec::new(),
+            arena: Vec::new(),
+            gprs: Vec::new(),
+            code: Vec::new(),
+            expect: None,
+            records: Vec::new(),
+        };
+        let mut version_seen = false;
+        let mut sec = Sec::Top;
+        for (n, raw) in text.lines().enumerate() {
+            let ln = n + 1;
+            let trimmed = raw.trim();
+            if !version_seen {
+                if let Some(c) = trimmed.strip_prefix('#') {
+                    cf.comments.push(c.strip_prefix(' ').unwrap_or(c).to_string());
+                    continue;
+                }
+                if trimmed.is_empty() {
+                    continue;
+                }
+                let v = trimmed
+                    .strip_prefix("xsave-case")
+                    .map(str::trim)
+                    .ok_or_else(|| err(ln, format!("expected `xsave-case {VERSION}` as the first line that is not a comment, found `{trimmed}`")))?;
+                match v.parse::<u32>() {
+                    Ok(VERSION) => {}
+                    _ => {
+                        return Err(err(
+                            ln,
+                            format!("unsupported case-file version `{v}` (this xsdiff reads version {VERSION})"),
+                        ))
+                    }
+                }
+                version_seen = true;
+                continue;
+            }
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(h) = line.strip_prefix('[') {
+                let h = h.strip_suffix(']').ok_or_else(|| {
+                    err(ln, format!("expected a section header `[name]`, found `{line}`"))
+                })?;
+                let h = h.trim();
+                sec = match h {
+                    "control" => Sec::Control,
+                    "init" => Sec::Init,
+                    "arena" => Sec::Arena,
+                    "gprs" => Sec::Gprs,
+                    "code" => Sec::Code,
+                    "expect" => {
+                        if cf.expect.is_some() {
+                            return Err(err(ln, "a second [expect] section".into()));
+                        }
+                        cf.expect = Some(Section {
+                            line: ln,
+                            items: Vec::new(),
+                        });
+                        Sec::Expect
+                    }
+                    _ => {
+                        let m = h.strip_prefix("record").map(str::trim).filter(|m| !m.is_empty()).ok_or_else(|| {
+                            err(ln, format!("unknown section `[{h}]` (expected control, init, arena, gprs, code, expect or record MODEL)"))
+                        })?;
+                        if cf.records.iter().any(|(r, _)| r == m) {
+                            return Err(err(ln, format!("a second [record {m}] section")));
+                        }
+                        cf.records.push((
+                            m.to_string(),
+                            Section {
+                                line: ln,
+                                items: Vec::new(),
+                            },
+                        ));
+                        Sec::Record
+                    }
+                };
+                continue;
+            }
+            if sec == Sec::Code {
+                let hex: String = line.split_whitespace().collect();
+                let bytes = parse_hex(&hex).ok_or_else(|| {
+                    err(ln, format!("expected instruction bytes in hex (e.g. `48 0f ae 27`), found `{line}`"))
+                })?;
+                cf.code.push((ln, bytes));
+                continue;
+            }
+            if sec == Sec::Top {
+                let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+                if k != "model" || v.trim().is_empty() {
+                    return Err(err(ln, format!("expected `model NAME` or a section header, found `{line}`")));
+                }
+                cf.model = v.trim().to_string();
+                continue;
+            }
+            let item = if sec == Sec::Arena && line.starts_with("page ") {
+                let (k, v) = line.split_once('=').ok_or_else(|| {
+                    err(ln, format!("expected `page N = rw|r|none`, found `{line}`"))
+                })?;
+                Item {
+                    line: ln,
+                    key: k.trim().to_string(),
+                    value: v.trim().to_string(),
+                }
+            } else {
+                let (k, v) = line.split_once('=').ok_or_else(|| {
+                    err(ln, format!("expected `name = value`, found `{line}`"))
+                })?;
+                let (k, v) = (k.trim(), v.trim());
+                if k.is_empty() || v.is_empty() {
+                    return Err(err(ln, format!("expected `name = value`, found `{line}`")));
+                }
+                Item {
+                    line: ln,
+                    key: k.to_string(),
+                    value: v.to_string(),
+                }
+            };
+            match sec {
+                Sec::Control => cf.control.push(item),
+                Sec::Init => cf.init.push(item),
+                Sec::Arena => cf.arena.push(item),
+                Sec::Gprs => cf.gprs.push(item),
+                Sec::Expect => cf.expect.as_mut().unwrap().items.push(item),
+                Sec::Record => cf.records.last_mut().unwrap().1.items.push(item),
+                Sec::Top | Sec::Code => unreachable!("handled above"),
+            }
+        }
+        if !version_seen {
+            return Err(err(0, format!("expected a `xsave-case {VERSION}` line")));
+        }
+        if cf.model.is_empty() {
+            return Err(err(0, "expected a `model NAME` line (a built-in model or `host`)".into()));
+        }
+        Ok(cf)
+    }
+
+    /// Reads a case file from disk.
+    pub fn load(path: &std::path::Path) -> Result<CaseFile, ParseError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ParseError {
+            file: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        CaseFile::parse(&text, &path.display().to_string())
+    }
+
+    fn err(&self, line: usize, m: String) -> ParseError {
+        ParseError {
+            file: self.file.clone(),
+            line,
+            message: m,
+        }
+    }
+
+    /// Builds the case for `model` (the file's own model, or the one that
+    /// `host` stands for).
+    pub fn build(&self, model: &CpuModel) -> Result<Case, ParseError> {
+        let mut ctl = Control::user(model);
+        for it in &self.control {
+            let num = || {
+                parse_u64(&it.value).ok_or_else(|| {
+                    self.err(it.line, format!("expected a number for `{}`, found `{}`", it.key, it.value))
+                })
+            };
+            let flag = || -> Result<bool, ParseError> {
+                match it.value.as_str() {
+                    "0" => Ok(false),
+                    "1" => Ok(true),
+                    v => Err(self.err(it.line, format!("expected 0 or 1 for `{}`, found `{v}`", it.key))),
+                }
+            };
+            match it.key.as_str() {
+                "xcr0" => ctl.xcr0 = num()?,
+                "xss" => ctl.xss = num()?,
+                "xfd" => ctl.xfd = num()?,
+                "cpl" => {
+                    let c = num()?;
+                    if c > 3 {
+                        return Err(self.err(it.line, format!("expected a CPL 0..3, found {c}")));
+                    }
+                    ctl.cpl = c as u8
+                }
+                "cr0.ts" => ctl.cr0_ts = flag()?,
+                "cr0.em" => ctl.cr0_em = flag()?,
+                "cr0.am" => ctl.cr0_am = flag()?,
+                "cr4.osxsave" => ctl.cr4_osxsave = flag()?,
+                "cr4.osfxsr" => ctl.cr4_osfxsr = flag()?,
+                "eflags.ac" => ctl.eflags_ac = flag()?,
+                "vmx_nonroot" => ctl.vmx_nonroot = flag()?,
+                k => {
+                    return Err(self.err(it.line, format!(
+                        "unknown control `{k}` (expected xcr0, xss, xfd, cpl, cr0.ts, cr0.em, cr0.am, cr4.osxsave, cr4.osfxsr, eflags.ac or vmx_nonroot)"
+                    )))
+                }
+            }
+        }
+        // The image: its format comes from an `xcomp_bv` item, if any.
+        let mut xcomp = 0u64;
+        let mut size = None;
+        for it in &self.init {
+            if it.key == "xcomp_bv" {
+                xcomp = parse_u64(&it.value).ok_or_else(|| {
+                    self.err(it.line, format!("expected a number for xcomp_bv, found `{}`", it.value))
+                })?;
+            }
+            if it.key == "size" {
+                let s = parse_u64(&it.value).filter(|&s| (576..=1 << 20).contains(&s)).ok_or_else(|| {
+                    self.err(it.line, format!("expected an image size 576..1048576, found `{}`", it.value))
+                })?;
+                size = Some(s as usize);
+            }
+        }
+        let compacted = xcomp >> 63 == 1;
+        let mut init = default_image(model, ctl.xcr0, xcomp);
+        if let Some(s) = size {
+            init.resize(s, 0);
+        }
+        let cat = Catalog::new(model, if compacted { xcomp } else { ctl.xcr0 }, compacted);
+        for it in &self.init {
+            if it.key == "size" {
+                continue;
+            }
+            self.assign(&cat, "init", &mut init, it)?;
+        }
+        // Arena.
+        let mut pages = 1usize;
+        for it in &self.arena {
+            if it.key == "pages" {
+                pages = parse_u64(&it.value)
+                    .filter(|&p| (1..=MAX_ARENA_PAGES as u64).contains(&p))
+                    .ok_or_else(|| self.err(it.line, format!("expected a page count 1..{MAX_ARENA_PAGES}, found `{}`", it.value)))? as usize;
+            }
+        }
+        let mut memory = Memory::new(ARENA_BASE, pages);
+        for it in &self.arena {
+            if it.key == "pages" {
+                continue;
+            }
+            if let Some(p) = it.key.strip_prefix("page ") {
+                let k = parse_u64(p).filter(|&k| (k as usize) < pages).ok_or_else(|| {
+                    self.err(it.line, format!("expected a page number below {pages}, found `{}`", p.trim()))
+                })?;
+                memory.prot[k as usize] = match it.value.as_str() {
+                    "rw" => Prot::ReadWrite,
+                    "r" => Prot::Read,
+                    "none" => Prot::None,
+                    v => return Err(self.err(it.line, format!("expected a protection rw, r or none, found `{v}`"))),
+                };
+                continue;
+            }
+            let off = parse_u64(&it.key).ok_or_else(|| {
+                self.err(it.line, format!("expected `pages = N`, `page N = PROT` or `OFFSET = hex`, found key `{}`", it.key))
+            })? as usize;
+            let b = self.hex(it)?;
+            if off + b.len() > memory.bytes.len() {
+                return Err(self.err(it.line, format!("bytes {off:#x}..{:#x} run past the arena's {pages} page(s)", off + b.len())));
+            }
+            memory.bytes[off..off + b.len()].copy_from_slice(&b);
+        }
+        // GPRs.
+        let mut gprs = [0u64; 16];
+        for it in &self.gprs {
+            let r = gpr_index(&it.key).ok_or_else(|| {
+                self.err(it.line, format!("unknown register `{}` (expected rax..r15)", it.key))
+            })?;
+            gprs[r] = parse_addr(&it.value).ok_or_else(|| {
+                self.err(it.line, format!("expected a number or `arena+OFFSET` for {}, found `{}`", it.key, it.value))
+            })?;
+        }
+        let mut code = Vec::new();
+        for (_, b) in &self.code {
+            code.extend_from_slice(b);
+        }
+        if code.len() > MAX_CODE {
+            let l = self.code.last().map_or(0, |c| c.0);
+            return Err(self.err(l, format!("code is {} bytes; at most {MAX_CODE}", code.len())));
+        }
+        Ok(Case {
+            control: ctl,
+            init,
+            memory,
+            code,
+            gprs,
+        })
+    }
+
+    fn hex(&self, it: &Item) -> Result<Vec<u8>, ParseError> {
+        let s: String = it.value.split_whitespace().collect();
+        parse_hex(&s.replace('_', "")).ok_or_else(|| {
+            self.err(it.line, format!("expected hex bytes for `{}`, found `{}`", it.key, it.value))
+        })
+    }
+
+    /// Applies one `field = value` to an image.
+    fn assign(&self, cat: &Catalog, raw: &str, img: &mut [u8], it: &Item) -> Result<(), ParseError> {
+        let key = it.key.as_str();
+        if let Some((name, range)) = key.split_once('[') {
+            let range = range.strip_suffix(']').ok_or_else(|| {
+                self.err(it.line, format!("expected `{name}[START..END]`, found `{key}`"))
+            })?;
+            let (base, limit) = if name == raw {
+                (0usize, img.len())
+            } else {
+                let f = cat.get(name).filter(|f| f.ranged).ok_or_else(|| {
+                    self.err(it.line, format!("`{name}[..]` is not a ranged field here (expected {raw}[..] or tiledata[..])"))
+                })?;
+                (f.offset, f.len)
+            };
+            let (a, b) = range.split_once("..").ok_or_else(|| {
+                self.err(it.line, format!("expected a range START..END or START.., found `{range}`"))
+            })?;
+            let a = parse_u64(a).ok_or_else(|| self.err(it.line, format!("bad range start `{a}`")))? as usize;
+            let bytes = self.hex(it)?;
+            if !b.trim().is_empty() {
+                let b = parse_u64(b).ok_or_else(|| self.err(it.line, format!("bad range end `{b}`")))? as usize;
+                if b < a || b - a != bytes.len() {
+                    return Err(self.err(it.line, format!("range {a}..{b} holds {} bytes, the value has {}", b.saturating_sub(a), bytes.len())));
+                }
+            }
+            if a + bytes.len() > limit {
+                return Err(self.err(it.line, format!("bytes {a}..{} run past the end ({limit}) of `{name}`", a + bytes.len())));
+            }
+            img[base + a..base + a + bytes.len()].copy_from_slice(&bytes);
+            return Ok(());
+        }
+        let (off, len) = match cat.get(key) {
+            Some(f) if !f.ranged => (f.offset, f.len),
+            Some(_) => return Err(self.err(it.line, format!("`{key}` is written by ranges: `{key}[START..END] = hex`"))),
+            None => match ALIASES.iter().find(|a| a.0 == key) {
+                Some(&(_, o, l)) => (o, l),
+                None => {
+                    return Err(self.err(it.line, format!(
+                        "unknown field `{key}` (expected a register of this layout such as fcw, mxcsr, xmm3, ymm3_h, k1, zmm17, pkru, tilecfg, pl3_ssp, xstate_bv, xcomp_bv, or {raw}[OFFSET..] = hex)"
+                    )))
+                }
+            },
+        };
+        if off + len > img.len() {
+            return Err(self.err(it.line, format!("`{key}` lies outside the {}-byte image", img.len())));
+        }
+        let bytes = parse_value(&it.value, len).ok_or_else(|| {
+            self.err(it.line, format!("expected a `0x` number or {len} hex bytes for `{key}`, found `{}`", it.value))
+        })?;
+        img[off..off + len].copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// The expected outcome of `section` for `case` on `model`.
+    pub fn expected(&self, section: &Section, model: &CpuModel, case: &Case) -> Result<Expected, ParseError> {
+        let mut out = Outcome {
+            fault: None,
+            final_image: baseline_final(model, case),
+            xinuse: None,
+            gprs: case.gprs,
+            memory: case.memory.bytes.clone(),
+            supervisor: baseline_supervisor(model, case),
+        };
+        let mut check_xinuse = false;
+        let cat = Catalog::new(model, case.control.xcr0, false);
+        for it in &section.items {
+            match it.key.as_str() {
+                "fault" => {
+                    out.fault = parse_fault(&it.value).ok_or_else(|| {
+                        self.err(it.line, format!("expected `none` or a fault such as `#GP(0x0) at 0`, `#PF(err=0x6, cr2=arena+0x1000) at 1`, `#NM at init`; found `{}`", it.value))
+                    })?;
+                }
+                "xinuse" => {
+                    check_xinuse = true;
+                    out.xinuse = if it.value == "none" {
+                        None
+                    } else {
+                        Some(parse_u64(&it.value).ok_or_else(|| {
+                            self.err(it.line, format!("expected a number or `none` for xinuse, found `{}`", it.value))
+                        })?)
+                    };
+                }
+                k if k.starts_with("supervisor[") => {
+                    let r = k[11..].strip_suffix(']').and_then(|r| r.split_once(".."));
+                    let a = r.and_then(|(a, _)| parse_u64(a)).ok_or_else(|| {
+                        self.err(it.line, format!("expected `supervisor[START..END] = hex`, found `{k}`"))
+                    })? as usize;
+                    let b = self.hex(it)?;
+                    if a + b.len() > out.supervisor.len() {
+                        return Err(self.err(it.line, format!("bytes {a}..{} run past the {}-byte supervisor state", a + b.len(), out.supervisor.len())));
+                    }
+                    out.supervisor[a..a + b.len()].copy_from_slice(&b);
+                }
+                k if k.starts_with("mem[") => {
+                    let r = k[4..].strip_suffix(']').and_then(|r| r.split_once(".."));
+                    let a = r.and_then(|(a, _)| parse_u64(a)).ok_or_else(|| {
+                        self.err(it.line, format!("expected `mem[START..END] = hex`, found `{k}`"))
+                    })? as usize;
+                    let b = self.hex(it)?;
+                    if a + b.len() > out.memory.len() {
+                        return Err(self.err(it.line, format!("bytes {a:#x}..{:#x} run past the arena", a + b.len())));
+                    }
+                    out.memory[a..a + b.len()].copy_from_slice(&b);
+                }
+                k => {
+                    if let Some(r) = gpr_index(k) {
+                        out.gprs[r] = parse_addr(&it.value).ok_or_else(|| {
+                            self.err(it.line, format!("expected a number for {k}, found `{}`", it.value))
+                        })?;
+                    } else {
+                        self.assign(&cat, "final", &mut out.final_image, it)?;
+                    }
+                }
+            }
+        }
+        Ok(Expected {
+            outcome: out,
+            check_xinuse,
+        })
+    }
+}
+
+/// The default image: FCW = 037FH, MXCSR = 1F80H, the rest zero; standard
+/// size for `xcr0`, or at least the compacted size when XCOMP_BV[63] = 1.
+pub fn default_image(model: &CpuModel, xcr0: u64, xcomp: u64) -> Vec<u8> {
+    let mut size = layout::standard(model, Xfeatures::from_bits_retain(xcr0)).size as usize;
+    if xcomp >> 63 == 1 {
+        let c = layout::compacted(model, Xfeatures::from_bits_retain(xcomp & !(1 << 63)));
+        size = size.max(c.size as usize);
+    }
+    let mut v = vec![0u8; size];
+    v[0..2].copy_from_slice(&FCW_INIT.to_le_bytes());
+    v[24..28].copy_from_slice(&MXCSR_INIT.to_le_bytes());
+    v
+}
+
+/// What an expected final image starts from: the initial image's legacy
+/// region and XSTATE_BV, MXCSR_MASK as the model has it, and the extended
+/// components where the initial image holds them, in the standard format.
+pub fn baseline_final(model: &CpuModel, case: &Case) -> Vec<u8> {
+    let xcr0 = Xfeatures::from_bits_retain(case.control.xcr0);
+    let std = layout::standard(model, xcr0);
+    let mut img = vec![0u8; std.size as usize];
+    let n = case.init.len().min(416);
+    img[..n].copy_from_slice(&case.init[..n]);
+    img[28..32].copy_from_slice(&model.mxcsr_mask.to_le_bytes());
+    if case.init.len() >= 520 {
+        img[512..520].copy_from_slice(&case.init[512..520]);
+    }
+    let xcomp = if case.init.len() >= 528 { case.init_xcomp_bv() } else { 0 };
+    let src = if xcomp >> 63 == 1 {
+        layout::compacted(model, Xfeatures::from_bits_retain(xcomp & !(1 << 63)))
+    } else {
+        std.clone()
+    };
+    for s in &std.slots {
+        if let Some(from) = src.slot(s.index) {
+            let (a, b) = (from.offset as usize, s.offset as usize);
+            if a + s.size as usize <= case.init.len() {
+                img[b..b + s.size as usize].copy_from_slice(&case.init[a..a + s.size as usize]);
+            }
+        }
+    }
+    img
+}
+
+/// The supervisor state a case starts from: each supervisor component enabled
+/// in IA32_XSS in its init configuration, ascending, concatenated.
+pub fn baseline_supervisor(model: &CpuModel, case: &Case) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in Xfeatures::from_bits_retain(case.control.xss).indices() {
+        if let Some(c) = model.component(i).filter(|c| c.supervisor) {
+            let mut b = vec![0u8; c.size as usize];
+            let q = xsave_emu::component::COMPONENTS
+                .get(i)
+                .map_or(0, |c| c.init_qword0)
+                .to_le_bytes();
+            let n = b.len().min(8);
+            b[..n].copy_from_slice(&q[..n]);
+            v.extend_from_slice(&b);
+        }
+    }
+    v
+}
+
+fn gpr_index(name: &str) -> Option<usize> {
+    GPR_NAMES.iter().position(|g| *g == name)
+}
+
+/// Parses hex digits (even count) into bytes.
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// A field value: `0x...` is a little-endian number of `len` bytes, bare hex
+/// is `len` bytes in memory order.
+fn parse_value(v: &str, len: usize) -> Option<Vec<u8>> {
+    let v: String = v.split_whitespace().collect::<String>().replace('_', "");
+    if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        let h = h.trim_start_matches('0');
+        if h.len() > 2 * len {
+            return None;
+        }
+        let padded = format!("{:0>w$}", h, w = 2 * len);
+        let mut b = parse_hex(&padded)?;
+        b.reverse();
+        return Some(b);
+    }
+    if v.chars().all(|c| c.is_ascii_digit()) && len <= 8 && v.len() < 20 {
+        let n: u64 = v.parse().ok()?;
+        if len < 8 && n >> (8 * len) != 0 {
+            return None;
+        }
+        return Some(n.to_le_bytes()[..len].to_vec());
+    }
+    let b = parse_hex(&v)?;
+    (b.len() == len).then_some(b)
+}
+
+fn fmt_value(b: &[u8]) -> String {
+    if b.len() <= 8 {
+        let mut q = [0u8; 8];
+        q[..b.len()].copy_from_slice(b);
+        format!("{:#x}", u64::from_le_bytes(q))
+    } else {
+        hex(b)
+    }
+}
+
+/// `arena+0x40`, `code+0x3`, or a number.
+pub fn parse_addr(v: &str) -> Option<u64> {
+    let v = v.trim();
+    for (name, base) in [("arena", ARENA_BASE), ("code", CODE_BASE)] {
+        if let Some(r) = v.strip_prefix(name) {
+            let r = r.trim();
+            if r.is_empty() {
+                return Some(base);
+            }
+            if let Some(o) = r.strip_prefix('+') {
+                return Some(base.wrapping_add(parse_u64(o.trim())?));
+            }
+            if let Some(o) = r.strip_prefix('-') {
+                return Some(base.wrapping_sub(parse_u64(o.trim())?));
+            }
+            return None;
+        }
+    }
+    parse_u64(v)
+}
+
+/// Symbolic form of an address near the arena or the code.
+pub fn fmt_addr(v: u64) -> String {
+    for (name, base) in [("arena", ARENA_BASE), ("code", CODE_BASE)] {
+        let span = (MAX_ARENA_PAGES as u64 + 1) * PAGE;
+        if v >= base && v < base + span {
+            return if v == base {
+                name.to_string()
+            } else {
+                format!("{name}+{:#x}", v - base)
+            };
+        }
+        if v < base && base - v <= 0x1000 {
+            return format!("{name}-{:#x}", base - v);
+        }
+    }
+    format!("{v:#x}")
+}
+
+/// `none`, `#GP(0x0) at 0`, `#PF(err=0x6, cr2=arena+0x1000) at 1`, `#NM at init`.
+pub fn fmt_fault(f: &Option<FaultAt>) -> String {
+    let Some(fa) = f else {
+        return "none".into();
+    };
+    let at = match fa.insn {
+        Some(k) => k.to_string(),
+        None => "init".into(),
+    };
+    format!("{} at {at}", fmt_fault_kind(&fa.fault))
+}
+
+pub fn fmt_fault_kind(f: &Fault) -> String {
+    match f {
+        Fault::Pf { err, addr } => format!("#PF(err={err:#x}, cr2={})", fmt_addr(*addr)),
+        Fault::Gp(e) => format!("#GP({e:#x})"),
+        Fault::Ss => "#SS(0)".into(),
+        Fault::Ac => "#AC(0)".into(),
+        f => f.to_string(),
+    }
+}
+
+pub fn parse_fault(v: &str) -> Option<Option<FaultAt>> {
+    let v = v.trim();
+    if v == "none" {
+        return Some(None);
+    }
+    let (kind, at) = v.rsplit_once(" at ")?;
+    let insn = match at.trim() {
+        "init" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let kind = kind.trim();
+    let fault = match kind {
+        "#UD" => Fault::Ud,
+        "#NM" => Fault::Nm,
+        "#SS" | "#SS(0)" => Fault::Ss,
+        "#AC" | "#AC(0)" => Fault::Ac,
+        k if k.starts_with("#GP(") => Fault::Gp(parse_u64(k[4..].strip_suffix(')')?)? as u32),
+        k if k.starts_with("#PF(") => {
+            let inner = k[4..].strip_suffix(')')?;
+            let (e, c) = inner.split_once(',')?;
+            let e = e.trim().strip_prefix("err=")?;
+            let c = c.trim().strip_prefix("cr2=")?;
+            Fault::Pf {
+                err: parse_u64(e)? as u32,
+                addr: parse_addr(c)?,
+            }
+        }
+        _ => return None,
+    };
+    Some(Some(FaultAt { fault, insn }))
+}
+
+/// Runs of differing bytes in `a` vs `b` within `range`, gaps below 4 merged,
+/// each at most 64 bytes.
+fn runs(a: &[u8], b: &[u8], lo: usize, hi: usize) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = Vec::new();
+    let mut i = lo;
+    while i < hi {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        let mut j = end;
+        while j < hi && j - start < 64 {
+            if a[j] != b[j] {
+                end = j + 1;
+            } else if j - end >= 3 {
+                break;
+            }
+            j += 1;
+        }
+        v.push((start, end));
+        i = end;
+    }
+    v
+}
+
+/// Writes `img` sparsely against `base`: catalog fields by name, ranged
+/// fields and uncovered bytes by ranges.
+fn write_image(out: &mut String, raw: &str, cat: &Catalog, img: &[u8], base: &[u8]) {
+    let n = img.len().min(base.len());
+    let mut covered = vec![false; n];
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    for f in &cat.fields {
+        let Field { offset, len, .. } = *f;
+        if offset + len > n {
+            continue;
+        }
+        covered[offset..offset + len].iter_mut().for_each(|c| *c = true);
+        if f.ranged {
+            for (a, b) in runs(img, base, offset, offset + len) {
+                lines.push((a, format!("{}[{}..{}] = {}", f.name, a - offset, b - offset, hex(&img[a..b]))));
+            }
+        } else if img[offset..offset + len] != base[offset..offset + len] {
+            lines.push((offset, format!("{} = {}", f.name, fmt_value(&img[offset..offset + len]))));
+        }
+    }
+    let mut i = 0;
+    while i < n {
+        if covered[i] || img[i] == base[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        while end < n && end - start < 64 && !covered[end] && img[end] != base[end] {
+            end += 1;
+        }
+        lines.push((start, format!("{raw}[{start}..{end}] = {}", hex(&img[start..end]))));
+        i = end;
+    }
+    lines.sort_by_key(|l| l.0);
+    for (_, l) in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+/// Disassembles `code` (at CODE_BASE): (bytes, text) per instruction.
+pub fn disassemble(code: &[u8]) -> Vec<(Vec<u8>, String)> {
+    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
+    let mut f = IntelFormatter::new();
+    let mut v = Vec::new();
+    let mut pos = 0usize;
+    while d.can_decode() {
+        let ins = d.decode();
+        let len = ins.len().max(1).min(code.len() - pos);
+        let mut s = String::new();
+        if ins.is_invalid() {
+            s.push_str("(invalid)");
+        } else {
+            f.format(&ins, &mut s);
+        }
+        v.push((code[pos..pos + len].to_vec(), s));
+        pos += len;
+    }
+    v
+}
+
+/// Writes a case file: the header comments, the model name, and the case
+/// sparsely against the model's defaults.
+pub fn write_case(comments: &[String], model_name: &str, model: &CpuModel, case: &Case) -> String {
+    let mut out = String::new();
+    for c in comments {
+        if c.is_empty() {
+            out.push_str("#\n");
+        } else {
+            let _ = writeln!(out, "# {c}");
+        }
+    }
+    let _ = writeln!(out, "xsave-case {VERSION}\nmodel {model_name}");
+    // Control.
+    let d = Control::user(model);
+    let c = &case.control;
+    let mut ctl = String::new();
+    let mut num = |k: &str, a: u64, b: u64| {
+        if a != b {
+            let _ = writeln!(ctl, "{k} = {a:#x}");
+        }
+    };
+    num("xcr0", c.xcr0, d.xcr0);
+    num("xss", c.xss, d.xss);
+    num("xfd", c.xfd, d.xfd);
+    if c.cpl != d.cpl {
+        let _ = writeln!(ctl, "cpl = {}", c.cpl);
+    }
+    for (k, a, b) in [
+        ("cr0.ts", c.cr0_ts, d.cr0_ts),
+        ("cr0.em", c.cr0_em, d.cr0_em),
+        ("cr0.am", c.cr0_am, d.cr0_am),
+        ("cr4.osxsave", c.cr4_osxsave, d.cr4_osxsave),
+        ("cr4.osfxsr", c.cr4_osfxsr, d.cr4_osfxsr),
+        ("eflags.ac", c.eflags_ac, d.eflags_ac),
+        ("vmx_nonroot", c.vmx_nonroot, d.vmx_nonroot),
+    ] {
+        if a != b {
+            let _ = writeln!(ctl, "{k} = {}", a as u8);
+        }
+    }
+    if !ctl.is_empty() {
+        let _ = write!(out, "\n[control]\n{ctl}");
+    }
+    // Init image.
+    let xcomp = if case.init.len() >= 528 { case.init_xcomp_bv() } else { 0 };
+    let compacted = xcomp >> 63 == 1;
+    let mut base = default_image(model, c.xcr0, xcomp);
+    let mut init = String::new();
+    if base.len() != case.init.len() {
+        let _ = writeln!(init, "size = {}", case.init.len());
+        base.resize(case.init.len(), 0);
+    }
+    let cat = Catalog::new(model, if compacted { xcomp } else { c.xcr0 }, compacted);
+    write_image(&mut init, "init", &cat, &case.init, &base);
+    if !init.is_empty() {
+        let _ = write!(out, "\n[init]\n{init}");
+    }
+    // Arena.
+    let mut arena = String::new();
+    let pages = case.memory.prot.len();
+    if pages != 1 {
+        let _ = writeln!(arena, "pages = {pages}");
+    }
+    for (k, p) in case.memory.prot.iter().enumerate() {
+        match p {
+            Prot::ReadWrite => {}
+            Prot::Read => {
+                let _ = writeln!(arena, "page {k} = r");
+            }
+            Prot::None => {
+                let _ = writeln!(arena, "page {k} = none");
+            }
+        }
+    }
+    let zero = vec![0u8; case.memory.bytes.len()];
+    for (a, b) in runs(&case.memory.bytes, &zero, 0, zero.len()) {
+        let _ = writeln!(arena, "{a:#x} = {}", hex(&case.memory.bytes[a..b]));
+    }
+    if !arena.is_empty() {
+        let _ = write!(out, "\n[arena]\n{arena}");
+    }
+    // GPRs.
+    if case.gprs.iter().any(|&g| g != 0) {
+        out.push_str("\n[gprs]\n");
+        for (k, &g) in case.gprs.iter().enumerate() {
+            if g != 0 {
+                let _ = writeln!(out, "{} = {}", GPR_NAMES[k], fmt_addr(g));
+            }
+        }
+    }
+    if !case.code.is_empty() {
+        out.push_str("\n[code]\n");
+        for (b, s) in disassemble(&case.code) {
+            let bytes: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+            let _ = writeln!(out, "{:<24} # {s}", bytes.join(" "));
+        }
+    }
+    out
+}
+
+/// Writes an `[expect]` or `[record MODEL]` section for `outcome`.
+pub fn write_outcome(title: &str, model: &CpuModel, case: &Case, o: &Outcome) -> String {
+    let mut out = format!("\n[{title}]\n");
+    let _ = writeln!(out, "fault = {}", fmt_fault(&o.fault));
+    match o.xinuse {
+        Some(x) => {
+            let _ = writeln!(out, "xinuse = {x:#x}");
+        }
+        None => out.push_str("xinuse = none\n"),
+    }
+    for (k, (&a, &b)) in o.gprs.iter().zip(&case.gprs).enumerate() {
+        if a != b {
+            let _ = writeln!(out, "{} = {}", GPR_NAMES[k], fmt_addr(a));
+        }
+    }
+    let base = baseline_final(model, case);
+    let cat = Catalog::new(model, case.control.xcr0, false);
+    let mut img = o.final_image.clone();
+    let mut b = base.clone();
+    let n = img.len().max(b.len());
+    img.resize(n, 0);
+    b.resize(n, 0);
+    write_image(&mut out, "final", &cat, &img, &b);
+    let sb = baseline_supervisor(model, case);
+    if sb.len() == o.supervisor.len() {
+        for (a, e) in runs(&o.supervisor, &sb, 0, sb.len()) {
+            let _ = writeln!(out, "supervisor[{a}..{e}] = {}", hex(&o.supervisor[a..e]));
+        }
+    }
+    for (a, e) in runs(&o.memory, &case.memory.bytes, 0, o.memory.len().min(case.memory.bytes.len())) {
+        let _ = writeln!(out, "mem[{a:#x}..{e:#x}] = {}", hex(&o.memory[a..e]));
+    }
+    out
+}

@@ -1,0 +1,352 @@
+//! Field-level comparison of two outcomes of one case, and the verdict against
+//! the reference model: matches the model / inside the envelope but off the
+//! model / outside the envelope.
+
+use crate::casefile::{fmt_addr, fmt_fault, hex};
+use crate::fields::Catalog;
+use serde::Serialize;
+use xsave_emu::case::GPR_NAMES;
+use xsave_emu::component::component_name;
+use xsave_emu::exec::decode;
+use xsave_emu::{Case, CpuModel, Outcome};
+
+/// One difference: where, and the value on each side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// "XMM3[4..8]", "XSTATE_BV bit 2 (AVX)", "fault", "memory arena+0x240..0x250".
+    pub field: String,
+    /// The class of the difference, for signatures ("final SSE", "fault #GP/none").
+    #[serde(skip)]
+    pub class: String,
+    pub left: String,
+    pub right: String,
+}
+
+/// The verdict on an observed outcome against the reference model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Equal to the model's prediction (noise aside).
+    MatchesModel,
+    /// Off the model's prediction but inside what the SDM allows.
+    InsideEnvelope,
+    /// Outside the SDM's envelope: `field` breaks it.
+    OutsideEnvelope { field: String, detail: String },
+    /// The envelope could not be computed (the emulator does not model the case).
+    Unjudged { reason: String },
+}
+
+impl Verdict {
+    pub fn short(&self) -> &'static str {
+        match self {
+            Verdict::MatchesModel => "matches the model",
+            Verdict::InsideEnvelope => "inside the envelope but off the model",
+            Verdict::OutsideEnvelope { .. } => "outside the envelope",
+            Verdict::Unjudged { .. } => "not judged",
+        }
+    }
+}
+
+/// The differences between two outcomes; those the model declares
+/// uncontrolled (its quirks) are kept apart as noise.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Comparison {
+    pub diffs: Vec<Diff>,
+    pub noise: Vec<Diff>,
+}
+
+impl Comparison {
+    pub fn is_match(&self) -> bool {
+        self.diffs.is_empty()
+    }
+    /// A stable signature: the sorted, deduplicated classes of the differences.
+    pub fn signature(&self) -> String {
+        let mut v: Vec<&str> = self.diffs.iter().map(|d| d.class.as_str()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.join("; ")
+    }
+}
+
+/// What the reference model leaves uncontrolled (its quirks), as byte masks.
+struct Noise {
+    /// FOP/FIP/FDP in the final image and in saved areas (AMD).
+    x87_pointers: bool,
+    /// XINUSE/XSTATE_BV bits that read 1 where 0 is predicted (AMD).
+    xinuse: bool,
+}
+
+fn upper(name: &str) -> String {
+    name.to_ascii_uppercase()
+}
+
+fn bit_name(i: usize) -> String {
+    match component_name(i) {
+        Some(n) => format!("bit {i} ({n})"),
+        None => format!("bit {i}"),
+    }
+}
+
+/// Bits of `a ^ b`, one diff each.
+fn bits(out: &mut Vec<Diff>, what: &str, a: u64, b: u64) {
+    let x = a ^ b;
+    for i in 0..64 {
+        if x >> i & 1 == 1 {
+            out.push(Diff {
+                field: format!("{what} {}", bit_name(i)),
+                class: format!("{what} {}", bit_name(i)),
+                left: (a >> i & 1).to_string(),
+                right: (b >> i & 1).to_string(),
+            });
+        }
+    }
+}
+
+/// Addresses of the save areas the case's instructions write, from the
+/// initial GPRs (enough for noise masks: the cases load their bases first).
+fn save_areas(case: &Case) -> Vec<u64> {
+    use iced_x86::Mnemonic::*;
+    let mut v = Vec::new();
+    for ins in decode(&case.code) {
+        if matches!(ins.mnemonic(), Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xsaves | Xsaves64 | Fxsave | Fxsave64) {
+            let g = case.gprs;
+            let rip = ins.next_ip();
+            if let Some(a) = ins.virtual_address(0, 0, |r, _, _| match r {
+                iced_x86::Register::RIP => Some(rip),
+                r if r.is_gpr64() => Some(g[r.number()]),
+                r if r.is_gpr32() => Some(g[r.number()] & 0xffff_ffff),
+                _ => Some(0),
+            }) {
+                v.push(a);
+            }
+        }
+    }
+    v
+}
+
+/// Compares `left` (the reference, usually the prediction) with `right`.
+pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -> Comparison {
+    let mut c = Comparison::default();
+    if left == right {
+        return c;
+    }
+    let noise = Noise {
+        x87_pointers: model.quirks.x87_pointers_uncontrolled,
+        xinuse: model.quirks.xinuse_noise,
+    };
+    let mut d = Vec::new();
+    if left.fault != right.fault {
+        let kind = |f: &Option<xsave_emu::FaultAt>| match f {
+            None => "none".to_string(),
+            Some(f) => crate::casefile::fmt_fault_kind(&f.fault)
+                .split('(')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        };
+        d.push(Diff {
+            field: "fault".into(),
+            class: format!("fault {} vs {}", kind(&left.fault), kind(&right.fault)),
+            left: fmt_fault(&left.fault),
+            right: fmt_fault(&right.fault),
+        });
+    }
+    for k in 0..16 {
+        if left.gprs[k] != right.gprs[k] {
+            d.push(Diff {
+                field: upper(GPR_NAMES[k]),
+                class: format!("gpr {}", GPR_NAMES[k]),
+                left: fmt_addr(left.gprs[k]),
+                right: fmt_addr(right.gprs[k]),
+            });
+        }
+    }
+    // Final image, field by field.
+    if left.final_image != right.final_image {
+        let cat = Catalog::new(model, case.control.xcr0, false);
+        let (a, b) = (&left.final_image, &right.final_image);
+        if a.len() != b.len() {
+            d.push(Diff {
+                field: "final image size".into(),
+                class: "final image size".into(),
+                left: a.len().to_string(),
+                right: b.len().to_string(),
+            });
+        }
+        let n = a.len().min(b.len());
+        let mut i = 0;
+        while i < n {
+            if a[i] == b[i] {
+                i += 1;
+                continue;
+            }
+            if (512..520).contains(&i) || (520..528).contains(&i) {
+                let off = if i < 520 { 512 } else { 520 };
+                let q = |x: &[u8]| u64::from_le_bytes(x[off..off + 8].try_into().unwrap());
+                let what = if off == 512 { "XSTATE_BV" } else { "XCOMP_BV" };
+                let mut v = Vec::new();
+                bits(&mut v, what, q(a), q(b));
+                for x in v {
+                    let noisy = noise.xinuse && what == "XSTATE_BV" && x.left == "0";
+                    if noisy { c.noise.push(x) } else { d.push(Diff { class: format!("final {}", x.class), ..x }) }
+                }
+                i = off + 8;
+                continue;
+            }
+            match cat.at(i) {
+                Some(f) => {
+                    let (fo, fl) = (f.offset, f.len);
+                    let mut lo = usize::MAX;
+                    let mut hi = 0;
+                    for k in fo..(fo + fl).min(n) {
+                        if a[k] != b[k] {
+                            lo = lo.min(k);
+                            hi = k + 1;
+                        }
+                    }
+                    let field = if lo == fo && hi == fo + fl {
+                        upper(&f.name)
+                    } else {
+                        format!("{}[{}..{}]", upper(&f.name), lo - fo, hi - fo)
+                    };
+                    let comp = f.component.and_then(component_name).unwrap_or("header");
+                    let x = Diff {
+                        field,
+                        class: format!("final {comp}"),
+                        left: hex(&a[lo..hi]),
+                        right: hex(&b[lo..hi]),
+                    };
+                    if noise.x87_pointers && (6..24).contains(&fo) {
+                        c.noise.push(x);
+                    } else {
+                        d.push(x);
+                    }
+                    i = (fo + fl).max(i + 1);
+                }
+                None => {
+                    let start = i;
+                    while i < n && a[i] != b[i] && cat.at(i).is_none() && !(512..528).contains(&i) {
+                        i += 1;
+                    }
+                    d.push(Diff {
+                        field: format!("final[{start}..{i}]"),
+                        class: format!("final bytes {}", region(start)),
+                        left: hex(&a[start..i]),
+                        right: hex(&b[start..i]),
+                    });
+                }
+            }
+        }
+    }
+    match (left.xinuse, right.xinuse) {
+        (Some(x), Some(y)) if x != y => {
+            let mut v = Vec::new();
+            bits(&mut v, "XINUSE", x, y);
+            for b in v {
+                if noise.xinuse && b.left == "0" { c.noise.push(b) } else { d.push(b) }
+            }
+        }
+        (x, y) if x != y => d.push(Diff {
+            field: "XINUSE".into(),
+            class: "XINUSE availability".into(),
+            left: format!("{x:?}"),
+            right: format!("{y:?}"),
+        }),
+        _ => {}
+    }
+    if left.supervisor != right.supervisor {
+        d.push(Diff {
+            field: "supervisor state".into(),
+            class: "supervisor".into(),
+            left: hex(&left.supervisor),
+            right: hex(&right.supervisor),
+        });
+    }
+    if left.memory != right.memory {
+        let areas = if noise.x87_pointers || noise.xinuse { save_areas(case) } else { Vec::new() };
+        let base = case.memory.base;
+        let noisy = |k: usize, l: u8, r: u8| {
+            let addr = base + k as u64;
+            areas.iter().any(|&s| {
+                (noise.x87_pointers && addr >= s + 6 && addr < s + 24)
+                    || (noise.xinuse && addr >= s + 512 && addr < s + 520 && l & !r == 0)
+            })
+        };
+        let (a, b) = (&left.memory, &right.memory);
+        let n = a.len().min(b.len());
+        let mut i = 0;
+        while i < n {
+            if a[i] == b[i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut end = i + 1;
+            let mut j = end;
+            while j < n && j - end < 4 && j - start < 64 {
+                if a[j] != b[j] {
+                    end = j + 1;
+                }
+                j += 1;
+            }
+            let all_noise = (start..end).all(|k| a[k] == b[k] || noisy(k, a[k], b[k]));
+            let x = Diff {
+                field: format!("memory {}..{:#x}", fmt_addr(base + start as u64), end),
+                class: "memory".into(),
+                left: hex(&a[start..end]),
+                right: hex(&b[start..end]),
+            };
+            if all_noise { c.noise.push(x) } else { d.push(x) }
+            i = end;
+        }
+        if a.len() != b.len() {
+            d.push(Diff {
+                field: "memory size".into(),
+                class: "memory size".into(),
+                left: a.len().to_string(),
+                right: b.len().to_string(),
+            });
+        }
+    }
+    c.diffs = d;
+    c
+}
+
+fn region(off: usize) -> &'static str {
+    match off {
+        0..=31 => "legacy header",
+        32..=159 => "ST padding",
+        160..=415 => "XMM",
+        416..=511 => "legacy reserved",
+        512..=575 => "XSAVE header",
+        _ => "extended",
+    }
+}
+
+/// The verdict on `observed` for `case` on `model`, given its comparison with
+/// the model's prediction.
+pub fn verdict(model: &CpuModel, case: &Case, cmp: &Comparison, observed: &Outcome) -> Verdict {
+    if cmp.is_match() {
+        return Verdict::MatchesModel;
+    }
+    match xsave_emu::check(model, case, observed) {
+        Ok(Ok(())) => Verdict::InsideEnvelope,
+        Ok(Err(v)) => Verdict::OutsideEnvelope {
+            field: v.field,
+            detail: v.detail,
+        },
+        Err(u) => Verdict::Unjudged { reason: u.0 },
+    }
+}
+
+/// The comparison as text, one difference a line.
+pub fn render(cmp: &Comparison, left_name: &str, right_name: &str) -> String {
+    let mut s = String::new();
+    for d in &cmp.diffs {
+        s.push_str(&format!("  {}: {} ({left_name}) vs {} ({right_name})\n", d.field, d.left, d.right));
+    }
+    for d in &cmp.noise {
+        s.push_str(&format!("  (noise the model allows) {}: {} vs {}\n", d.field, d.left, d.right));
+    }
+    s
+}
