@@ -1,0 +1,523 @@
+//! The ring-3 runner: runs one [`Case`] on this CPU with the stub of
+//! [`crate::stub`] and returns the same [`Outcome`] the emulator predicts.
+//!
+//! Fixed mappings, made once per process with `MAP_FIXED_NOREPLACE` and reused:
+//! the case's code page at `CODE_BASE`, the arena at `ARENA_BASE` (each page given
+//! the case's protection before the run), the initial image at `INIT_BASE`, and the
+//! runner's private region (stub, data page, host and final XSAVE areas). Runs are
+//! serialised by a process-wide lock, so any number of [`Runner`]s may exist.
+//!
+//! A context switch during a run (RUSAGE_THREAD nvcsw + nivcsw changed) makes the
+//! runner run the case again, up to [`Runner::max_tries`] times.
+
+use crate::host;
+use crate::signal::{self, CaseSignals, FaultRecord};
+use crate::stub::{self, Stub, DATA_PAGE, PAGE, PRIV_BASE};
+use crate::Refusal;
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
+use xsave_emu::case::{ARENA_BASE, CODE_BASE, INIT_BASE, MAX_ARENA_PAGES, MAX_CODE};
+use xsave_emu::{layout, Case, Control, CpuModel, Fault, FaultAt, Mode, Outcome, Prot, Xfeatures};
+
+/// The process-wide mappings and the assembled stub.
+struct Region {
+    stub: Stub,
+    /// Bytes of each of the host and final areas (a multiple of the page size).
+    area_bytes: usize,
+    /// Pages at INIT_BASE.
+    init_pages: usize,
+}
+
+static REGION: OnceLock<Result<Region, String>> = OnceLock::new();
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// The thread's last trap may have been a #UD (trap_nr = 6): take a #BP first.
+    static NEEDS_PRIME: Cell<bool> = const { Cell::new(true) };
+    /// With AMX permission: this thread has not yet had its first TILEDATA use.
+    static NEEDS_AMX_FIRST_USE: Cell<bool> = const { Cell::new(true) };
+}
+
+fn map_fixed(addr: u64, len: usize, prot: libc::c_int) -> Result<(), String> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: an anonymous mapping at an address nothing else uses (NOREPLACE
+    // refuses to replace an existing mapping); no Rust object refers to it yet.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            flags | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p as u64 == addr {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if p != libc::MAP_FAILED {
+        // A kernel (or emulator) that ignores MAP_FIXED_NOREPLACE took it as a hint.
+        // SAFETY: unmaps the mapping just made, which nothing refers to.
+        unsafe { libc::munmap(p, len) };
+        return Err(format!(
+            "mmap at {addr:#x}: placed at {:#x} instead",
+            p as u64
+        ));
+    }
+    if err.raw_os_error() == Some(libc::EEXIST) {
+        return Err(format!("mmap at {addr:#x}: address already mapped"));
+    }
+    // Without MAP_FIXED_NOREPLACE support: ask for the address as a hint.
+    // SAFETY: as above, without the fixed flag the kernel never replaces a mapping.
+    let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, -1, 0) };
+    if p as u64 == addr {
+        return Ok(());
+    }
+    if p != libc::MAP_FAILED {
+        // SAFETY: unmaps the mapping just made.
+        unsafe { libc::munmap(p, len) };
+    }
+    Err(format!("mmap at {addr:#x}: {err}"))
+}
+
+fn protect(addr: u64, len: usize, prot: libc::c_int) {
+    // SAFETY: `addr..addr+len` lies inside one of the runner's own fixed mappings,
+    // which no Rust reference points into.
+    let r = unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) };
+    assert_eq!(
+        r,
+        0,
+        "mprotect({addr:#x}, {len}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn poke(addr: u64, bytes: &[u8]) {
+    // SAFETY: callers write inside the runner's own mappings after making the pages
+    // writable; the ranges never overlap `bytes`, which is ordinary heap memory.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
+}
+
+fn fill_zero(addr: u64, len: usize) {
+    // SAFETY: as in `poke`.
+    unsafe { std::ptr::write_bytes(addr as *mut u8, 0, len) }
+}
+
+fn peek(addr: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    // SAFETY: callers read inside the runner's own mappings after making the
+    // pages readable.
+    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, v.as_mut_ptr(), len) };
+    v
+}
+
+fn put_u64(off: u64, v: u64) {
+    poke(DATA_PAGE + off, &v.to_le_bytes());
+}
+
+fn get_u64(off: u64) -> u64 {
+    u64::from_le_bytes(peek(DATA_PAGE + off, 8).try_into().unwrap())
+}
+
+fn round_pages(n: usize) -> usize {
+    n.div_ceil(PAGE as usize) * PAGE as usize
+}
+
+fn region(model: &CpuModel) -> Result<&'static Region, String> {
+    REGION
+        .get_or_init(|| {
+            let std_size = host_area_size(model);
+            let area_bytes = round_pages(std_size);
+            let init_pages = area_bytes / PAGE as usize + 1;
+            let host_area = PRIV_BASE + 2 * PAGE;
+            let final_area = host_area + area_bytes as u64;
+            let stub = stub::assemble(host_area, final_area, model.xgetbv1)?;
+            if stub.bytes.len() > PAGE as usize {
+                return Err(format!("stub of {} bytes", stub.bytes.len()));
+            }
+            map_fixed(CODE_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC)?;
+            map_fixed(ARENA_BASE, MAX_ARENA_PAGES * PAGE as usize, libc::PROT_NONE)?;
+            map_fixed(INIT_BASE, init_pages * PAGE as usize, libc::PROT_NONE)?;
+            let priv_len = 2 * PAGE as usize + 2 * area_bytes;
+            map_fixed(PRIV_BASE, priv_len, libc::PROT_READ | libc::PROT_WRITE)?;
+            poke(PRIV_BASE, &stub.bytes);
+            protect(PRIV_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC);
+            signal::install(stub.init_xrstor, stub.recovery, stub.prime_resume)?;
+            Ok(Region {
+                stub,
+                area_bytes,
+                init_pages,
+            })
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// The XSAVE area size for the host's XCR0: CPUID.(0DH,0):EBX, and at least the
+/// standard layout's size (what the capture reads back).
+fn host_area_size(model: &CpuModel) -> usize {
+    let ebx = raw_cpuid::native_cpuid::cpuid_count(0xd, 0).ebx as usize;
+    let lay = layout::standard(model, Xfeatures::from_bits_retain(model.os_xcr0)).size as usize;
+    ebx.max(lay).max(576)
+}
+
+/// Runs cases on this CPU in ring 3.
+pub struct Runner {
+    model: CpuModel,
+    /// XFD is disarmed for this process (AMX permission granted).
+    amx_permitted: bool,
+    /// How many times a case is run when each run sees a context switch.
+    pub max_tries: u32,
+    /// Total reruns caused by context switches (for reporting).
+    pub reruns: u64,
+}
+
+impl Runner {
+    pub fn new() -> Result<Runner, String> {
+        let model = host::host_model()?;
+        if !model.xsave || !host::osxsave() {
+            return Err("no XSAVE (CPUID.01H:ECX[26] or OSXSAVE is 0)".into());
+        }
+        region(&model)?;
+        let armed_capable = host::linux_xfd(&model, model.os_xcr0);
+        let perm = host::xcomp_perm().unwrap_or(0);
+        let amx_permitted = model.xfd && perm & (1 << host::XFEATURE_XTILEDATA) != 0;
+        let _ = armed_capable;
+        Ok(Runner {
+            model,
+            amx_permitted,
+            max_tries: 20,
+            reruns: 0,
+        })
+    }
+
+    pub fn model(&self) -> &CpuModel {
+        &self.model
+    }
+
+    /// The control state cases run with here: Linux user mode on this CPU.
+    pub fn control(&self) -> Control {
+        Control::user(&self.model)
+    }
+
+    fn refuse_control(&self, c: &Control) -> Result<(), Refusal> {
+        let h = self.control();
+        let r = |s: &str| Err(Refusal::new(s));
+        if c.cpl == 0 {
+            return r("needs CPL 0");
+        }
+        if c.cpl != h.cpl {
+            return r("CPL differs from the host's");
+        }
+        if c.mode != Mode::Long64 {
+            return r("mode differs from the host's");
+        }
+        if c.xcr0 != h.xcr0 {
+            return r("XCR0 differs from the host's");
+        }
+        if c.xss != h.xss {
+            return r("IA32_XSS differs from the host's");
+        }
+        if c.xfd != h.xfd {
+            return r("IA32_XFD differs from the host's");
+        }
+        if c.cr0_ts != h.cr0_ts {
+            return r("needs CR0.TS = 1");
+        }
+        if c.cr0_em != h.cr0_em {
+            return r("needs CR0.EM = 1");
+        }
+        if c.cr0_am != h.cr0_am {
+            return r("needs CR0.AM = 0");
+        }
+        if c.cr4_osxsave != h.cr4_osxsave {
+            return r("needs CR4.OSXSAVE = 0");
+        }
+        if c.cr4_osfxsr != h.cr4_osfxsr {
+            return r("needs CR4.OSFXSR = 0");
+        }
+        if c.vmx_nonroot != h.vmx_nonroot {
+            return r("VMX mode differs from the host's");
+        }
+        Ok(())
+    }
+
+    /// Why this runner will not run `case`, if it will not.
+    pub fn refusal(&self, case: &Case) -> Result<(), Refusal> {
+        self.refuse_control(&case.control)?;
+        let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
+        if case.code.len() > MAX_CODE {
+            return Err(Refusal::new("code longer than MAX_CODE"));
+        }
+        if insn_offsets(&case.code).is_none() {
+            return Err(Refusal::new("code does not decode into whole instructions"));
+        }
+        if case.memory.base != ARENA_BASE {
+            return Err(Refusal::new("arena not at ARENA_BASE"));
+        }
+        let pages = case.memory.prot.len();
+        if pages > MAX_ARENA_PAGES || case.memory.bytes.len() != pages * PAGE as usize {
+            return Err(Refusal::new("arena larger than MAX_ARENA_PAGES"));
+        }
+        if case.init.len() < 576 || case.init.len() > reg.init_pages * PAGE as usize {
+            return Err(Refusal::new("initial image size out of range"));
+        }
+        let armed = case.control.xfd_armed();
+        if case.init_xstate_bv() & armed != 0 {
+            return Err(Refusal::new("needs AMX permission"));
+        }
+        Ok(())
+    }
+
+    /// Runs `case` (again while each run sees a context switch) and returns
+    /// its outcome, or why it was not run.
+    pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
+        self.refusal(case)?;
+        let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
+        let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if self.amx_permitted && NEEDS_AMX_FIRST_USE.with(|c| c.get()) {
+            self.amx_first_use(reg)?;
+        }
+        for _ in 0..self.max_tries {
+            let (clean, rec) = run_once(reg, case, &self.model)?;
+            if clean {
+                return self.outcome(reg, case, rec);
+            }
+            self.reruns += 1;
+        }
+        Err(Refusal::new("context switch on every try"))
+    }
+
+    /// With AMX permission, the kernel disarms XFD for a thread at its first
+    /// TILEDATA use (inside its #NM handler, which also saves and reloads the
+    /// thread's state): make that happen here, not inside a case.
+    fn amx_first_use(&self, reg: &Region) -> Result<(), Refusal> {
+        let mut c = Case::new(&self.model, self.control());
+        c.set_init_xstate_bv(1 << host::XFEATURE_XTILEDATA);
+        let (_, rec) = run_once(reg, &c, &self.model)?;
+        if let Some(r) = rec {
+            return Err(Refusal::new(&format!(
+                "runner: first AMX use faulted (signal {}, trapno {})",
+                r.signo, r.trapno
+            )));
+        }
+        NEEDS_AMX_FIRST_USE.with(|c| c.set(false));
+        Ok(())
+    }
+
+    fn outcome(
+        &self,
+        reg: &Region,
+        case: &Case,
+        rec: Option<FaultRecord>,
+    ) -> Result<Outcome, Refusal> {
+        let size = layout::standard(&self.model, Xfeatures::from_bits_retain(case.control.xcr0))
+            .size as usize;
+        let final_image = peek(reg.stub.final_area, size);
+        let xinuse = self.model.xgetbv1.then(|| get_u64(stub::data::XINUSE));
+        let mut gprs = [0u64; 16];
+        for (k, g) in gprs.iter_mut().enumerate() {
+            *g = get_u64(stub::data::GPRS_OUT + 8 * k as u64);
+        }
+        let pages = case.memory.prot.len();
+        protect(ARENA_BASE, pages * PAGE as usize, libc::PROT_READ);
+        let memory = peek(ARENA_BASE, pages * PAGE as usize);
+        protect(ARENA_BASE, MAX_ARENA_PAGES * PAGE as usize, libc::PROT_NONE);
+        let fault = match rec {
+            None => None,
+            Some(r) => {
+                let fault = decode_fault(&r)?;
+                if fault == Fault::Ud {
+                    NEEDS_PRIME.with(|c| c.set(true));
+                }
+                let insn = if r.rip == reg.stub.init_xrstor {
+                    gprs = case.gprs;
+                    None
+                } else {
+                    let offs = insn_offsets(&case.code).expect("checked in refusal");
+                    let at = r.rip.wrapping_sub(CODE_BASE) as usize;
+                    Some(offs.iter().position(|&o| o == at).ok_or_else(|| {
+                        Refusal::new("fault at no instruction boundary of the case")
+                    })?)
+                };
+                Some(FaultAt { fault, insn })
+            }
+        };
+        Ok(Outcome {
+            fault,
+            final_image,
+            xinuse,
+            gprs,
+            memory,
+            supervisor: supervisor_init(&self.model, case.control.xss),
+        })
+    }
+}
+
+/// [`Outcome::supervisor`] in ring 3: the supervisor components (IA32_XSS) cannot
+/// be read at CPL 3, and nothing a ring-3 case runs (XRSTOR and XSAVE* touch only
+/// user components; XRSTORS is #GP) can change them, so the runner reports the
+/// state the emulator starts from: each enabled supervisor component in its init
+/// configuration, ascending, concatenated.
+pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in Xfeatures::from_bits_retain(xss).indices() {
+        if let Some(c) = model.component(i).filter(|c| c.supervisor) {
+            let mut b = vec![0u8; c.size as usize];
+            let q = xsave_emu::component::COMPONENTS[i]
+                .init_qword0
+                .to_le_bytes();
+            if b.len() >= 8 {
+                b[..8].copy_from_slice(&q);
+            }
+            v.extend_from_slice(&b);
+        }
+    }
+    v
+}
+
+/// The start offsets of the case's instructions; `None` when the bytes do not
+/// decode into whole valid instructions.
+pub fn insn_offsets(code: &[u8]) -> Option<Vec<usize>> {
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
+    let mut v = Vec::new();
+    while d.can_decode() {
+        let pos = d.position();
+        let ins = d.decode();
+        if d.last_error() != iced_x86::DecoderError::None || ins.is_invalid() {
+            return None;
+        }
+        v.push(pos);
+    }
+    Some(v)
+}
+
+/// The fault a signal record stands for (module docs of [`crate::signal`] for #NM).
+pub fn decode_fault(r: &FaultRecord) -> Result<Fault, Refusal> {
+    let other = || {
+        Err(Refusal::new(&format!(
+            "fault outside the model (signal {}, trapno {})",
+            r.signo, r.trapno
+        )))
+    };
+    match r.signo {
+        libc::SIGSEGV => match r.trapno {
+            14 => Ok(Fault::Pf {
+                err: r.err as u32,
+                addr: r.addr,
+            }),
+            13 => Ok(Fault::Gp(r.err as u32)),
+            12 => Ok(Fault::Ss),
+            _ => other(),
+        },
+        libc::SIGBUS => match r.trapno {
+            17 => Ok(Fault::Ac),
+            12 => Ok(Fault::Ss),
+            _ => other(),
+        },
+        // trap_nr is 6 only after a real #UD: the runner never starts a case with 6.
+        libc::SIGILL => Ok(if r.trapno == 6 { Fault::Ud } else { Fault::Nm }),
+        _ => other(),
+    }
+}
+
+fn prot_bits(p: Prot) -> libc::c_int {
+    match p {
+        Prot::None => libc::PROT_NONE,
+        Prot::Read => libc::PROT_READ,
+        Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    }
+}
+
+fn switches() -> i64 {
+    // SAFETY: a zeroed rusage is a valid out-parameter for getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to write.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_nvcsw + ru.ru_nivcsw
+}
+
+/// Takes a #BP so that the thread's trap_nr is 3, not 6.
+fn prime(reg: &Region) {
+    signal::PRIMING.store(true, Ordering::SeqCst);
+    let _s = CaseSignals::enter();
+    // SAFETY: `prime` is the stub's `int3; ret`, a complete function in an executable
+    // page; its SIGTRAP is returned from by the handler (PRIMING is set).
+    let f: extern "sysv64" fn() = unsafe { std::mem::transmute(reg.stub.prime as usize) };
+    f();
+    signal::PRIMING.store(false, Ordering::SeqCst);
+    NEEDS_PRIME.with(|c| c.set(false));
+}
+
+/// One run: prepares every mapping from the case, runs the stub, and says
+/// whether no context switch happened; the fault record if it faulted.
+fn run_once(
+    reg: &Region,
+    case: &Case,
+    model: &CpuModel,
+) -> Result<(bool, Option<FaultRecord>), Refusal> {
+    let _ = model;
+    if NEEDS_PRIME.with(|c| c.get()) {
+        prime(reg);
+    }
+    // Code.
+    let code = stub::case_code(&case.code, reg.stub.after_code)
+        .map_err(|e| Refusal::new(&format!("runner: {e}")))?;
+    protect(CODE_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_WRITE);
+    fill_zero(CODE_BASE, PAGE as usize);
+    poke(CODE_BASE, &code);
+    protect(CODE_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC);
+    signal::CODE_END.store(CODE_BASE + code.len() as u64, Ordering::SeqCst);
+    // Initial image: readable pages for its length, absent after.
+    let init_len = round_pages(case.init.len());
+    protect(INIT_BASE, init_len, libc::PROT_READ | libc::PROT_WRITE);
+    fill_zero(INIT_BASE, init_len);
+    poke(INIT_BASE, &case.init);
+    protect(INIT_BASE, init_len, libc::PROT_READ);
+    // Arena.
+    let pages = case.memory.prot.len();
+    protect(
+        ARENA_BASE,
+        pages * PAGE as usize,
+        libc::PROT_READ | libc::PROT_WRITE,
+    );
+    poke(ARENA_BASE, &case.memory.bytes);
+    for (k, &p) in case.memory.prot.iter().enumerate() {
+        if p != Prot::ReadWrite {
+            protect(ARENA_BASE + k as u64 * PAGE, PAGE as usize, prot_bits(p));
+        }
+    }
+    // Data page and areas.
+    fill_zero(reg.stub.final_area, reg.area_bytes);
+    fill_zero(reg.stub.host_area, reg.area_bytes);
+    for (k, g) in case.gprs.iter().enumerate() {
+        put_u64(stub::data::GPRS_IN + 8 * k as u64, *g);
+        put_u64(stub::data::GPRS_OUT + 8 * k as u64, 0);
+    }
+    put_u64(
+        stub::data::FLAGS_OR,
+        if case.control.eflags_ac {
+            stub::EFLAGS_AC
+        } else {
+            0
+        },
+    );
+    put_u64(stub::data::XINUSE, 0);
+    signal::clear_record();
+    let sig = CaseSignals::enter().map_err(|e| Refusal::new(&format!("runner: {e}")))?;
+    // SAFETY: the stub is a complete sysv64 function without arguments in an
+    // executable page; it preserves the callee-saved registers, RSP, RFLAGS and the
+    // whole XSAVE-managed state, and returns even when the case faults (the signal
+    // handler resumes it at its recovery path).
+    let f: extern "sysv64" fn() = unsafe { std::mem::transmute(reg.stub.entry as usize) };
+    let before = switches();
+    signal::ACTIVE.store(true, Ordering::SeqCst);
+    f();
+    signal::ACTIVE.store(false, Ordering::SeqCst);
+    let after = switches();
+    drop(sig);
+    let rec = signal::take_record();
+    Ok((before == after, rec))
+}
