@@ -153,7 +153,8 @@ impl CaseFile {
             let trimmed = raw.trim();
             if !version_seen {
                 if let Some(c) = trimmed.strip_prefix('#') {
-                    cf.comments.push(c.strip_prefix(' ').unwrap_or(c).to_string());
+                    cf.comments
+                        .push(c.strip_prefix(' ').unwrap_or(c).to_string());
                     continue;
                 }
                 if trimmed.is_empty() {
@@ -181,7 +182,10 @@ impl CaseFile {
             }
             if let Some(h) = line.strip_prefix('[') {
                 let h = h.strip_suffix(']').ok_or_else(|| {
-                    err(ln, format!("expected a section header `[name]`, found `{line}`"))
+                    err(
+                        ln,
+                        format!("expected a section header `[name]`, found `{line}`"),
+                    )
                 })?;
                 let h = h.trim();
                 sec = match h {
@@ -230,7 +234,10 @@ impl CaseFile {
             if sec == Sec::Top {
                 let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
                 if k != "model" || v.trim().is_empty() {
-                    return Err(err(ln, format!("expected `model NAME` or a section header, found `{line}`")));
+                    return Err(err(
+                        ln,
+                        format!("expected `model NAME` or a section header, found `{line}`"),
+                    ));
                 }
                 cf.model = v.trim().to_string();
                 continue;
@@ -245,9 +252,9 @@ impl CaseFile {
                     value: v.trim().to_string(),
                 }
             } else {
-                let (k, v) = line.split_once('=').ok_or_else(|| {
-                    err(ln, format!("expected `name = value`, found `{line}`"))
-                })?;
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| err(ln, format!("expected `name = value`, found `{line}`")))?;
                 let (k, v) = (k.trim(), v.trim());
                 if k.is_empty() || v.is_empty() {
                     return Err(err(ln, format!("expected `name = value`, found `{line}`")));
@@ -272,7 +279,10 @@ impl CaseFile {
             return Err(err(0, format!("expected a `xsave-case {VERSION}` line")));
         }
         if cf.model.is_empty() {
-            return Err(err(0, "expected a `model NAME` line (a built-in model or `host`)".into()));
+            return Err(err(
+                0,
+                "expected a `model NAME` line (a built-in model or `host`)".into(),
+            ));
         }
         Ok(cf)
     }
@@ -302,14 +312,20 @@ impl CaseFile {
         for it in &self.control {
             let num = || {
                 parse_u64(&it.value).ok_or_else(|| {
-                    self.err(it.line, format!("expected a number for `{}`, found `{}`", it.key, it.value))
+                    self.err(
+                        it.line,
+                        format!("expected a number for `{}`, found `{}`", it.key, it.value),
+                    )
                 })
             };
             let flag = || -> Result<bool, ParseError> {
                 match it.value.as_str() {
                     "0" => Ok(false),
                     "1" => Ok(true),
-                    v => Err(self.err(it.line, format!("expected 0 or 1 for `{}`, found `{v}`", it.key))),
+                    v => Err(self.err(
+                        it.line,
+                        format!("expected 0 or 1 for `{}`, found `{v}`", it.key),
+                    )),
                 }
             };
             match it.key.as_str() {
@@ -343,13 +359,21 @@ impl CaseFile {
         for it in &self.init {
             if it.key == "xcomp_bv" {
                 xcomp = parse_u64(&it.value).ok_or_else(|| {
-                    self.err(it.line, format!("expected a number for xcomp_bv, found `{}`", it.value))
+                    self.err(
+                        it.line,
+                        format!("expected a number for xcomp_bv, found `{}`", it.value),
+                    )
                 })?;
             }
             if it.key == "size" {
-                let s = parse_u64(&it.value).filter(|&s| (576..=1 << 20).contains(&s)).ok_or_else(|| {
-                    self.err(it.line, format!("expected an image size 576..1048576, found `{}`", it.value))
-                })?;
+                let s = parse_u64(&it.value)
+                    .filter(|&s| (576..=1 << 20).contains(&s))
+                    .ok_or_else(|| {
+                        self.err(
+                            it.line,
+                            format!("expected an image size 576..1048576, found `{}`", it.value),
+                        )
+                    })?;
                 size = Some(s as usize);
             }
         }
@@ -371,7 +395,15 @@ impl CaseFile {
             if it.key == "pages" {
                 pages = parse_u64(&it.value)
                     .filter(|&p| (1..=MAX_ARENA_PAGES as u64).contains(&p))
-                    .ok_or_else(|| self.err(it.line, format!("expected a page count 1..{MAX_ARENA_PAGES}, found `{}`", it.value)))? as usize;
+                    .ok_or_else(|| {
+                        self.err(
+                            it.line,
+                            format!(
+                                "expected a page count 1..{MAX_ARENA_PAGES}, found `{}`",
+                                it.value
+                            ),
+                        )
+                    })? as usize;
             }
         }
         let mut memory = Memory::new(ARENA_BASE, pages);
@@ -380,23 +412,45 @@ impl CaseFile {
                 continue;
             }
             if let Some(p) = it.key.strip_prefix("page ") {
-                let k = parse_u64(p).filter(|&k| (k as usize) < pages).ok_or_else(|| {
-                    self.err(it.line, format!("expected a page number below {pages}, found `{}`", p.trim()))
-                })?;
+                let k = parse_u64(p)
+                    .filter(|&k| (k as usize) < pages)
+                    .ok_or_else(|| {
+                        self.err(
+                            it.line,
+                            format!("expected a page number below {pages}, found `{}`", p.trim()),
+                        )
+                    })?;
                 memory.prot[k as usize] = match it.value.as_str() {
                     "rw" => Prot::ReadWrite,
                     "r" => Prot::Read,
                     "none" => Prot::None,
-                    v => return Err(self.err(it.line, format!("expected a protection rw, r or none, found `{v}`"))),
+                    v => {
+                        return Err(self.err(
+                            it.line,
+                            format!("expected a protection rw, r or none, found `{v}`"),
+                        ))
+                    }
                 };
                 continue;
             }
             let off = parse_u64(&it.key).ok_or_else(|| {
-                self.err(it.line, format!("expected `pages = N`, `page N = PROT` or `OFFSET = hex`, found key `{}`", it.key))
+                self.err(
+                    it.line,
+                    format!(
+                        "expected `pages = N`, `page N = PROT` or `OFFSET = hex`, found key `{}`",
+                        it.key
+                    ),
+                )
             })? as usize;
             let b = self.hex(it)?;
             if off + b.len() > memory.bytes.len() {
-                return Err(self.err(it.line, format!("bytes {off:#x}..{:#x} run past the arena's {pages} page(s)", off + b.len())));
+                return Err(self.err(
+                    it.line,
+                    format!(
+                        "bytes {off:#x}..{:#x} run past the arena's {pages} page(s)",
+                        off + b.len()
+                    ),
+                ));
             }
             memory.bytes[off..off + b.len()].copy_from_slice(&b);
         }
@@ -404,10 +458,19 @@ impl CaseFile {
         let mut gprs = [0u64; 16];
         for it in &self.gprs {
             let r = gpr_index(&it.key).ok_or_else(|| {
-                self.err(it.line, format!("unknown register `{}` (expected rax..r15)", it.key))
+                self.err(
+                    it.line,
+                    format!("unknown register `{}` (expected rax..r15)", it.key),
+                )
             })?;
             gprs[r] = parse_addr(&it.value).ok_or_else(|| {
-                self.err(it.line, format!("expected a number or `arena+OFFSET` for {}, found `{}`", it.key, it.value))
+                self.err(
+                    it.line,
+                    format!(
+                        "expected a number or `arena+OFFSET` for {}, found `{}`",
+                        it.key, it.value
+                    ),
+                )
             })?;
         }
         let mut code = Vec::new();
@@ -416,7 +479,10 @@ impl CaseFile {
         }
         if code.len() > MAX_CODE {
             let l = self.code.last().map_or(0, |c| c.0);
-            return Err(self.err(l, format!("code is {} bytes; at most {MAX_CODE}", code.len())));
+            return Err(self.err(
+                l,
+                format!("code is {} bytes; at most {MAX_CODE}", code.len()),
+            ));
         }
         Ok(Case {
             control: ctl,
@@ -430,16 +496,28 @@ impl CaseFile {
     fn hex(&self, it: &Item) -> Result<Vec<u8>, ParseError> {
         let s: String = it.value.split_whitespace().collect();
         parse_hex(&s.replace('_', "")).ok_or_else(|| {
-            self.err(it.line, format!("expected hex bytes for `{}`, found `{}`", it.key, it.value))
+            self.err(
+                it.line,
+                format!("expected hex bytes for `{}`, found `{}`", it.key, it.value),
+            )
         })
     }
 
     /// Applies one `field = value` to an image.
-    fn assign(&self, cat: &Catalog, raw: &str, img: &mut [u8], it: &Item) -> Result<(), ParseError> {
+    fn assign(
+        &self,
+        cat: &Catalog,
+        raw: &str,
+        img: &mut [u8],
+        it: &Item,
+    ) -> Result<(), ParseError> {
         let key = it.key.as_str();
         if let Some((name, range)) = key.split_once('[') {
             let range = range.strip_suffix(']').ok_or_else(|| {
-                self.err(it.line, format!("expected `{name}[START..END]`, found `{key}`"))
+                self.err(
+                    it.line,
+                    format!("expected `{name}[START..END]`, found `{key}`"),
+                )
             })?;
             let (base, limit) = if name == raw {
                 (0usize, img.len())
@@ -450,18 +528,38 @@ impl CaseFile {
                 (f.offset, f.len)
             };
             let (a, b) = range.split_once("..").ok_or_else(|| {
-                self.err(it.line, format!("expected a range START..END or START.., found `{range}`"))
+                self.err(
+                    it.line,
+                    format!("expected a range START..END or START.., found `{range}`"),
+                )
             })?;
-            let a = parse_u64(a).ok_or_else(|| self.err(it.line, format!("bad range start `{a}`")))? as usize;
+            let a = parse_u64(a)
+                .ok_or_else(|| self.err(it.line, format!("bad range start `{a}`")))?
+                as usize;
             let bytes = self.hex(it)?;
             if !b.trim().is_empty() {
-                let b = parse_u64(b).ok_or_else(|| self.err(it.line, format!("bad range end `{b}`")))? as usize;
+                let b = parse_u64(b)
+                    .ok_or_else(|| self.err(it.line, format!("bad range end `{b}`")))?
+                    as usize;
                 if b < a || b - a != bytes.len() {
-                    return Err(self.err(it.line, format!("range {a}..{b} holds {} bytes, the value has {}", b.saturating_sub(a), bytes.len())));
+                    return Err(self.err(
+                        it.line,
+                        format!(
+                            "range {a}..{b} holds {} bytes, the value has {}",
+                            b.saturating_sub(a),
+                            bytes.len()
+                        ),
+                    ));
                 }
             }
             if a + bytes.len() > limit {
-                return Err(self.err(it.line, format!("bytes {a}..{} run past the end ({limit}) of `{name}`", a + bytes.len())));
+                return Err(self.err(
+                    it.line,
+                    format!(
+                        "bytes {a}..{} run past the end ({limit}) of `{name}`",
+                        a + bytes.len()
+                    ),
+                ));
             }
             img[base + a..base + a + bytes.len()].copy_from_slice(&bytes);
             return Ok(());
@@ -479,17 +577,31 @@ impl CaseFile {
             },
         };
         if off + len > img.len() {
-            return Err(self.err(it.line, format!("`{key}` lies outside the {}-byte image", img.len())));
+            return Err(self.err(
+                it.line,
+                format!("`{key}` lies outside the {}-byte image", img.len()),
+            ));
         }
         let bytes = parse_value(&it.value, len).ok_or_else(|| {
-            self.err(it.line, format!("expected a `0x` number or {len} hex bytes for `{key}`, found `{}`", it.value))
+            self.err(
+                it.line,
+                format!(
+                    "expected a `0x` number or {len} hex bytes for `{key}`, found `{}`",
+                    it.value
+                ),
+            )
         })?;
         img[off..off + len].copy_from_slice(&bytes);
         Ok(())
     }
 
     /// The expected outcome of `section` for `case` on `model`.
-    pub fn expected(&self, section: &Section, model: &CpuModel, case: &Case) -> Result<Expected, ParseError> {
+    pub fn expected(
+        &self,
+        section: &Section,
+        model: &CpuModel,
+        case: &Case,
+    ) -> Result<Expected, ParseError> {
         let mut out = Outcome {
             fault: None,
             final_image: baseline_final(model, case),
@@ -513,36 +625,61 @@ impl CaseFile {
                         None
                     } else {
                         Some(parse_u64(&it.value).ok_or_else(|| {
-                            self.err(it.line, format!("expected a number or `none` for xinuse, found `{}`", it.value))
+                            self.err(
+                                it.line,
+                                format!(
+                                    "expected a number or `none` for xinuse, found `{}`",
+                                    it.value
+                                ),
+                            )
                         })?)
                     };
                 }
                 k if k.starts_with("supervisor[") => {
                     let r = k[11..].strip_suffix(']').and_then(|r| r.split_once(".."));
                     let a = r.and_then(|(a, _)| parse_u64(a)).ok_or_else(|| {
-                        self.err(it.line, format!("expected `supervisor[START..END] = hex`, found `{k}`"))
+                        self.err(
+                            it.line,
+                            format!("expected `supervisor[START..END] = hex`, found `{k}`"),
+                        )
                     })? as usize;
                     let b = self.hex(it)?;
                     if a + b.len() > out.supervisor.len() {
-                        return Err(self.err(it.line, format!("bytes {a}..{} run past the {}-byte supervisor state", a + b.len(), out.supervisor.len())));
+                        return Err(self.err(
+                            it.line,
+                            format!(
+                                "bytes {a}..{} run past the {}-byte supervisor state",
+                                a + b.len(),
+                                out.supervisor.len()
+                            ),
+                        ));
                     }
                     out.supervisor[a..a + b.len()].copy_from_slice(&b);
                 }
                 k if k.starts_with("mem[") => {
                     let r = k[4..].strip_suffix(']').and_then(|r| r.split_once(".."));
                     let a = r.and_then(|(a, _)| parse_u64(a)).ok_or_else(|| {
-                        self.err(it.line, format!("expected `mem[START..END] = hex`, found `{k}`"))
+                        self.err(
+                            it.line,
+                            format!("expected `mem[START..END] = hex`, found `{k}`"),
+                        )
                     })? as usize;
                     let b = self.hex(it)?;
                     if a + b.len() > out.memory.len() {
-                        return Err(self.err(it.line, format!("bytes {a:#x}..{:#x} run past the arena", a + b.len())));
+                        return Err(self.err(
+                            it.line,
+                            format!("bytes {a:#x}..{:#x} run past the arena", a + b.len()),
+                        ));
                     }
                     out.memory[a..a + b.len()].copy_from_slice(&b);
                 }
                 k => {
                     if let Some(r) = gpr_index(k) {
                         out.gprs[r] = parse_addr(&it.value).ok_or_else(|| {
-                            self.err(it.line, format!("expected a number for {k}, found `{}`", it.value))
+                            self.err(
+                                it.line,
+                                format!("expected a number for {k}, found `{}`", it.value),
+                            )
                         })?;
                     } else {
                         self.assign(&cat, "final", &mut out.final_image, it)?;
@@ -584,7 +721,11 @@ pub fn baseline_final(model: &CpuModel, case: &Case) -> Vec<u8> {
     if case.init.len() >= 520 {
         img[512..520].copy_from_slice(&case.init[512..520]);
     }
-    let xcomp = if case.init.len() >= 528 { case.init_xcomp_bv() } else { 0 };
+    let xcomp = if case.init.len() >= 528 {
+        case.init_xcomp_bv()
+    } else {
+        0
+    };
     let src = if xcomp >> 63 == 1 {
         layout::compacted(model, Xfeatures::from_bits_retain(xcomp & !(1 << 63)))
     } else {
@@ -809,13 +950,27 @@ fn write_image(out: &mut String, raw: &str, cat: &Catalog, img: &[u8], base: &[u
         if offset + len > n {
             continue;
         }
-        covered[offset..offset + len].iter_mut().for_each(|c| *c = true);
+        covered[offset..offset + len]
+            .iter_mut()
+            .for_each(|c| *c = true);
         if f.ranged {
             for (a, b) in runs(img, base, offset, offset + len) {
-                lines.push((a, format!("{}[{}..{}] = {}", f.name, a - offset, b - offset, hex(&img[a..b]))));
+                lines.push((
+                    a,
+                    format!(
+                        "{}[{}..{}] = {}",
+                        f.name,
+                        a - offset,
+                        b - offset,
+                        hex(&img[a..b])
+                    ),
+                ));
             }
         } else if img[offset..offset + len] != base[offset..offset + len] {
-            lines.push((offset, format!("{} = {}", f.name, fmt_value(&img[offset..offset + len]))));
+            lines.push((
+                offset,
+                format!("{} = {}", f.name, fmt_value(&img[offset..offset + len])),
+            ));
         }
     }
     let mut i = 0;
@@ -829,7 +984,10 @@ fn write_image(out: &mut String, raw: &str, cat: &Catalog, img: &[u8], base: &[u
         while end < n && end - start < 64 && !covered[end] && img[end] != base[end] {
             end += 1;
         }
-        lines.push((start, format!("{raw}[{start}..{end}] = {}", hex(&img[start..end]))));
+        lines.push((
+            start,
+            format!("{raw}[{start}..{end}] = {}", hex(&img[start..end])),
+        ));
         i = end;
     }
     lines.sort_by_key(|l| l.0);
@@ -904,7 +1062,11 @@ pub fn write_case(comments: &[String], model_name: &str, model: &CpuModel, case:
         let _ = write!(out, "\n[control]\n{ctl}");
     }
     // Init image.
-    let xcomp = if case.init.len() >= 528 { case.init_xcomp_bv() } else { 0 };
+    let xcomp = if case.init.len() >= 528 {
+        case.init_xcomp_bv()
+    } else {
+        0
+    };
     let compacted = xcomp >> 63 == 1;
     let mut base = default_image(model, c.xcr0, xcomp);
     let mut init = String::new();
@@ -989,7 +1151,12 @@ pub fn write_outcome(title: &str, model: &CpuModel, case: &Case, o: &Outcome) ->
             let _ = writeln!(out, "supervisor[{a}..{e}] = {}", hex(&o.supervisor[a..e]));
         }
     }
-    for (a, e) in runs(&o.memory, &case.memory.bytes, 0, o.memory.len().min(case.memory.bytes.len())) {
+    for (a, e) in runs(
+        &o.memory,
+        &case.memory.bytes,
+        0,
+        o.memory.len().min(case.memory.bytes.len()),
+    ) {
         let _ = writeln!(out, "mem[{a:#x}..{e:#x}] = {}", hex(&o.memory[a..e]));
     }
     out

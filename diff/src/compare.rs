@@ -108,7 +108,19 @@ fn save_areas(case: &Case) -> Vec<u64> {
     use iced_x86::Mnemonic::*;
     let mut v = Vec::new();
     for ins in decode(&case.code) {
-        if matches!(ins.mnemonic(), Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xsaves | Xsaves64 | Fxsave | Fxsave64) {
+        if matches!(
+            ins.mnemonic(),
+            Xsave
+                | Xsave64
+                | Xsaveopt
+                | Xsaveopt64
+                | Xsavec
+                | Xsavec64
+                | Xsaves
+                | Xsaves64
+                | Fxsave
+                | Fxsave64
+        ) {
             let g = case.gprs;
             let rip = ins.next_ip();
             if let Some(a) = ins.virtual_address(0, 0, |r, _, _| match r {
@@ -188,7 +200,14 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
                 bits(&mut v, what, q(a), q(b));
                 for x in v {
                     let noisy = noise.xinuse && what == "XSTATE_BV" && x.left == "0";
-                    if noisy { c.noise.push(x) } else { d.push(Diff { class: format!("final {}", x.class), ..x }) }
+                    if noisy {
+                        c.noise.push(x)
+                    } else {
+                        d.push(Diff {
+                            class: format!("final {}", x.class),
+                            ..x
+                        })
+                    }
                 }
                 i = off + 8;
                 continue;
@@ -243,7 +262,11 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
             let mut v = Vec::new();
             bits(&mut v, "XINUSE", x, y);
             for b in v {
-                if noise.xinuse && b.left == "0" { c.noise.push(b) } else { d.push(b) }
+                if noise.xinuse && b.left == "0" {
+                    c.noise.push(b)
+                } else {
+                    d.push(b)
+                }
             }
         }
         (x, y) if x != y => d.push(Diff {
@@ -263,7 +286,11 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
         });
     }
     if left.memory != right.memory {
-        let areas = if noise.x87_pointers || noise.xinuse { save_areas(case) } else { Vec::new() };
+        let areas = if noise.x87_pointers || noise.xinuse {
+            save_areas(case)
+        } else {
+            Vec::new()
+        };
         let base = case.memory.base;
         let noisy = |k: usize, l: u8, r: u8| {
             let addr = base + k as u64;
@@ -296,7 +323,11 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
                 left: hex(&a[start..end]),
                 right: hex(&b[start..end]),
             };
-            if all_noise { c.noise.push(x) } else { d.push(x) }
+            if all_noise {
+                c.noise.push(x)
+            } else {
+                d.push(x)
+            }
             i = end;
         }
         if a.len() != b.len() {
@@ -343,10 +374,16 @@ pub fn verdict(model: &CpuModel, case: &Case, cmp: &Comparison, observed: &Outco
 pub fn render(cmp: &Comparison, left_name: &str, right_name: &str) -> String {
     let mut s = String::new();
     for d in &cmp.diffs {
-        s.push_str(&format!("  {}: {} ({left_name}) vs {} ({right_name})\n", d.field, d.left, d.right));
+        s.push_str(&format!(
+            "  {}: {} ({left_name}) vs {} ({right_name})\n",
+            d.field, d.left, d.right
+        ));
     }
     for d in &cmp.noise {
-        s.push_str(&format!("  (noise the model allows) {}: {} vs {}\n", d.field, d.left, d.right));
+        s.push_str(&format!(
+            "  (noise the model allows) {}: {} vs {}\n",
+            d.field, d.left, d.right
+        ));
     }
     s
 }

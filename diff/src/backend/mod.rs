@@ -4,8 +4,6 @@
 //! that campaigns count.
 
 pub mod emu;
-#[cfg(feature = "unicorn")]
-pub mod unicorn;
 
 use xsave_emu::{Case, Control, CpuModel, Outcome};
 
@@ -40,7 +38,10 @@ pub trait Backend {
 /// Opens a backend from its command-line spelling: `emu`, `emu:MODEL`,
 /// `native`, `exec:CMD ARGS...`, `unicorn`, `kvm`, `bochs`, `qemu-system`.
 /// `emu` without a model takes `default_model`.
-pub fn open(spec: &str, default_model: Option<&CpuModel>) -> Result<Box<dyn Backend + Send>, String> {
+pub fn open(
+    spec: &str,
+    default_model: Option<&CpuModel>,
+) -> Result<Box<dyn Backend + Send>, String> {
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     match kind {
         "emu" => {
@@ -54,9 +55,6 @@ pub fn open(spec: &str, default_model: Option<&CpuModel>) -> Result<Box<dyn Back
             Ok(Box::new(emu::EmuBackend::new(model)))
         }
         "native" | "exec" => Err(format!("backend `{kind}` needs xsave-native's runner, which is not built yet")),
-        #[cfg(feature = "unicorn")]
-        "unicorn" => Ok(Box::new(unicorn::UnicornBackend::new()?)),
-        #[cfg(not(feature = "unicorn"))]
         "unicorn" => Err("this xsdiff was built without the `unicorn` feature (cargo build --features unicorn)".into()),
         "kvm" | "bochs" | "qemu-system" => Err(format!(
             "backend `{kind}`: the ring-0 hosts are not available in this build (xsave_native::ring0 is not there yet)"
