@@ -6,6 +6,8 @@ pub mod casefile;
 pub mod compare;
 pub mod encode;
 pub mod fields;
+pub mod fuzzcase;
 pub mod generate;
+pub mod minimize;
 pub mod models;
 pub mod rng;
