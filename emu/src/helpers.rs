@@ -1,6 +1,6 @@
 //! The few non-XSAVE instructions a case may use to change state between
 //! XSAVE-family instructions: GPR and memory moves, LDMXCSR/STMXCSR, MOVQ to an
-//! XMM register, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP. Writing a component's
+//! XMM register, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP, UD2. Writing a component's
 //! registers sets its XINUSE and XMODIFIED bits (SDM1 §13.6).
 
 use crate::exec::{Machine, Unsupported};
@@ -43,6 +43,8 @@ fn gpr(r: Register) -> usize {
 
 pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
     let r = match ins.code() {
+        // UD2 is #UD by definition (SDM2 UD).
+        Code::Ud2 => Err(Fault::Ud),
         Code::Nopd | Code::Nopq | Code::Nopw | Code::Nop_rm32 | Code::Nop_rm16 | Code::Nop_rm64 => {
             Ok(())
         }
