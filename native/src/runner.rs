@@ -281,7 +281,7 @@ impl Runner {
             self.amx_first_use(reg)?;
         }
         for _ in 0..self.max_tries {
-            let (clean, rec) = run_once(reg, case, &self.model)?;
+            let (clean, rec) = run_once(reg, case, None)?;
             if clean {
                 return self.outcome(reg, case, rec);
             }
@@ -296,7 +296,7 @@ impl Runner {
     fn amx_first_use(&self, reg: &Region) -> Result<(), Refusal> {
         let mut c = Case::new(&self.model, self.control());
         c.set_init_xstate_bv(1 << host::XFEATURE_XTILEDATA);
-        let (_, rec) = run_once(reg, &c, &self.model)?;
+        let (_, rec) = run_once(reg, &c, None)?;
         if let Some(r) = rec {
             return Err(Refusal::new(&format!(
                 "runner: first AMX use faulted (signal {}, trapno {})",
@@ -353,6 +353,109 @@ impl Runner {
             memory,
             supervisor: supervisor_init(&self.model, case.control.xss),
         })
+    }
+}
+
+/// A check of the stub's promise to give the host its state back: an XSAVE64
+/// of the host state right before and right after the stub, with a chosen host
+/// state loaded first, all in one asm block (no compiler code in between).
+pub struct HostRoundtrip {
+    /// The host state to load before the stub (standard format, XCR0's size).
+    pub pattern: AlignedArea,
+    pub before: AlignedArea,
+    pub after: AlignedArea,
+    original: AlignedArea,
+}
+
+/// A 64-byte aligned, zeroed XSAVE area.
+pub struct AlignedArea {
+    buf: Vec<u8>,
+    off: usize,
+    pub len: usize,
+}
+
+impl AlignedArea {
+    pub fn new(len: usize) -> AlignedArea {
+        let buf = vec![0u8; len + 64];
+        let off = buf.as_ptr().align_offset(64);
+        AlignedArea { buf, off, len }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+    fn ptr(&mut self) -> *mut u8 {
+        self.bytes_mut().as_mut_ptr()
+    }
+}
+
+impl HostRoundtrip {
+    /// `pattern`: a standard-format image of the host's XSAVE size (its header
+    /// must be valid for XRSTOR).
+    pub fn new(pattern: &[u8]) -> HostRoundtrip {
+        let len = pattern.len();
+        let mut p = AlignedArea::new(len);
+        p.bytes_mut().copy_from_slice(pattern);
+        HostRoundtrip {
+            pattern: p,
+            before: AlignedArea::new(len),
+            after: AlignedArea::new(len),
+            original: AlignedArea::new(len),
+        }
+    }
+
+    fn call(&mut self, entry: u64) {
+        let (o, p, b, a) = (
+            self.original.ptr(),
+            self.pattern.ptr(),
+            self.before.ptr(),
+            self.after.ptr(),
+        );
+        // The areas sit in callee-saved registers (the stub keeps them), never in
+        // RAX/RDX, which the block overwrites with the instruction mask.
+        // SAFETY: the four areas are 64-byte aligned and of the host's XSAVE size;
+        // the pattern's header is valid (its XRSTOR cannot fault); the stub is a
+        // sysv64 function without arguments (clobber_abi covers what it may
+        // change); the original state is restored before the block ends.
+        unsafe {
+            core::arch::asm!(
+                "mov eax, -1", "mov edx, -1", "xsave64 [r12]",
+                "xrstor64 [r13]",
+                "xsave64 [r14]",
+                "call rsi",
+                "mov eax, -1", "mov edx, -1", "xsave64 [r15]",
+                "xrstor64 [r12]",
+                in("r12") o, in("r13") p, in("r14") b, in("r15") a,
+                in("rsi") entry,
+                clobber_abi("sysv64"),
+            );
+        }
+    }
+}
+
+impl Runner {
+    /// Runs `case` once inside [`HostRoundtrip`]'s asm block (see there).
+    pub fn run_host_roundtrip(
+        &mut self,
+        case: &Case,
+        rt: &mut HostRoundtrip,
+    ) -> Result<Option<Fault>, Refusal> {
+        self.refusal(case)?;
+        let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
+        let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, rec) = run_once(reg, case, Some(rt))?;
+        let f = rec.map(|r| decode_fault(&r)).transpose()?;
+        if f == Some(Fault::Ud) {
+            NEEDS_PRIME.with(|c| c.set(true));
+        }
+        Ok(f)
+    }
+
+    /// The XSAVE area size of this host (for [`HostRoundtrip`] patterns).
+    pub fn host_area_size(&self) -> usize {
+        host_area_size(&self.model)
     }
 }
 
@@ -456,9 +559,8 @@ fn prime(reg: &Region) {
 fn run_once(
     reg: &Region,
     case: &Case,
-    model: &CpuModel,
+    roundtrip: Option<&mut HostRoundtrip>,
 ) -> Result<(bool, Option<FaultRecord>), Refusal> {
-    let _ = model;
     if NEEDS_PRIME.with(|c| c.get()) {
         prime(reg);
     }
@@ -514,7 +616,10 @@ fn run_once(
     let f: extern "sysv64" fn() = unsafe { std::mem::transmute(reg.stub.entry as usize) };
     let before = switches();
     signal::ACTIVE.store(true, Ordering::SeqCst);
-    f();
+    match roundtrip {
+        None => f(),
+        Some(rt) => rt.call(reg.stub.entry),
+    }
     signal::ACTIVE.store(false, Ordering::SeqCst);
     let after = switches();
     drop(sig);
