@@ -7,8 +7,10 @@
 //! which field breaks it.
 
 use crate::case::Case;
-use crate::exec::{run, Policy, Unsupported};
-use crate::memory::Memory;
+use crate::exec::{run, run_forced, Policy, Unsupported};
+use crate::fault::Fault;
+use crate::fault::FaultAt;
+use crate::memory::{Memory, Prot};
 use crate::model::CpuModel;
 use crate::outcome::Outcome;
 use std::collections::BTreeMap;
@@ -21,6 +23,48 @@ pub struct Latitude {
     pub header_free: BTreeMap<u64, u64>,
     /// An x87 load happened: FSW bits 7 (ES) and 15 (B) may have been recomputed.
     pub fsw_es_b: bool,
+    /// The region the current (last run) instruction may access (SDM1 §13.13: any
+    /// byte of any component it operates on): a #PF may be reported on any byte of
+    /// it whose page refuses the access.
+    pub pf_region: Option<PfRegion>,
+    /// Instruction index -> the region it may access (see `pf_region`).
+    pub pf_regions: BTreeMap<usize, PfRegion>,
+    /// States the SDM also allows after a fault (partial updates), turned into
+    /// `final_alt` by the run.
+    pub partial_states: Vec<crate::state::XState>,
+    /// Final-image byte -> values it may hold besides the predicted one.
+    pub final_alt: BTreeMap<usize, Vec<u8>>,
+}
+
+/// Bytes an instruction may touch, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PfRegion {
+    /// First and last byte (inclusive).
+    pub first: u64,
+    pub last: u64,
+    /// The instruction writes the region (a save); it may still read it first.
+    pub write: bool,
+}
+
+impl PfRegion {
+    /// Whether `Pf{err, addr}` is a fault an access to this region may raise.
+    pub fn allows(&self, mem: &Memory, cpl: u8, err: u32, addr: u64) -> bool {
+        if addr < self.first || addr > self.last {
+            return false;
+        }
+        let prot = mem.prot_at(addr);
+        let present = prot != Prot::None;
+        let w = err & 2 != 0;
+        let expect_u = (cpl == 3) as u32;
+        if err & 1 != present as u32 || (err >> 2) & 1 != expect_u || err & !7 != 0 {
+            return false;
+        }
+        match prot {
+            Prot::None => !w || self.write,
+            Prot::Read => w && self.write,
+            Prot::ReadWrite => false,
+        }
+    }
 }
 
 impl Latitude {
@@ -71,6 +115,27 @@ pub fn check(
     obs: &Outcome,
 ) -> Result<Result<(), Violation>, Unsupported> {
     let (arch, lat) = envelope(model, case)?;
+    if let Some(
+        o @ FaultAt {
+            fault: Fault::Pf { err, addr },
+            insn: Some(k),
+        },
+    ) = obs.fault
+    {
+        // A #PF on any byte the instruction may access (SDM1 §13.13), where the
+        // architectural run went on (or stopped later, or with another fault of the
+        // same instruction that the SDM does not order against #PF): judge the
+        // rest of the outcome against a run stopped there.
+        let allowed = lat
+            .pf_regions
+            .get(&k)
+            .is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr));
+        let later = arch.fault.is_none_or(|a| a.insn.is_some_and(|ak| ak >= k));
+        if arch.fault != obs.fault && allowed && later {
+            let (arch, lat) = run_forced(model, case, Policy::Architectural, Some(o))?;
+            return Ok(check_against(model, case, &arch, &lat, obs));
+        }
+    }
     Ok(check_against(model, case, &arch, &lat, obs))
 }
 
@@ -88,7 +153,17 @@ pub fn check_against(
     lat: &Latitude,
     obs: &Outcome,
 ) -> Result<(), Violation> {
-    if arch.fault != obs.fault {
+    let pf_alternative = match (arch.fault, obs.fault) {
+        (Some(a), Some(o)) if a.insn == o.insn => match (a.fault, o.fault, o.insn) {
+            (Fault::Pf { .. }, Fault::Pf { err, addr }, Some(k)) => lat
+                .pf_regions
+                .get(&k)
+                .is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr)),
+            _ => false,
+        },
+        _ => false,
+    };
+    if arch.fault != obs.fault && !pf_alternative {
         return violation(
             "fault",
             format!("SDM: {:?}, observed: {:?}", arch.fault, obs.fault),
@@ -133,25 +208,46 @@ pub fn check_against(
             format!("SDM allows {p:#04x}, observed {o:#04x}"),
         );
     }
-    // Final registers: the capture image, except FSW.ES/B where recomputed, the
-    // XSTATE_BV bits (judged as XINUSE) and x87 pointers a model leaves open.
+    // Final registers: the capture image, except FSW.ES/B where recomputed, FIP
+    // canonicalized, the XSTATE_BV bits (judged as XINUSE), partial updates the
+    // SDM allows before a fault, and x87 pointers a model leaves open.
     let xcr0 = case.control.xcr0;
-    let init_free = !arch_not_init(model, case, arch) & xcr0;
+    let fip = |img: &[u8]| u64::from_le_bytes(img[8..16].try_into().unwrap_or([0; 8]));
+    let fip_ok = arch.final_image.len() >= 16
+        && obs.final_image.len() >= 16
+        && fip_variants(fip(&arch.final_image)).contains(&fip(&obs.final_image));
+    if arch.final_image.len() != obs.final_image.len() {
+        return violation(
+            "final",
+            format!(
+                "image of {} bytes, observed {}",
+                arch.final_image.len(),
+                obs.final_image.len()
+            ),
+        );
+    }
+    // XSAVE writes XSTATE_BV[i] = XINUSE[i]: 1 is always allowed, 0 only for a
+    // component in its init configuration (judged on the observed state).
+    let obs_init = !not_init(model, case, &obs.final_image, false) & xcr0;
     for (k, (&p, &o)) in arch.final_image.iter().zip(&obs.final_image).enumerate() {
         if p == o {
             continue;
         }
-        if lat.fsw_es_b && k == 2 && (p ^ o) & 0x80 == (p ^ o) {
+        if lat.fsw_es_b && (k == 2 || k == 3) && (p ^ o) & 0x80 == (p ^ o) {
             continue;
         }
-        if lat.fsw_es_b && k == 3 && (p ^ o) & 0x80 == (p ^ o) {
+        if fip_ok && (8..16).contains(&k) {
             continue;
         }
         if (512..520).contains(&k) {
-            let free = (init_free >> (8 * (k - 512))) as u8;
-            if (p ^ o) & !free == 0 {
+            let sh = 8 * (k - 512);
+            let (p, o) = ((p as u64) << sh, (o as u64) << sh);
+            if o & !xcr0 == 0 && (p & !o) & !obs_init == 0 {
                 continue;
             }
+        }
+        if lat.final_alt.get(&k).is_some_and(|v| v.contains(&o)) {
+            continue;
         }
         if model.quirks.x87_pointers_uncontrolled && (6..24).contains(&k) {
             continue;
@@ -163,11 +259,13 @@ pub fn check_against(
     }
     match (arch.xinuse, obs.xinuse) {
         (Some(p), Some(o)) => {
-            // XINUSE[i] = 1 is always allowed; 0 only for a component in init configuration.
-            if (p ^ o) & !init_free != 0 {
+            // XGETBV(1) = XCR0 AND XINUSE, bit 1 forced by MXCSR != 1F80H (SDM1
+            // §13.6): a bit may read 1 over init contents, 0 only over them.
+            let free = !not_init(model, case, &obs.final_image, true) & xcr0;
+            if o & !xcr0 != 0 || (p & !o) & !free != 0 {
                 return violation(
                     "xinuse",
-                    format!("SDM allows {p:#x} (free bits {init_free:#x}), observed {o:#x}"),
+                    format!("SDM allows {p:#x} (may clear {free:#x}), observed {o:#x}"),
                 );
             }
         }
@@ -177,11 +275,22 @@ pub fn check_against(
     Ok(())
 }
 
-/// Components of XCR0 not in init configuration in the architectural final
-/// state, read back from the capture image (MXCSR != 1F80H counts for SSE only
-/// through XGETBV(1), SDM1 §13.6).
-fn arch_not_init(model: &CpuModel, case: &Case, arch: &Outcome) -> u64 {
-    let img = &arch.final_image;
+/// FIP as loaded, or canonicalized to 48 or 57 bits (a linear address; the SDM
+/// does not say whether XRSTOR keeps non-canonical bits of it).
+pub fn fip_variants(v: u64) -> [u64; 3] {
+    [
+        v,
+        ((v << 16) as i64 >> 16) as u64,
+        ((v << 7) as i64 >> 7) as u64,
+    ]
+}
+
+/// Components of XCR0 not in init configuration in a capture image; with
+/// `mxcsr_rule`, MXCSR != 1F80H counts for SSE (XGETBV(1), SDM1 §13.6).
+fn not_init(model: &CpuModel, case: &Case, img: &[u8], mxcsr_rule: bool) -> u64 {
+    if img.len() < crate::layout::EXTENDED_START as usize {
+        return !0;
+    }
     let mut m = 0u64;
     let zero = |r: &[u8]| r.iter().all(|&b| b == 0);
     let x87_init = u16::from_le_bytes([img[0], img[1]]) == 0x037F
@@ -195,7 +304,7 @@ fn arch_not_init(model: &CpuModel, case: &Case, arch: &Outcome) -> u64 {
         m |= 2;
     }
     let mxcsr = u32::from_le_bytes(img[24..28].try_into().unwrap());
-    if case.control.xcr0 & 2 != 0 && mxcsr != crate::state::MXCSR_INIT {
+    if mxcsr_rule && case.control.xcr0 & 2 != 0 && mxcsr != crate::state::MXCSR_INIT {
         m |= 2;
     }
     for s in
@@ -204,7 +313,10 @@ fn arch_not_init(model: &CpuModel, case: &Case, arch: &Outcome) -> u64 {
         let q = crate::component::COMPONENTS[s.index]
             .init_qword0
             .to_le_bytes();
-        let b = &img[s.offset as usize..(s.offset + s.size) as usize];
+        let Some(b) = img.get(s.offset as usize..(s.offset + s.size) as usize) else {
+            m |= 1 << s.index;
+            continue;
+        };
         if b.iter()
             .enumerate()
             .any(|(k, &v)| v != if k < 8 { q[k] } else { 0 })

@@ -10,7 +10,7 @@ use crate::model::CpuModel;
 use crate::outcome::Outcome;
 use crate::state::XState;
 use crate::{envelope::Latitude, Xfeatures};
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
+use iced_x86::{Code, Decoder, DecoderError, DecoderOptions, Instruction, Register};
 
 /// How the machine resolves what the SDM leaves open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,51 @@ impl<'m> Machine<'m> {
             return Err(Fault::gp0());
         }
         Ok(())
+    }
+
+    /// Notes, for the envelope, the region of `len` bytes at `base` the current
+    /// instruction may access (SDM1 §13.13: any byte of any component it operates
+    /// on, whether or not it writes it), so that a #PF on any of its bytes is allowed.
+    pub fn note_region(&mut self, base: u64, len: u64, write: bool) {
+        if self.policy == Policy::Architectural && len > 0 {
+            self.lat.pf_region = Some(crate::envelope::PfRegion {
+                first: base,
+                last: base.saturating_add(len - 1),
+                write,
+            });
+        }
+    }
+
+    /// The `pf-last-byte` quirk: the instruction probes the last byte of its region
+    /// before touching anything else, then the whole region; a #PF stops it with
+    /// nothing written. Without the quirk, nothing happens here.
+    pub fn probe_last_byte(&self, base: u64, len: u64, write: bool) -> Result<(), Fault> {
+        if !self.quirks().pf_last_byte || len == 0 {
+            return Ok(());
+        }
+        let cpl = self.ctl.cpl;
+        self.mem
+            .check(base.saturating_add(len - 1), 1, write, cpl)?;
+        self.mem.check(base, len, write, cpl)
+    }
+
+    /// Under the architectural policy, records the state `f` leaves as another one
+    /// the SDM allows (a partial update before a fault, reference S2); the
+    /// machine's own state is left as it was. Under [`Policy::Predict`], nothing.
+    pub fn alternative(&mut self, f: impl FnOnce(&mut Machine)) {
+        if self.policy != Policy::Architectural {
+            return;
+        }
+        let saved = self.st.clone();
+        f(self);
+        let alt = std::mem::replace(&mut self.st, saved);
+        self.lat.partial_states.push(alt);
+    }
+
+    /// [`Machine::note_region`] then [`Machine::probe_last_byte`].
+    pub fn access_region(&mut self, base: u64, len: u64, write: bool) -> Result<(), Fault> {
+        self.note_region(base, len, write);
+        self.probe_last_byte(base, len, write)
     }
 
     fn effective_address(&self, ins: &Instruction) -> Result<Operand, Unsupported> {
@@ -251,14 +296,78 @@ impl Machine<'_> {
     }
 }
 
-/// Decodes the case's code into instructions (at [`CODE_BASE`]).
+/// Decodes the case's code into instructions (at [`CODE_BASE`]). A truncated
+/// last instruction comes out as an invalid instruction; [`decode_checked`] tells
+/// it apart.
 pub fn decode(code: &[u8]) -> Vec<Instruction> {
+    decode_checked(code).into_iter().map(|(i, _)| i).collect()
+}
+
+/// Decodes the case's code; each instruction comes with `true` when the code
+/// ended inside it (hardware would fetch bytes past the case's code).
+pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
     let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
     let mut v = Vec::new();
     while d.can_decode() {
-        v.push(d.decode());
+        let ins = d.decode();
+        let truncated = ins.is_invalid() && d.last_error() == DecoderError::NoMoreBytes;
+        v.push((ins, truncated));
     }
     v
+}
+
+/// Checks that a case is one the emulator can run on `model`: a valid XCR0 for the
+/// model, IA32_XSS and IA32_XFD within what it supports, an initial image of at
+/// least 576 bytes, a page-aligned arena with one protection per page that does
+/// not wrap the address space, and code of at most [`crate::case::MAX_CODE`] bytes.
+pub fn validate(model: &CpuModel, case: &Case) -> Result<(), Unsupported> {
+    let c = &case.control;
+    if !crate::xsetbv::valid_xcr0(model.xcr0_supported, c.xcr0) {
+        return Err(Unsupported(format!(
+            "XCR0 {:#x} is not a valid XCR0 for model {} (supported {:#x})",
+            c.xcr0, model.name, model.xcr0_supported
+        )));
+    }
+    if c.xss & !model.xss_supported != 0 {
+        return Err(Unsupported(format!(
+            "IA32_XSS {:#x} sets bits model {} does not support ({:#x})",
+            c.xss, model.name, model.xss_supported
+        )));
+    }
+    let xfd_ok = (0..64).all(|i| c.xfd >> i & 1 == 0 || model.component(i).is_some_and(|d| d.xfd));
+    if c.xfd != 0 && (!model.xfd || !xfd_ok) {
+        return Err(Unsupported(format!(
+            "IA32_XFD {:#x} sets bits model {} does not support",
+            c.xfd, model.name
+        )));
+    }
+    if case.init.len() < layout::EXTENDED_START as usize {
+        return Err(Unsupported(format!(
+            "initial image of {} bytes (at least 576)",
+            case.init.len()
+        )));
+    }
+    let mem = &case.memory;
+    let page = crate::memory::PAGE;
+    if !mem.base.is_multiple_of(page)
+        || mem.bytes.len() as u64 != mem.prot.len() as u64 * page
+        || mem.base.checked_add(mem.bytes.len() as u64).is_none()
+    {
+        return Err(Unsupported(format!(
+            "arena at {:#x}: {} bytes and {} page protections (page-aligned, one per 4 KiB page)",
+            mem.base,
+            mem.bytes.len(),
+            mem.prot.len()
+        )));
+    }
+    if case.code.len() > crate::case::MAX_CODE {
+        return Err(Unsupported(format!(
+            "{} bytes of code (at most {})",
+            case.code.len(),
+            crate::case::MAX_CODE
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a case on the emulator.
@@ -267,6 +376,20 @@ pub fn run(
     case: &Case,
     policy: Policy,
 ) -> Result<(Outcome, Latitude), Unsupported> {
+    run_forced(model, case, policy, None)
+}
+
+/// Runs a case, stopping with `forced` (a fault another implementation reported)
+/// when the run reaches that instruction: under [`Policy::Architectural`] the
+/// instruction's own effects become latitude (what it may have done before the
+/// fault: any of its writes, any of its state changes).
+pub fn run_forced(
+    model: &CpuModel,
+    case: &Case,
+    policy: Policy,
+    forced: Option<FaultAt>,
+) -> Result<(Outcome, Latitude), Unsupported> {
+    validate(model, case)?;
     let mut m = Machine::new(model, case.control, case.memory.clone(), policy);
     let mut fault = None;
     if let Err(f) = m.load_initial(&case.init)? {
@@ -277,8 +400,38 @@ pub fn run(
     }
     m.gprs = case.gprs;
     if fault.is_none() {
-        for (k, ins) in decode(&case.code).iter().enumerate() {
-            if let Err(f) = m.step(ins)? {
+        for (k, (ins, truncated)) in decode_checked(&case.code).iter().enumerate() {
+            if *truncated {
+                return Err(Unsupported(format!(
+                    "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
+                )));
+            }
+            m.lat.pf_region = None;
+            let forced_here = forced.filter(|f| f.insn == Some(k));
+            let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));
+            let r = m.step(ins)?;
+            if let Some(r) = m.lat.pf_region.take() {
+                m.lat.pf_regions.insert(k, r);
+            }
+            if let (Some(f), Some((st, mem, gprs))) = (forced_here, before) {
+                if policy == Policy::Architectural {
+                    let base = m.mem.base;
+                    for (a, (&new, &old)) in m.mem.bytes.iter().zip(&mem).enumerate() {
+                        if new != old {
+                            m.lat.alt(base + a as u64, &[new]);
+                        }
+                    }
+                    let after = std::mem::replace(&mut m.st, st);
+                    m.lat.partial_states.push(after);
+                } else {
+                    m.st = st;
+                }
+                m.mem.bytes = mem;
+                m.gprs = gprs;
+                fault = Some(f);
+                break;
+            }
+            if let Err(f) = r {
                 fault = Some(FaultAt {
                     fault: f,
                     insn: Some(k),
@@ -287,7 +440,24 @@ pub fn run(
             }
         }
     }
+    if fault.is_some() && m.ctl.cpl == 3 && m.quirks().linux_signal_fpsse {
+        // The OS delivers the fault as a signal; sigreturn's XRSTOR sets XINUSE[1:0].
+        m.st.xinuse |= 3;
+    }
     let (final_image, xinuse) = m.capture();
+    for alt in std::mem::take(&mut m.lat.partial_states) {
+        let own = std::mem::replace(&mut m.st, alt);
+        let (img, _) = m.capture();
+        m.st = own;
+        for (k, (&a, &b)) in img.iter().zip(&final_image).enumerate() {
+            if a != b {
+                let e = m.lat.final_alt.entry(k).or_default();
+                if !e.contains(&a) {
+                    e.push(a);
+                }
+            }
+        }
+    }
     let out = Outcome {
         fault,
         final_image,

@@ -11,6 +11,7 @@ use crate::legacy;
 pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     fx_gate(m)?;
     m.check_area(op, 16)?;
+    m.access_region(op.addr, 512, false)?;
     let b = read(m, op.addr, 512)?;
     let mx = u32::from_le_bytes(b[24..28].try_into().unwrap());
     if m.ctl.cr4_osfxsr {

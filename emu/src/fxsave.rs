@@ -21,6 +21,7 @@ pub fn fx_gate(m: &Machine) -> Result<(), Fault> {
 pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     fx_gate(m)?;
     m.check_area(op, 16)?;
+    m.access_region(op.addr, 512, true)?;
     let mut w = Writes::default();
     let b = legacy::x87_bytes(m, op.rex_w);
     w.put(op.addr, &b[0..24]);
@@ -29,5 +30,6 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         w.put(op.addr + 24, &legacy::mxcsr_bytes(m));
         w.put(op.addr + 160, &legacy::xmm_bytes(m));
     }
+    legacy::x87_latitude(m, op.addr, op.rex_w);
     w.commit(m)
 }

@@ -82,3 +82,20 @@ pub fn compacted(model: &CpuModel, mask: Xfeatures) -> Layout {
         size: off,
     }
 }
+
+/// The end of the bytes a standard-format area holds for `mask`: 576 (legacy
+/// region and header) or the end of the highest user component of `mask`.
+pub fn standard_end(model: &CpuModel, mask: Xfeatures) -> u32 {
+    standard(model, mask).size
+}
+
+/// The end of the bytes of the components `sub` in the compacted layout of
+/// `format` (at least 576: legacy region and header).
+pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32 {
+    compacted(model, format)
+        .slots
+        .iter()
+        .filter(|s| sub.has(s.index))
+        .map(|s| s.offset + s.size)
+        .fold(EXTENDED_START, u32::max)
+}

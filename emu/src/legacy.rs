@@ -102,3 +102,24 @@ pub fn check_mxcsr(m: &Machine, v: u32) -> Result<(), Fault> {
         Ok(())
     }
 }
+
+/// The envelope around the x87 bytes a save writes at `addr`: FSW.ES and FSW.B
+/// may have been recomputed by an earlier load, and the 64-bit form's FIP may be
+/// canonicalized (see `envelope::fip_variants`). Only under the architectural
+/// policy.
+pub fn x87_latitude(m: &mut Machine, addr: u64, rex_w: bool) {
+    if m.policy != crate::exec::Policy::Architectural {
+        return;
+    }
+    let x = m.st.x87;
+    if m.lat.fsw_es_b {
+        let es = (x.fsw & 0x3F & !x.fcw) != 0;
+        let fsw = (x.fsw & !0x8080) | if es { 0x8080 } else { 0 };
+        m.lat.alt(addr.wrapping_add(2), &fsw.to_le_bytes());
+    }
+    if rex_w {
+        for v in crate::envelope::fip_variants(x.fip) {
+            m.lat.alt(addr.wrapping_add(8), &v.to_le_bytes());
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! and [`check`] what the SDM allows. Pure and deterministic: no I/O.
 #![forbid(unsafe_code)]
 
+pub mod amx;
 pub mod area;
 pub mod case;
 pub mod component;

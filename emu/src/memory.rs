@@ -34,6 +34,11 @@ impl Memory {
         self.base + self.bytes.len() as u64
     }
 
+    /// The protection of the page holding `addr` (absent outside the arena).
+    pub fn prot_at(&self, addr: u64) -> Prot {
+        self.page_prot(addr)
+    }
+
     fn page_prot(&self, addr: u64) -> Prot {
         if addr < self.base || addr >= self.end() {
             return Prot::None;

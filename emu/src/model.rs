@@ -41,22 +41,40 @@ pub struct Quirks {
     /// `fsw-es-recompute`: XRSTOR/FXRSTOR set FSW.ES and FSW.B to
     /// ((FSW[5:0] AND NOT FCW[5:0]) != 0) and keep the other FSW bits (Intel).
     pub fsw_es_recompute: bool,
-    /// `xinuse-sse-mxcsr-standard`: standard-form XRSTOR with RFBM[1] = 1, XSTATE_BV[1] = 0
-    /// leaves XINUSE[1] = 1 when the MXCSR it loads is not 1F80H (Intel).
-    pub xinuse_sse_mxcsr_standard: bool,
     /// `x87-pointers-uncontrolled`: FIP/FDP/FOP read back with values the case does not set (AMD).
     pub x87_pointers_uncontrolled: bool,
     /// `xinuse-noise`: XINUSE bits of components in init configuration may read 1 or 0
     /// between runs of the same case (AMD, component 2).
     pub xinuse_noise: bool,
+    /// `pf-last-byte`: before any access, an XSAVE-family instruction, FXSAVE or
+    /// FXRSTOR probes the last byte of the region it operates on (saves: with a
+    /// write); a #PF there is reported with CR2 = that byte and nothing is written.
+    /// The region ends with the highest component of RFBM (XFD-armed components
+    /// left out, except for XSAVE, which writes them), at least at byte 575 (the
+    /// header); 511 for FXSAVE/FXRSTOR (Intel recording, 41 #PF cases).
+    pub pf_last_byte: bool,
+    /// `linux-signal-fpsse`: not silicon but the OS under a ring-3 runner: a fault
+    /// is delivered as a Linux signal and sigreturn restores the FPU state from a
+    /// signal frame whose XSTATE_BV has bits 1:0 forced to 1
+    /// (`XFEATURE_MASK_FPSSE`), so after a fault at CPL 3 XINUSE[1:0] read 1 (Intel
+    /// recording: every faulting case).
+    pub linux_signal_fpsse: bool,
+    /// `xrstor-compacted-mxcsr-late`: compacted XRSTOR (and XRSTORS) raise the
+    /// MXCSR reserved-bit #GP(0) only after x87 (loaded or initialized) and
+    /// XMM0..15 have been loaded; MXCSR and components 2 and up keep their old
+    /// values. The standard form checks MXCSR before changing anything (Intel
+    /// recording: record 680 against 7 standard-form cases).
+    pub xrstor_compacted_mxcsr_late: bool,
 }
 
-const QUIRK_NAMES: [&str; 5] = [
+const QUIRK_NAMES: [&str; 7] = [
     "fip-canonical-57",
     "fsw-es-recompute",
-    "xinuse-sse-mxcsr-standard",
     "x87-pointers-uncontrolled",
     "xinuse-noise",
+    "pf-last-byte",
+    "linux-signal-fpsse",
+    "xrstor-compacted-mxcsr-late",
 ];
 
 impl Quirks {
@@ -64,9 +82,11 @@ impl Quirks {
         match name {
             "fip-canonical-57" => self.fip_canonical_57 = true,
             "fsw-es-recompute" => self.fsw_es_recompute = true,
-            "xinuse-sse-mxcsr-standard" => self.xinuse_sse_mxcsr_standard = true,
             "x87-pointers-uncontrolled" => self.x87_pointers_uncontrolled = true,
             "xinuse-noise" => self.xinuse_noise = true,
+            "pf-last-byte" => self.pf_last_byte = true,
+            "linux-signal-fpsse" => self.linux_signal_fpsse = true,
+            "xrstor-compacted-mxcsr-late" => self.xrstor_compacted_mxcsr_late = true,
             _ => return false,
         }
         true
@@ -75,9 +95,11 @@ impl Quirks {
         let flags = [
             self.fip_canonical_57,
             self.fsw_es_recompute,
-            self.xinuse_sse_mxcsr_standard,
             self.x87_pointers_uncontrolled,
             self.xinuse_noise,
+            self.pf_last_byte,
+            self.linux_signal_fpsse,
+            self.xrstor_compacted_mxcsr_late,
         ];
         QUIRK_NAMES
             .iter()
@@ -339,9 +361,9 @@ impl CpuModel {
             self.std_size_max.to_string(),
             other.std_size_max.to_string(),
         );
-        for i in 2..=MAX_COMPONENT {
+        for (i, info) in COMPONENTS.iter().enumerate().skip(2) {
             cmp(
-                &format!("component {i} ({})", COMPONENTS[i].name),
+                &format!("component {i} ({})", info.name),
                 format!("{:?}", self.components[i]),
                 format!("{:?}", other.components[i]),
             );
@@ -419,6 +441,13 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../models/sapphire-rapids.cpu"),
     ),
     ("qemu-max-7.2", include_str!("../models/qemu-max-7.2.cpu")),
+    ("qemu-max-10.0", include_str!("../models/qemu-max-10.0.cpu")),
+    ("valgrind-3.19", include_str!("../models/valgrind-3.19.cpu")),
+    ("unicorn-haswell", include_str!("../models/unicorn-haswell.cpu")),
+    (
+        "unicorn-skylake-server",
+        include_str!("../models/unicorn-skylake-server.cpu"),
+    ),
     (
         "bochs-tigerlake",
         include_str!("../models/bochs-tigerlake.cpu"),

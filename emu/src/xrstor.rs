@@ -1,35 +1,41 @@
 //! XRSTOR (SDM2 XRSTOR; SDM1 §13.8), standard form (XCOMP_BV[63] = 0). The
 //! compacted form is in `xrstor_compacted.rs`.
 //!
-//! Order of checks (reference §5.2): #UD, #NM (CR0.TS), canonical/alignment,
-//! #PF on the header, header #GP, XFD #NM, #PF on the components, MXCSR #GP;
-//! nothing is changed before every check has passed.
+//! Order of checks (reference §5.2): #UD, #NM (CR0.TS), canonical/alignment
+//! (#GP, or #AC with alignment checking), #PF on the header, header #GP, XFD #NM,
+//! #PF on the components, MXCSR #GP; nothing is changed before every check has
+//! passed (the standard form checks MXCSR first on Intel silicon too).
 
 use crate::area::{read, read_header};
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
+use crate::layout;
 use crate::legacy;
-use crate::state::{XrstorInfo, MXCSR_INIT};
+use crate::state::XrstorInfo;
 use crate::Xfeatures;
 
 pub fn xrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(true)?;
     m.check_area(op, 64)?;
+    m.note_region(op.addr, layout::EXTENDED_START as u64, false);
     let h = read_header(m, op.addr)?;
+    let rfbm = m.ctl.xcr0 & m.edx_eax();
     if h.xcomp_bv >> 63 == 1 {
         if !m.model.xsavec {
-            // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR).
+            // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR; SDM1 §13.8
+            // footnote: such a CPU reads XCOMP_BV as the standard form would, and
+            // bytes 15:8 != 0 is #GP(0) there too).
             return Err(Fault::gp0());
         }
-        let rfbm = m.ctl.xcr0 & m.edx_eax();
         return crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, m.ctl.xcr0);
     }
-    restore_standard(m, op, h.xstate_bv, &h.bytes)
+    restore_standard(m, op, rfbm, h.xstate_bv, &h.bytes)
 }
 
 fn restore_standard(
     m: &mut Machine,
     op: &Operand,
+    rfbm: u64,
     xstate_bv: u64,
     header: &[u8],
 ) -> Result<(), Fault> {
@@ -37,17 +43,23 @@ fn restore_standard(
     if xstate_bv & !m.ctl.xcr0 != 0 {
         return Err(Fault::gp0());
     }
-    // #GP: header bytes 15:8 (XCOMP_BV) or 23:16 not zero; 63:24 are not checked.
+    // #GP: header bytes 15:8 (XCOMP_BV) or 23:16 not zero; 63:24 are not checked
+    // (SDM1 §13.8.1 footnote).
     if header[8..24].iter().any(|&b| b != 0) {
         return Err(Fault::gp0());
     }
-    let rfbm = m.ctl.xcr0 & m.edx_eax();
     let to_restore = rfbm & xstate_bv;
     let to_init = rfbm & !xstate_bv;
-    // XFD: loading an armed component from memory is #NM (SDM1 §13.14).
+    // XFD: loading an armed component from memory is #NM (SDM1 §13.14); with
+    // XSTATE_BV[i] = 0 it is initialized as usual.
     if to_restore & m.ctl.xfd_armed() != 0 {
         return Err(Fault::Nm);
     }
+    let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
+    m.note_region(op.addr, end as u64, false);
+    let probe = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
+    let end = layout::standard_end(m.model, probe);
+    m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
         Some(read(m, base, 160)?)
@@ -57,7 +69,7 @@ fn restore_standard(
     // MXCSR is loaded when RFBM[1] or RFBM[2] is set, whatever XSTATE_BV says.
     let mxcsr = if rfbm & 0b110 != 0 {
         let b = read(m, base + 24, 4)?;
-        Some(u32::from_le_bytes(b.try_into().unwrap()))
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     } else {
         None
     };
@@ -67,36 +79,30 @@ fn restore_standard(
         None
     };
     let mut ext = Vec::new();
-    for i in Xfeatures::from_bits_retain(to_restore)
-        .indices()
-        .filter(|&i| i >= 2)
-    {
-        let c = *m
-            .model
-            .component(i)
-            .expect("XCR0 holds only supported components");
-        ext.push((i, read(m, base + c.offset as u64, c.size as usize)?));
+    for s in layout::standard(m.model, Xfeatures::from_bits_retain(to_restore)).slots {
+        ext.push((s.index, read(m, base + s.offset as u64, s.size as usize)?));
     }
     if let Some(v) = mxcsr {
-        legacy::check_mxcsr(m, v)?;
+        if let Err(f) = legacy::check_mxcsr(m, v) {
+            // The SDM is silent on partial user state before this #GP (reference S2):
+            // the envelope admits x87 and XMM already loaded or initialized.
+            let (x, s) = (x87.clone(), xmm.clone());
+            m.alternative(|m| {
+                legacy_part(m, op.rex_w, to_init, x.as_deref(), s.as_deref(), false);
+            });
+            return Err(f);
+        }
     }
     // Commit.
-    if let Some(b) = x87 {
-        legacy::load_x87(m, &b, op.rex_w);
-    } else if to_init & 1 != 0 {
-        m.st.x87 = crate::state::X87::init();
-    }
-    if let Some(b) = xmm {
-        legacy::load_xmm(m, &b);
-    } else if to_init & 2 != 0 {
-        // SSE init clears XMM0..15 and leaves MXCSR alone (standard form).
-        m.st.xmm = [[0; 16]; 16];
-    }
+    legacy_part(m, op.rex_w, to_init, x87.as_deref(), xmm.as_deref(), false);
     if let Some(v) = mxcsr {
         m.st.mxcsr = v;
     }
+    let mut inuse = to_restore;
     for (i, b) in ext {
-        m.st.comp_mut(i).copy_from_slice(&b);
+        if !crate::amx::load_component(m, i, &b) {
+            inuse &= !(1 << i);
+        }
     }
     for i in Xfeatures::from_bits_retain(to_init)
         .indices()
@@ -104,16 +110,42 @@ fn restore_standard(
     {
         m.st.init_component(i);
     }
-    let mut inuse = to_restore;
-    if m.quirks().xinuse_sse_mxcsr_standard && to_init & 2 != 0 && m.st.mxcsr != MXCSR_INIT {
-        inuse |= 2;
-    }
     finish(m, op, rfbm, inuse, 0);
     Ok(())
 }
 
+/// Loads or initializes x87 and the XMM registers: `x87`/`xmm` are the image
+/// bytes of components to load; `to_init` says which of 0 and 1 to initialize.
+/// The x87 init is FNINIT's plus ST0..7 = 0 (SDM1 §13.6: FCW 037FH, FSW 0, all
+/// tags empty, FIP/FDP/FCS/FDS/FOP 0); the SSE init clears XMM0..15 and, in the
+/// compacted form only (`compacted_mxcsr_init`), sets MXCSR to 1F80H.
+pub fn legacy_part(
+    m: &mut Machine,
+    rex_w: bool,
+    to_init: u64,
+    x87: Option<&[u8]>,
+    xmm: Option<&[u8]>,
+    compacted_mxcsr_init: bool,
+) {
+    if let Some(b) = x87 {
+        legacy::load_x87(m, b, rex_w);
+    } else if to_init & 1 != 0 {
+        m.st.x87 = crate::state::X87::init();
+    }
+    if let Some(b) = xmm {
+        legacy::load_xmm(m, b);
+    } else if to_init & 2 != 0 {
+        m.st.xmm = [[0; 16]; 16];
+        if compacted_mxcsr_init {
+            m.st.mxcsr = crate::state::MXCSR_INIT;
+        }
+    }
+}
+
 /// XINUSE, XMODIFIED and XRSTOR_INFO after a restore (SDM2 XRSTOR Operation):
-/// RFBM components take `inuse`, XMODIFIED := NOT RFBM.
+/// RFBM components take `inuse` (XSTATE_BV[i] = 0 gives XINUSE[i] = 0, the SDM2
+/// pseudo-code's choice within SDM1's "0 or 1"), XMODIFIED := NOT RFBM,
+/// XRSTOR_INFO := <CPL, VMX non-root, linear address, XCOMP_BV>.
 pub fn finish(m: &mut Machine, op: &Operand, rfbm: u64, inuse: u64, xcomp_bv: u64) {
     m.st.xinuse = (m.st.xinuse & !rfbm) | (inuse & rfbm);
     m.st.xmodified = !rfbm;

@@ -1,14 +1,13 @@
 //! XRSTOR with XCOMP_BV[63] = 1 (the compacted form, SDM2 XRSTOR; SDM1 §13.8.2),
-//! shared with XRSTORS: components outside XCOMP_BV are initialized even when
-//! XSTATE_BV does not say so; SSE init sets MXCSR to 1F80H; MXCSR is loaded only
-//! with SSE.
+//! shared with XRSTORS (SDM1 §13.12): components outside XCOMP_BV are initialized
+//! even when XSTATE_BV does not say so (FORCE_INIT); SSE init sets MXCSR to
+//! 1F80H; MXCSR is loaded only with SSE.
 
-use crate::area::{read, Header};
+use crate::area::Header;
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
-use crate::state::MXCSR_INIT;
 use crate::Xfeatures;
 
 /// `allowed` is XCR0 for XRSTOR and XCR0 | IA32_XSS for XRSTORS.
@@ -37,46 +36,72 @@ pub fn restore_compacted(
     if to_restore & m.ctl.xfd_armed() != 0 {
         return Err(Fault::Nm);
     }
+    let fmt = Xfeatures::from_bits_retain(format);
+    let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
+    m.note_region(op.addr, end as u64, false);
+    let probe = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
+    let end = layout::compacted_end(m.model, fmt, probe);
+    m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
-        Some(read(m, base, 160)?)
+        Some(crate::area::read(m, base, 160)?)
     } else {
         None
     };
     let sse = if to_restore & 2 != 0 {
-        let mx = read(m, base + 24, 4)?;
-        let mx = u32::from_le_bytes(mx.try_into().unwrap());
-        Some((mx, read(m, base + 160, 256)?))
+        let mx = crate::area::read(m, base + 24, 4)?;
+        let mx = u32::from_le_bytes([mx[0], mx[1], mx[2], mx[3]]);
+        Some((mx, crate::area::read(m, base + 160, 256)?))
     } else {
         None
     };
-    let lay = layout::compacted(m.model, Xfeatures::from_bits_retain(format));
+    let lay = layout::compacted(m.model, fmt);
     let mut ext = Vec::new();
     for s in &lay.slots {
         if to_restore & (1 << s.index) != 0 {
-            ext.push((s.index, read(m, base + s.offset as u64, s.size as usize)?));
+            let b = crate::area::read(m, base + s.offset as u64, s.size as usize)?;
+            ext.push((s.index, b));
         }
     }
-    if let Some((mx, _)) = &sse {
-        legacy::check_mxcsr(m, *mx)?;
+    if let Some((mx, xmm)) = &sse {
+        if let Err(f) = legacy::check_mxcsr(m, *mx) {
+            let x = x87.clone();
+            let xmm = xmm.clone();
+            let partial = move |m: &mut Machine| {
+                let xmm = Some(&xmm[..]);
+                crate::xrstor::legacy_part(m, op.rex_w, to_init, x.as_deref(), xmm, true);
+                m.st.xinuse |= 2 | (to_restore & 1);
+                m.st.xinuse &= !(to_init & 1);
+            };
+            if m.quirks().xrstor_compacted_mxcsr_late {
+                partial(m);
+            } else {
+                m.alternative(partial);
+            }
+            return Err(f);
+        }
     }
     for (i, b) in &ext {
+        // SDM1 §13.12: a supervisor component may be partly loaded when XRSTORS
+        // faults; the prediction changes nothing before the #GP.
         crate::xrstors::check_supervisor_value(m, *i, b)?;
     }
-    if let Some(b) = x87 {
-        legacy::load_x87(m, &b, op.rex_w);
-    } else if to_init & 1 != 0 {
-        m.st.x87 = crate::state::X87::init();
-    }
-    if let Some((mx, b)) = sse {
+    crate::xrstor::legacy_part(
+        m,
+        op.rex_w,
+        to_init,
+        x87.as_deref(),
+        sse.as_ref().map(|(_, b)| &b[..]),
+        true,
+    );
+    if let Some((mx, _)) = sse {
         m.st.mxcsr = mx;
-        legacy::load_xmm(m, &b);
-    } else if to_init & 2 != 0 {
-        m.st.xmm = [[0; 16]; 16];
-        m.st.mxcsr = MXCSR_INIT;
     }
+    let mut inuse = to_restore;
     for (i, b) in ext {
-        m.st.comp_mut(i).copy_from_slice(&b);
+        if !crate::amx::load_component(m, i, &b) {
+            inuse &= !(1 << i);
+        }
     }
     for i in Xfeatures::from_bits_retain(to_init)
         .indices()
@@ -84,6 +109,6 @@ pub fn restore_compacted(
     {
         m.st.init_component(i);
     }
-    crate::xrstor::finish(m, op, rfbm, to_restore, h.xcomp_bv);
+    crate::xrstor::finish(m, op, rfbm, inuse, h.xcomp_bv);
     Ok(())
 }

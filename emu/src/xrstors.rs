@@ -13,6 +13,7 @@ pub fn xrstors(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         return Err(Fault::gp0());
     }
     m.check_area(op, 64)?;
+    m.note_region(op.addr, crate::layout::EXTENDED_START as u64, false);
     let h = read_header(m, op.addr)?;
     // #GP: XCOMP_BV[63] = 0 (XRSTORS has no standard form).
     if h.xcomp_bv >> 63 == 0 {
@@ -50,11 +51,7 @@ pub fn check_supervisor_value(m: &Machine, i: usize, b: &[u8]) -> Result<(), Fau
                 return Err(Fault::gp0());
             }
         }
-        12 => {
-            if !(0..3).all(|k| ssp_ok(q(k))) {
-                return Err(Fault::gp0());
-            }
-        }
+        12 if !(0..3).all(|k| ssp_ok(q(k))) => return Err(Fault::gp0()),
         _ => {}
     }
     Ok(())

@@ -72,6 +72,9 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(true)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
+    // XSAVE writes every RFBM component, XFD-armed ones included.
+    let end = crate::layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
+    m.access_region(op.addr, end as u64, true)?;
     let mut w = Writes::default();
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
     standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
@@ -83,6 +86,9 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     };
     let inuse = xinuse_for_xstate_bv(m, rfbm);
     w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    if rfbm & 1 != 0 {
+        legacy::x87_latitude(m, op.addr, op.rex_w);
+    }
     if m.policy == Policy::Architectural {
         // XINUSE[i] = 1 is always allowed: an init component may be reported in use.
         let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();

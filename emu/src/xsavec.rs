@@ -58,15 +58,30 @@ pub fn compacted_latitude(m: &mut Machine, base: u64, rfbm: u64, rex_w: bool, mu
     m.lat.header_bits(base + 512, free);
 }
 
+/// The region a compacted save operates on: the layout of RFBM up to its highest
+/// component that is not XFD-armed (armed ones are skipped, SDM1 §13.14).
+pub fn compacted_region(m: &mut Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
+    let end = layout::compacted_end(
+        m.model,
+        Xfeatures::from_bits_retain(rfbm),
+        Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed()),
+    );
+    m.access_region(base, end as u64, true)
+}
+
 pub fn xsavec(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(m.model.xsavec)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
+    compacted_region(m, op.addr, rfbm)?;
     let to_be_saved = compacted_in_use(m, rfbm);
     let mut w = Writes::default();
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
     w.put_u64(op.addr + 512, to_be_saved);
     w.put_u64(op.addr + 520, rfbm | 1 << 63);
+    if rfbm & 1 != 0 {
+        legacy::x87_latitude(m, op.addr, op.rex_w);
+    }
     if m.policy == Policy::Architectural {
         let must = (m.st.not_init(rfbm) | (to_be_saved & 2)) & !m.ctl.xfd_armed();
         compacted_latitude(m, op.addr, rfbm, op.rex_w, must);

@@ -7,11 +7,15 @@ use crate::area::Writes;
 use crate::exec::{Machine, Operand, Policy};
 use crate::fault::Fault;
 use crate::xsave::{standard_writes, xinuse_for_xstate_bv};
+use crate::Xfeatures;
 
 pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(m.model.xsaveopt)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
+    let operated = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
+    let end = crate::layout::standard_end(m.model, operated);
+    m.access_region(op.addr, end as u64, true)?;
     let inuse = xinuse_for_xstate_bv(m, rfbm);
     let mut to_be_saved = inuse;
     let info_match = m.st.xrstor_info.is_some_and(|i| {
@@ -28,6 +32,9 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let mut w = Writes::default();
     standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
     w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    if rfbm & 1 != 0 {
+        crate::legacy::x87_latitude(m, op.addr, op.rex_w);
+    }
     if m.policy == Policy::Architectural {
         // Any RFBM component not both in use and modified may be written or skipped.
         let must =

@@ -16,6 +16,7 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     }
     m.check_area(op, 64)?;
     let rfbm = (m.ctl.xcr0 | m.ctl.xss) & m.edx_eax();
+    crate::xsavec::compacted_region(m, op.addr, rfbm)?;
     let compmask = rfbm | 1 << 63;
     let header = compacted_in_use(m, rfbm);
     let mut to_be_saved = m.st.xinuse & rfbm & !m.ctl.xfd_armed();
@@ -35,6 +36,9 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
     w.put_u64(op.addr + 512, header);
     w.put_u64(op.addr + 520, compmask);
+    if rfbm & 1 != 0 {
+        crate::legacy::x87_latitude(m, op.addr, op.rex_w);
+    }
     if m.policy == Policy::Architectural {
         let modified = if info_match { m.st.xmodified } else { !0 };
         let must = ((m.st.not_init(rfbm) & modified) | (to_be_saved & 2)) & !m.ctl.xfd_armed();

@@ -1,0 +1,64 @@
+//! AMX state components: TILECFG (17) and TILEDATA (18) (SDM1 §13.5.11; SDM2
+//! LDTILECFG).
+//!
+//! XRSTOR(S) of a TILECFG value that LDTILECFG would refuse does not fault: it
+//! initializes TILECFG instead (SDM1 §13.5.11). "Would refuse" is read from the
+//! LDTILECFG Operation section for palette 1, the only palette of every AMX CPU
+//! so far (CPUID.1DH: max_palette 1; palette 1: 8 tiles, 64 bytes per row, 16
+//! rows; CPUID.1DH/1EH are not in the model, so these are constants):
+//! - palette_id (byte 0) above 1;
+//! - palette 1 with a reserved byte set (2..15, the colsb words of tiles 8..15 at
+//!   32..47, the rows bytes of tiles 8..15 at 56..63);
+//! - palette 1 with a tile of more than 16 rows or more than 64 bytes per row, or
+//!   with exactly one of rows and colsb zero (a tile is either unused or sized);
+//! - palette 0 with any other byte set (palette 0 is TILERELEASE's all-zero init
+//!   configuration; anything else under palette 0 has no meaning).
+//!
+//! start_row (byte 1) is stored as is: LDTILECFG keeps it for restarting an
+//! interrupted tile load and the SDM gives no check on it.
+//! TILEDATA is loaded in full whatever TILECFG says.
+
+use crate::exec::Machine;
+
+/// Palette 1 limits (CPUID.(1DH,1)).
+pub const MAX_NAMES: usize = 8;
+pub const BYTES_PER_ROW: u16 = 64;
+pub const MAX_ROWS: u8 = 16;
+
+/// Whether LDTILECFG would accept this 64-byte TILECFG image (see the module doc).
+pub fn tilecfg_supported(b: &[u8]) -> bool {
+    if b.len() != 64 {
+        return false;
+    }
+    match b[0] {
+        0 => b.iter().all(|&x| x == 0),
+        1 => {
+            if b[2..16].iter().any(|&x| x != 0)
+                || b[16 + 2 * MAX_NAMES..48].iter().any(|&x| x != 0)
+                || b[48 + MAX_NAMES..64].iter().any(|&x| x != 0)
+            {
+                return false;
+            }
+            (0..MAX_NAMES).all(|t| {
+                let colsb = u16::from_le_bytes([b[16 + 2 * t], b[17 + 2 * t]]);
+                let rows = b[48 + t];
+                colsb <= BYTES_PER_ROW && rows <= MAX_ROWS && ((colsb == 0) == (rows == 0))
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Loads extended component `i` from image bytes; returns whether it is now in
+/// use (false when an unsupported TILECFG was initialized instead).
+pub fn load_component(m: &mut Machine, i: usize, b: &[u8]) -> bool {
+    if i == 17 && !tilecfg_supported(b) {
+        m.st.init_component(17);
+        return false;
+    }
+    let c = m.st.comp_mut(i);
+    if c.len() == b.len() {
+        c.copy_from_slice(b);
+    }
+    true
+}
