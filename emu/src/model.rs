@@ -443,7 +443,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("qemu-max-7.2", include_str!("../models/qemu-max-7.2.cpu")),
     ("qemu-max-10.0", include_str!("../models/qemu-max-10.0.cpu")),
     ("valgrind-3.19", include_str!("../models/valgrind-3.19.cpu")),
-    ("unicorn-haswell", include_str!("../models/unicorn-haswell.cpu")),
+    (
+        "unicorn-haswell",
+        include_str!("../models/unicorn-haswell.cpu"),
+    ),
     (
         "unicorn-skylake-server",
         include_str!("../models/unicorn-skylake-server.cpu"),
