@@ -282,9 +282,10 @@ fn parse_control(l: &Lines<impl BufRead>, s: &str) -> Result<Control, ProtocolEr
     };
     let mut seen = 0u32;
     for item in s.split_whitespace() {
-        let (k, v) = item
-            .split_once('=')
-            .map_or_else(|| l.err(format!("control: expected KEY=VALUE, found `{item}`")), Ok)?;
+        let (k, v) = item.split_once('=').map_or_else(
+            || l.err(format!("control: expected KEY=VALUE, found `{item}`")),
+            Ok,
+        )?;
         let x = l.num(v, &format!("control {k}"))?;
         let b = x != 0;
         let bit = match k {
@@ -337,7 +338,9 @@ fn parse_control(l: &Lines<impl BufRead>, s: &str) -> Result<Control, ProtocolEr
         seen |= 1 << bit;
     }
     if seen != (1 << 11) - 1 {
-        return l.err("control: every field (xcr0 xss xfd cpl ts em am osxsave osfxsr ac vmx) is required");
+        return l.err(
+            "control: every field (xcr0 xss xfd cpl ts em am osxsave osfxsr ac vmx) is required",
+        );
     }
     Ok(c)
 }
@@ -602,7 +605,11 @@ pub fn read_outcomes(
 pub fn hello_here(runner: Result<(), String>) -> Hello {
     let cpuid = crate::host::cpuid_dump();
     let m = CpuModel::from_cpuid("here", &cpuid);
-    let xcr0 = if m.xsave { crate::host::xgetbv(0) } else { None };
+    let xcr0 = if m.xsave {
+        crate::host::xgetbv(0)
+    } else {
+        None
+    };
     Hello {
         version: VERSION,
         xcr0,

@@ -328,7 +328,7 @@ impl Runner {
         let fault = match rec {
             None => None,
             Some(r) => {
-                let fault = decode_fault(&r)?;
+                let fault = decode_fault(&r, case.control.xfd_armed())?;
                 if fault == Fault::Ud {
                     NEEDS_PRIME.with(|c| c.set(true));
                 }
@@ -446,7 +446,9 @@ impl Runner {
         let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
         let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let (_, rec) = run_once(reg, case, Some(rt))?;
-        let f = rec.map(|r| decode_fault(&r)).transpose()?;
+        let f = rec
+            .map(|r| decode_fault(&r, case.control.xfd_armed()))
+            .transpose()?;
         if f == Some(Fault::Ud) {
             NEEDS_PRIME.with(|c| c.set(true));
         }
@@ -497,31 +499,54 @@ pub fn insn_offsets(code: &[u8]) -> Option<Vec<usize>> {
     Some(v)
 }
 
-/// The fault a signal record stands for (module docs of [`crate::signal`] for #NM).
-pub fn decode_fault(r: &FaultRecord) -> Result<Fault, Refusal> {
+/// The fault a signal record stands for. On Linux the ucontext's trapno and err
+/// say it (except for XFD's #NM, see [`crate::signal`]). User-mode emulators
+/// (qemu-user, valgrind) leave trapno unset (-1 or 0), so then the signal and its
+/// si_code say it, as Linux itself assigns them: SIGSEGV/SI_KERNEL is #GP(0),
+/// SIGSEGV/SEGV_MAPERR or SEGV_ACCERR is #PF, SIGBUS/BUS_ADRALN is #AC,
+/// SIGBUS/SI_KERNEL is #SS. Where nothing is XFD-armed, SIGILL is always #UD.
+pub fn decode_fault(r: &FaultRecord, xfd_armed: u64) -> Result<Fault, Refusal> {
     let other = || {
         Err(Refusal::new(&format!(
-            "fault outside the model (signal {}, trapno {})",
-            r.signo, r.trapno
+            "fault outside the model (signal {}, si_code {:#x}, trapno {}, err {:#x}, addr {:#x})",
+            r.signo, r.si_code, r.trapno as i64, r.err, r.addr
         )))
     };
+    const SEGV_MAPERR: i32 = 1;
+    const SEGV_ACCERR: i32 = 2;
+    const BUS_ADRALN: i32 = 1;
+    let pf = || {
+        // The error code as the kernel reports it; an emulator may leave it 0, then
+        // P comes from si_code, U is 1 (CPL 3) and W is not known (0).
+        let err = if r.err & 4 != 0 {
+            r.err as u32
+        } else {
+            (r.si_code == SEGV_ACCERR) as u32 | 4
+        };
+        Ok(Fault::Pf { err, addr: r.addr })
+    };
     match r.signo {
-        libc::SIGSEGV => match r.trapno {
-            14 => Ok(Fault::Pf {
-                err: r.err as u32,
-                addr: r.addr,
-            }),
-            13 => Ok(Fault::Gp(r.err as u32)),
-            12 => Ok(Fault::Ss),
+        libc::SIGSEGV => match (r.trapno, r.si_code) {
+            (14, _) => pf(),
+            (13, _) => Ok(Fault::Gp(r.err as u32)),
+            (12, _) => Ok(Fault::Ss),
+            (_, libc::SI_KERNEL) => Ok(Fault::Gp(0)),
+            (_, SEGV_MAPERR | SEGV_ACCERR) => pf(),
             _ => other(),
         },
-        libc::SIGBUS => match r.trapno {
-            17 => Ok(Fault::Ac),
-            12 => Ok(Fault::Ss),
+        libc::SIGBUS => match (r.trapno, r.si_code) {
+            (17, _) => Ok(Fault::Ac),
+            (12, _) => Ok(Fault::Ss),
+            (_, BUS_ADRALN) => Ok(Fault::Ac),
+            (_, libc::SI_KERNEL) => Ok(Fault::Ss),
             _ => other(),
         },
         // trap_nr is 6 only after a real #UD: the runner never starts a case with 6.
-        libc::SIGILL => Ok(if r.trapno == 6 { Fault::Ud } else { Fault::Nm }),
+        libc::SIGILL => Ok(if xfd_armed == 0 || r.trapno == 6 {
+            Fault::Ud
+        } else {
+            Fault::Nm
+        }),
         _ => other(),
     }
 }
