@@ -59,9 +59,26 @@ impl Comparison {
     pub fn is_match(&self) -> bool {
         self.diffs.is_empty()
     }
-    /// A stable signature: the sorted, deduplicated classes of the differences.
+    /// A stable signature: a fault difference alone (what follows from it is
+    /// its consequence), else the sorted, deduplicated classes of the
+    /// differences, an XINUSE bit and the XSTATE_BV bit it shows as one class.
     pub fn signature(&self) -> String {
-        let mut v: Vec<&str> = self.diffs.iter().map(|d| d.class.as_str()).collect();
+        if let Some(f) = self.diffs.iter().find(|d| d.field == "fault") {
+            return f.class.clone();
+        }
+        let mut v: Vec<String> = self
+            .diffs
+            .iter()
+            .map(|d| {
+                let c = d.class.as_str();
+                let c = c
+                    .strip_prefix("XINUSE ")
+                    .or_else(|| c.strip_prefix("final XSTATE_BV "))
+                    .map(|r| format!("in use {r}"))
+                    .unwrap_or_else(|| c.to_string());
+                c
+            })
+            .collect();
         v.sort_unstable();
         v.dedup();
         v.join("; ")
@@ -158,7 +175,16 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
         };
         d.push(Diff {
             field: "fault".into(),
-            class: format!("fault {} vs {}", kind(&left.fault), kind(&right.fault)),
+            class: format!(
+                "fault {} vs {}{}",
+                kind(&left.fault),
+                kind(&right.fault),
+                match (left.fault, right.fault) {
+                    (Some(xsave_emu::FaultAt { insn: None, .. }), _)
+                    | (_, Some(xsave_emu::FaultAt { insn: None, .. })) => " at init",
+                    _ => "",
+                }
+            ),
             left: fmt_fault(&left.fault),
             right: fmt_fault(&right.fault),
         });

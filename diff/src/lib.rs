@@ -2,6 +2,7 @@
 //! campaigns; the library behind the `xsdiff` command.
 
 pub mod backend;
+pub mod campaign;
 pub mod casefile;
 pub mod compare;
 pub mod encode;
@@ -10,4 +11,5 @@ pub mod fuzzcase;
 pub mod generate;
 pub mod minimize;
 pub mod models;
+pub mod repro;
 pub mod rng;

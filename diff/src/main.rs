@@ -1,1 +1,458 @@
-fn main() {}
+//! `xsdiff`: the differential tester's command line.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use xsave_diff::campaign::{self, Config, Limit};
+use xsave_diff::casefile::{self, CaseFile};
+use xsave_diff::fuzzcase::FuzzCase;
+use xsave_diff::{models, repro};
+use xsave_emu::{layout, CpuModel, Xfeatures};
+
+#[derive(Parser)]
+#[command(
+    name = "xsdiff",
+    version,
+    about = "Differential tester of the x86 XSAVE feature set"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate cases and compare backends (default: emu against this CPU for 10 s).
+    Run {
+        /// Comma-separated backends, the reference first: emu, emu:MODEL, native, exec:CMD ARGS, unicorn.
+        #[arg(long, default_value = "emu,native", value_delimiter = ',')]
+        backends: Vec<String>,
+        /// The model the emulator judges with (a built-in name or host).
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Run for this many seconds (default 10).
+        #[arg(long, conflicts_with = "cases")]
+        time: Option<f64>,
+        /// Run this many cases.
+        #[arg(long)]
+        cases: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// K/N: run only case numbers n with n mod N = K.
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+        /// Threads (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Folder for the minimized findings.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Run case files and check their expect sections and records (exit 0 as expected, 1 mismatch, 2 error).
+    Repro {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_delimiter = ',')]
+        backends: Option<Vec<String>>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Shrink a mismatching case file while its mismatch keeps its signature.
+    Minimize {
+        file: PathBuf,
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_delimiter = ',')]
+        backends: Option<Vec<String>>,
+    },
+    /// Print a case decoded and disassembled.
+    Show { file: PathBuf },
+    /// Standard and compacted offsets and sizes of a component mask.
+    Layout {
+        #[arg(long, default_value = "host")]
+        cpu: String,
+        /// Component mask (default: the model's XCR0 | IA32_XSS).
+        #[arg(long)]
+        mask: Option<String>,
+    },
+    /// The built-in CPU models; with --host, this CPU's model.
+    Cpus {
+        #[arg(long)]
+        host: bool,
+    },
+    /// Convert a libFuzzer artifact into a case file.
+    Import {
+        artifact: PathBuf,
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// The model whose control state the case runs under.
+        #[arg(long, default_value = "host")]
+        cpu: String,
+    },
+    /// Run case files on this CPU and add (or check) this CPU model's record.
+    Record { files: Vec<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cmd = cli.cmd.unwrap_or(Cmd::Run {
+        backends: vec!["emu".into(), "native".into()],
+        cpu: None,
+        time: None,
+        cases: None,
+        seed: 1,
+        shard: "0/1".into(),
+        jobs: None,
+        out: None,
+        format: Format::Text,
+    });
+    match dispatch(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xsdiff: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("bad --shard `{s}`: expected K/N"))?;
+    let k = k
+        .parse()
+        .map_err(|_| format!("bad --shard `{s}`: expected K/N"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("bad --shard `{s}`: expected K/N"))?;
+    Ok((k, n))
+}
+
+fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
+    match cmd {
+        Cmd::Run {
+            backends,
+            cpu,
+            time,
+            cases,
+            seed,
+            shard,
+            jobs,
+            out,
+            format,
+        } => {
+            let limit = match (time, cases) {
+                (_, Some(n)) => Limit::Cases(n),
+                (Some(t), None) => Limit::Time(Duration::from_secs_f64(t.max(0.0))),
+                (None, None) => Limit::Time(Duration::from_secs(10)),
+            };
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let cfg = Config {
+                backends,
+                cpu,
+                limit,
+                seed,
+                shard: parse_shard(&shard)?,
+                jobs,
+                out,
+                progress: true,
+                minimize_budget: 400,
+            };
+            let s = campaign::run(&cfg)?;
+            match format {
+                Format::Text => print!("{}", s.text()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+                ),
+            }
+            Ok(if s.mismatches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Repro {
+            files,
+            backends,
+            format,
+        } => {
+            let reports: Vec<repro::FileReport> = files
+                .iter()
+                .map(|f| repro::repro_file(f, backends.as_deref()))
+                .collect();
+            match format {
+                Format::Text => reports.iter().for_each(|r| print!("{}", r.text())),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?
+                ),
+            }
+            let code = if reports.iter().any(|r| r.status == "error") {
+                2
+            } else if reports.iter().any(|r| r.status == "mismatch") {
+                1
+            } else {
+                0
+            };
+            Ok(ExitCode::from(code))
+        }
+        Cmd::Minimize {
+            file,
+            out,
+            backends,
+        } => minimize_cmd(&file, out.as_deref(), backends.as_deref()),
+        Cmd::Show { file } => {
+            let cf = CaseFile::load(&file).map_err(|e| e.to_string())?;
+            let model = repro::file_model(&cf)?;
+            let case = cf.build(&model).map_err(|e| e.to_string())?;
+            println!("{}: model {} ({})", file.display(), cf.model, model.name);
+            let x = case.init_xcomp_bv();
+            println!(
+                "control: XCR0 {:#x} ({}), IA32_XSS {:#x}, IA32_XFD {:#x}, CPL {}",
+                case.control.xcr0,
+                Xfeatures::from_bits_retain(case.control.xcr0).names(),
+                case.control.xss,
+                case.control.xfd,
+                case.control.cpl
+            );
+            println!(
+                "initial image: {} format, {} bytes, XSTATE_BV {:#x} ({}), XCOMP_BV {:#x}",
+                if x >> 63 == 1 {
+                    "compacted"
+                } else {
+                    "standard"
+                },
+                case.init.len(),
+                case.init_xstate_bv(),
+                Xfeatures::from_bits_retain(case.init_xstate_bv()).names(),
+                x
+            );
+            println!(
+                "arena: {} page(s) at {:#x}",
+                case.memory.prot.len(),
+                case.memory.base
+            );
+            println!("code:");
+            let mut off = 0;
+            for (b, s) in casefile::disassemble(&case.code) {
+                let bytes: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+                println!("  code+{off:#04x}  {:<24} {s}", bytes.join(" "));
+                off += b.len();
+            }
+            println!(
+                "\nnormalized:\n{}",
+                casefile::write_case(&cf.comments, &cf.model, &model, &case)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Layout { cpu, mask } => {
+            let model = models::resolve(&cpu)?;
+            let mask = match mask {
+                Some(m) => {
+                    xsave_emu::model::parse_u64(&m).ok_or_else(|| format!("bad --mask `{m}`"))?
+                }
+                None => model.os_xcr0 | model.os_xss,
+            };
+            print!("{}", layout_text(&model, mask));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cpus { host } => {
+            if host {
+                let h = models::resolve("host")?;
+                println!("host: {} ({})", h.name, h.description);
+                println!(
+                    "  vendor {:?}, XCR0 {:#x}, IA32_XSS {:#x}, IA32_XFD {:#x}, standard size {}, MXCSR_MASK {:#x}",
+                    h.vendor, h.os_xcr0, h.os_xss, h.os_xfd, h.std_size_max, h.mxcsr_mask
+                );
+                match CpuModel::builtin(&h.name) {
+                    Some(b) => {
+                        let d = h.differences(&b);
+                        if d.is_empty() {
+                            println!("  matches the built-in model {}", b.name);
+                        } else {
+                            println!(
+                                "  differs from the built-in model {}: {}",
+                                b.name,
+                                d.join("; ")
+                            );
+                        }
+                    }
+                    None => println!("  no built-in model matches"),
+                }
+            } else {
+                for m in CpuModel::builtin_all() {
+                    println!(
+                        "{:<18} XCR0 {:#8x}  XSS {:#6x}  {}",
+                        m.name, m.os_xcr0, m.os_xss, m.description
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import { artifact, out, cpu } => {
+            let data =
+                std::fs::read(&artifact).map_err(|e| format!("{}: {e}", artifact.display()))?;
+            let model = models::resolve(&cpu)?;
+            let f = FuzzCase::from_bytes(&data);
+            let case = f.to_case(&model, xsave_emu::Control::user(&model));
+            let name = if CpuModel::builtin(&model.name).is_some() && cpu != "host" {
+                model.name.clone()
+            } else {
+                "host".into()
+            };
+            let text = casefile::write_case(
+                &[format!(
+                    "Imported from the libFuzzer artifact {}.",
+                    artifact.display()
+                )],
+                &name,
+                &model,
+                &case,
+            );
+            campaign::write_atomic(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Record { files } => record_cmd(&files),
+    }
+}
+
+fn layout_text(model: &CpuModel, mask: u64) -> String {
+    let x = Xfeatures::from_bits_retain(mask);
+    let mut s = format!("model {}, mask {mask:#x} ({})\n", model.name, x.names());
+    let std = layout::standard(model, x);
+    s.push_str("standard format (user components):\n");
+    s.push_str("  component          offset   size\n");
+    s.push_str("  0  x87+SSE legacy       0    512\n  header               512     64\n");
+    for sl in &std.slots {
+        let n = xsave_emu::component::component_name(sl.index).unwrap_or("?");
+        s.push_str(&format!(
+            "  {:<2} {:<16} {:>6} {:>6}\n",
+            sl.index, n, sl.offset, sl.size
+        ));
+    }
+    s.push_str(&format!("  standard size {}\n", std.size));
+    let c = layout::compacted(model, x);
+    s.push_str("compacted format:\n  component          offset   size\n");
+    for sl in &c.slots {
+        let n = xsave_emu::component::component_name(sl.index).unwrap_or("?");
+        s.push_str(&format!(
+            "  {:<2} {:<16} {:>6} {:>6}\n",
+            sl.index, n, sl.offset, sl.size
+        ));
+    }
+    s.push_str(&format!("  compacted size {}\n", c.size));
+    s
+}
+
+fn minimize_cmd(
+    file: &Path,
+    out: Option<&Path>,
+    specs: Option<&[String]>,
+) -> Result<ExitCode, String> {
+    let cf = CaseFile::load(file).map_err(|e| e.to_string())?;
+    let model = repro::file_model(&cf)?;
+    let case = cf.build(&model).map_err(|e| e.to_string())?;
+    let specs: Vec<String> = match specs {
+        Some(s) => s.to_vec(),
+        None => vec![format!("emu:{}", model.name), "native".into()],
+    };
+    let mut rig = if cf.model == "host" {
+        campaign::open_rig(&specs, Some("host"))?
+    } else {
+        campaign::open_rig(&specs, Some(&cf.model))?
+    };
+    let outs = campaign::run_all(&mut rig, &case)
+        .map_err(|s| format!("{}: skipped: {s}", file.display()))?;
+    let judge = rig.judge.clone();
+    for bi in 1..outs.len() {
+        let cmp = xsave_diff::compare::compare(&judge, &case, &outs[0], &outs[bi]);
+        if cmp.is_match() {
+            continue;
+        }
+        let v = xsave_diff::compare::verdict(&judge, &case, &cmp, &outs[bi]);
+        let sig = campaign::signature(&rig.backends[bi].name(), &v, &cmp);
+        let min = campaign::minimize_finding(&mut rig, bi, &case, &sig, 2000);
+        let origin = format!("Minimized from {}.", file.display());
+        let text = campaign::finding_text(&mut rig, bi, &min, &sig, &origin);
+        match out {
+            Some(p) => {
+                campaign::write_atomic(p, &text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => print!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(format!(
+        "{}: no mismatch between {} to minimize",
+        file.display(),
+        specs.join(" and ")
+    ))
+}
+
+fn record_cmd(files: &[PathBuf]) -> Result<ExitCode, String> {
+    let host = models::resolve("host")?;
+    let mut runner = xsave_diff::backend::native::NativeBackend::new()?;
+    let mut bad = false;
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let cf = CaseFile::parse(&text, &f.display().to_string()).map_err(|e| e.to_string())?;
+        let model = if cf.model == "host" {
+            host.clone()
+        } else {
+            repro::file_model(&cf)?
+        };
+        let case = cf.build(&model).map_err(|e| e.to_string())?;
+        use xsave_diff::backend::Backend;
+        let o = match runner.run(&case) {
+            Ok(o) => o,
+            Err(s) => {
+                println!("SKIP {} ({s})", f.display());
+                continue;
+            }
+        };
+        if let Some((_, sec)) = cf.records.iter().find(|(n, _)| *n == host.name) {
+            let exp = cf.expected(sec, &host, &case).map_err(|e| e.to_string())?;
+            let mut e = exp.outcome.clone();
+            if !exp.check_xinuse {
+                e.xinuse = o.xinuse;
+            }
+            let cmp = xsave_diff::compare::compare(&host, &case, &e, &o);
+            if cmp.is_match() {
+                println!("CHECKED {} (record {} holds)", f.display(), host.name);
+            } else {
+                bad = true;
+                println!("DIFFERS {} (record {}):", f.display(), host.name);
+                print!("{}", xsave_diff::compare::render(&cmp, "record", "now"));
+            }
+        } else {
+            let mut t = text.clone();
+            if !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t.push_str(&casefile::write_outcome(
+                &format!("record {}", host.name),
+                &host,
+                &case,
+                &o,
+            ));
+            campaign::write_atomic(f, &t).map_err(|e| format!("{}: {e}", f.display()))?;
+            println!("RECORDED {} ({})", f.display(), host.name);
+        }
+    }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -6,9 +6,7 @@ use xsave_emu::CpuModel;
 /// The model `name` stands for: `host`, or a built-in name.
 pub fn resolve(name: &str) -> Result<CpuModel, String> {
     if name == "host" {
-        return Err(
-            "the host model needs xsave-native's host module, which is not built yet".into(),
-        );
+        return xsave_native::host::host_model();
     }
     CpuModel::builtin(name).ok_or_else(|| {
         format!(

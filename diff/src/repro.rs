@@ -1,0 +1,294 @@
+//! `xsdiff repro`: runs case files and checks them: the `[expect]` section
+//! against every backend's outcome, each `[record MODEL]` against the emulator's
+//! prediction for that model and against every real backend presenting that
+//! model (this CPU's own record against the hardware), and, in a file with
+//! neither, every backend against the first.
+
+use crate::backend::{self, Backend};
+use crate::casefile::{CaseFile, Expected};
+use crate::compare::{compare, verdict, Diff};
+use serde::Serialize;
+use std::path::Path;
+use xsave_emu::{Case, CpuModel, Outcome};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// "expect vs native", "record zen5 vs emu:zen5".
+    pub what: String,
+    /// pass, mismatch or skipped.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<Diff>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    /// pass, mismatch or error.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub checks: Vec<Check>,
+}
+
+fn host() -> Result<CpuModel, String> {
+    crate::models::resolve("host")
+}
+
+/// The model a case file names (`host` resolved).
+pub fn file_model(cf: &CaseFile) -> Result<CpuModel, String> {
+    crate::models::resolve(&cf.model).map_err(|e| format!("{}: {e}", cf.file))
+}
+
+/// The backends a file runs on: the given specs, or the emulator with the
+/// file's model plus this CPU when the file's model is this CPU's.
+pub fn backends_for(
+    model: &CpuModel,
+    file_model: &str,
+    specs: Option<&[String]>,
+) -> Result<Vec<Box<dyn Backend + Send>>, String> {
+    if let Some(specs) = specs {
+        return specs
+            .iter()
+            .map(|s| backend::open(s, Some(model)))
+            .collect();
+    }
+    let mut v: Vec<Box<dyn Backend + Send>> =
+        vec![Box::new(backend::emu::EmuBackend::new(model.clone()))];
+    let h = host().ok();
+    let on_host = file_model == "host" || h.as_ref().is_some_and(|h| h.name == model.name);
+    if on_host {
+        if let Ok(n) = backend::native::NativeBackend::new() {
+            v.push(Box::new(n));
+        }
+    }
+    Ok(v)
+}
+
+fn check(
+    what: String,
+    model: &CpuModel,
+    case: &Case,
+    exp: &Expected,
+    obs: &Outcome,
+    real: bool,
+) -> Check {
+    let mut e = exp.outcome.clone();
+    if !exp.check_xinuse {
+        e.xinuse = obs.xinuse;
+    }
+    let cmp = compare(model, case, &e, obs);
+    if cmp.is_match() {
+        return Check {
+            what,
+            result: "pass".into(),
+            verdict: None,
+            diffs: Vec::new(),
+            reason: None,
+        };
+    }
+    let v = if real {
+        Some(verdict(model, case, &cmp, obs).short().to_string())
+    } else {
+        None
+    };
+    Check {
+        what,
+        result: "mismatch".into(),
+        verdict: v,
+        diffs: cmp.diffs,
+        reason: None,
+    }
+}
+
+fn skipped(what: String, reason: String) -> Check {
+    Check {
+        what,
+        result: "skipped".into(),
+        verdict: None,
+        diffs: Vec::new(),
+        reason: Some(reason),
+    }
+}
+
+/// Checks one file.
+pub fn repro_file(path: &Path, specs: Option<&[String]>) -> FileReport {
+    let file = path.display().to_string();
+    match repro_inner(path, specs) {
+        Ok(checks) => {
+            let bad = checks.iter().any(|c| c.result == "mismatch");
+            FileReport {
+                file,
+                status: if bad { "mismatch" } else { "pass" }.into(),
+                error: None,
+                checks,
+            }
+        }
+        Err(e) => FileReport {
+            file,
+            status: "error".into(),
+            error: Some(e),
+            checks: Vec::new(),
+        },
+    }
+}
+
+fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, String> {
+    let cf = CaseFile::load(path).map_err(|e| e.to_string())?;
+    let model = file_model(&cf)?;
+    let case = cf.build(&model).map_err(|e| e.to_string())?;
+    let mut backends = backends_for(&model, &cf.model, specs)?;
+    let mut checks = Vec::new();
+    let mut outs: Vec<(String, bool, String, Option<Outcome>)> = Vec::new();
+    for b in backends.iter_mut() {
+        let name = b.name();
+        match b.run(&case) {
+            Ok(o) => outs.push((name, b.is_real(), b.model().name.clone(), Some(o))),
+            Err(s) => {
+                checks.push(skipped(format!("run on {name}"), s.0));
+                outs.push((name, b.is_real(), b.model().name.clone(), None));
+            }
+        }
+    }
+    if let Some(sec) = &cf.expect {
+        let exp = cf.expected(sec, &model, &case).map_err(|e| e.to_string())?;
+        for (name, real, _, o) in &outs {
+            if let Some(o) = o {
+                checks.push(check(
+                    format!("expect vs {name}"),
+                    &model,
+                    &case,
+                    &exp,
+                    o,
+                    *real,
+                ));
+            }
+        }
+    }
+    for (rname, sec) in &cf.records {
+        let rmodel = CpuModel::builtin(rname)
+            .or_else(|| host().ok().filter(|h| &h.name == rname))
+            .ok_or_else(|| {
+                format!(
+                    "{}:{}: record for unknown model `{rname}` (expected a built-in model name)",
+                    cf.file, sec.line
+                )
+            })?;
+        let rcase = if cf.model == "host" {
+            cf.build(&rmodel).map_err(|e| e.to_string())?
+        } else {
+            case.clone()
+        };
+        let exp = cf
+            .expected(sec, &rmodel, &rcase)
+            .map_err(|e| e.to_string())?;
+        // The record against the emulator's prediction for its model.
+        match xsave_emu::predict(&rmodel, &rcase) {
+            Ok(p) => checks.push(check(
+                format!("record {rname} vs emu:{rname}"),
+                &rmodel,
+                &rcase,
+                &exp,
+                &p,
+                false,
+            )),
+            Err(u) => checks.push(skipped(format!("record {rname} vs emu:{rname}"), u.0)),
+        }
+        // ... and against every real backend presenting that model.
+        for (name, real, bmodel, o) in &outs {
+            if *real && bmodel == rname {
+                if let Some(o) = o {
+                    checks.push(check(
+                        format!("record {rname} vs {name}"),
+                        &rmodel,
+                        &rcase,
+                        &exp,
+                        o,
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+    if cf.expect.is_none() && cf.records.is_empty() {
+        if let Some((n0, _, _, Some(o0))) = outs.first() {
+            for (name, real, _, o) in outs.iter().skip(1) {
+                if let Some(o) = o {
+                    let cmp = compare(&model, &case, o0, o);
+                    let c = if cmp.is_match() {
+                        Check {
+                            what: format!("{name} vs {n0}"),
+                            result: "pass".into(),
+                            verdict: None,
+                            diffs: vec![],
+                            reason: None,
+                        }
+                    } else {
+                        let v = real.then(|| verdict(&model, &case, &cmp, o).short().to_string());
+                        Check {
+                            what: format!("{name} vs {n0}"),
+                            result: "mismatch".into(),
+                            verdict: v,
+                            diffs: cmp.diffs,
+                            reason: None,
+                        }
+                    };
+                    checks.push(c);
+                }
+            }
+        }
+    }
+    Ok(checks)
+}
+
+impl FileReport {
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        match self.status.as_str() {
+            "error" => s.push_str(&format!("ERROR {}\n", self.error.as_deref().unwrap_or(""))),
+            st => {
+                let passed: Vec<&str> = self
+                    .checks
+                    .iter()
+                    .filter(|c| c.result == "pass")
+                    .map(|c| c.what.as_str())
+                    .collect();
+                s.push_str(&format!(
+                    "{} {} ({} checks passed: {})\n",
+                    st.to_uppercase(),
+                    self.file,
+                    passed.len(),
+                    passed.join(", ")
+                ));
+                for c in &self.checks {
+                    match c.result.as_str() {
+                        "mismatch" => {
+                            s.push_str(&format!("  {}: mismatch", c.what));
+                            if let Some(v) = &c.verdict {
+                                s.push_str(&format!(" ({v})"));
+                            }
+                            s.push('\n');
+                            for d in &c.diffs {
+                                s.push_str(&format!(
+                                    "    {}: expected {}, got {}\n",
+                                    d.field, d.left, d.right
+                                ));
+                            }
+                        }
+                        "skipped" => s.push_str(&format!(
+                            "  {}: skipped ({})\n",
+                            c.what,
+                            c.reason.as_deref().unwrap_or("")
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        s
+    }
+}
