@@ -4,6 +4,7 @@
 //! that campaigns count.
 
 pub mod emu;
+pub mod exec;
 pub mod native;
 
 use xsave_emu::{Case, Control, CpuModel, Outcome};
@@ -56,8 +57,7 @@ pub fn open(
             Ok(Box::new(emu::EmuBackend::new(model)))
         }
         "native" => Ok(Box::new(native::NativeBackend::new()?)),
-        "exec" => Err("backend `exec` needs xsave-native's protocol, which is not built yet".into()),
-        "unicorn" => Err("this xsdiff was built without the `unicorn` feature (cargo build --features unicorn)".into()),
+        "exec" => Ok(Box::new(exec::ExecBackend::new(arg)?)),
         "kvm" | "bochs" | "qemu-system" => Err(format!(
             "backend `{kind}`: the ring-0 hosts are not available in this build (xsave_native::ring0 is not there yet)"
         )),
