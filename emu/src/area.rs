@@ -31,7 +31,7 @@ impl Writes {
             if m.policy == Policy::Architectural {
                 for (a, b) in &self.pieces {
                     for (k, &v) in b.iter().enumerate() {
-                        let addr = a + k as u64;
+                        let addr = a.wrapping_add(k as u64);
                         if m.mem.check(addr, 1, true, cpl).is_ok() {
                             m.lat.alt(addr, &[v]);
                         }
@@ -65,8 +65,8 @@ pub struct Header {
 /// (native agreement case `xrstor_header_page_absent_pf_at_xcomp_bv`). The header is
 /// 64-byte aligned, so it never straddles a page and the rest follows.
 pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
-    read(m, base + 520, 8)?;
-    let b = read(m, base + 512, 64)?;
+    read(m, base.wrapping_add(520), 8)?;
+    let b = read(m, base.wrapping_add(512), 64)?;
     Ok(Header {
         xstate_bv: u64::from_le_bytes(b[0..8].try_into().unwrap()),
         xcomp_bv: u64::from_le_bytes(b[8..16].try_into().unwrap()),

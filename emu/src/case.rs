@@ -57,13 +57,25 @@ impl Case {
         }
     }
 
+    /// XSTATE_BV of the initial image (0 if the image is too short to hold it).
     pub fn init_xstate_bv(&self) -> u64 {
-        u64::from_le_bytes(self.init[512..520].try_into().unwrap())
+        qword(&self.init, 512)
     }
+    /// Sets XSTATE_BV of the initial image (the image grows to 576 bytes if shorter).
     pub fn set_init_xstate_bv(&mut self, bv: u64) {
+        if self.init.len() < 576 {
+            self.init.resize(576, 0);
+        }
         self.init[512..520].copy_from_slice(&bv.to_le_bytes());
     }
+    /// XCOMP_BV of the initial image (0 if the image is too short to hold it).
     pub fn init_xcomp_bv(&self) -> u64 {
-        u64::from_le_bytes(self.init[520..528].try_into().unwrap())
+        qword(&self.init, 520)
     }
+}
+
+fn qword(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }

@@ -70,7 +70,7 @@ impl PfRegion {
 impl Latitude {
     pub fn alt(&mut self, addr: u64, vals: &[u8]) {
         for (k, &v) in vals.iter().enumerate() {
-            let e = self.mem_alt.entry(addr + k as u64).or_default();
+            let e = self.mem_alt.entry(addr.wrapping_add(k as u64)).or_default();
             if !e.contains(&v) {
                 e.push(v);
             }
@@ -79,7 +79,7 @@ impl Latitude {
     /// Bytes a save may write as `new` or leave as they are in `mem`.
     pub fn alt_or_old(&mut self, mem: &Memory, addr: u64, new: &[u8]) {
         for (k, &v) in new.iter().enumerate() {
-            let a = addr + k as u64;
+            let a = addr.wrapping_add(k as u64);
             if a >= mem.base && a < mem.end() {
                 let old = mem.bytes[(a - mem.base) as usize];
                 self.alt(a, &[v, old]);
@@ -187,14 +187,14 @@ pub fn check_against(
     let mut header_bytes = BTreeMap::new();
     for (&a, &bits) in &lat.header_free {
         for k in 0..8 {
-            header_bytes.insert(a + k, (bits >> (8 * k)) as u8);
+            header_bytes.insert(a.wrapping_add(k), (bits >> (8 * k)) as u8);
         }
     }
     for (k, (&p, &o)) in arch.memory.iter().zip(&obs.memory).enumerate() {
         if p == o {
             continue;
         }
-        let a = base + k as u64;
+        let a = base.wrapping_add(k as u64);
         if let Some(&free) = header_bytes.get(&a) {
             if (p ^ o) & !free == 0 {
                 continue;

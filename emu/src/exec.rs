@@ -253,7 +253,10 @@ impl<'m> Machine<'m> {
             rex_w: true,
             ss: false,
         };
-        let xcomp = u64::from_le_bytes(init[520..528].try_into().unwrap());
+        let xcomp = init
+            .get(520..528)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
         let r = if xcomp >> 63 == 1 && self.ctl.cpl == 0 && self.model.xsaves {
             crate::xrstors::xrstors(self, &op)
         } else {
@@ -321,6 +324,15 @@ pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
 /// least 576 bytes, a page-aligned arena with one protection per page that does
 /// not wrap the address space, and code of at most [`crate::case::MAX_CODE`] bytes.
 pub fn validate(model: &CpuModel, case: &Case) -> Result<(), Unsupported> {
+    let all = layout::compacted(model, model.supported()).size;
+    let std = layout::standard(model, Xfeatures::from_bits_retain(model.xcr0_supported)).size;
+    if all.max(std) > 1 << 20 {
+        return Err(Unsupported(format!(
+            "model {} describes an XSAVE area of {} bytes (at most 1 MiB)",
+            model.name,
+            all.max(std)
+        )));
+    }
     let c = &case.control;
     if !crate::xsetbv::valid_xcr0(model.xcr0_supported, c.xcr0) {
         return Err(Unsupported(format!(
@@ -418,7 +430,7 @@ pub fn run_forced(
                     let base = m.mem.base;
                     for (a, (&new, &old)) in m.mem.bytes.iter().zip(&mem).enumerate() {
                         if new != old {
-                            m.lat.alt(base + a as u64, &[new]);
+                            m.lat.alt(base.wrapping_add(a as u64), &[new]);
                         }
                     }
                     let after = std::mem::replace(&mut m.st, st);

@@ -25,10 +25,10 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let mut w = Writes::default();
     let b = legacy::x87_bytes(m, op.rex_w);
     w.put(op.addr, &b[0..24]);
-    w.put(op.addr + 32, &b[32..160]);
+    w.put(op.addr.wrapping_add(32), &b[32..160]);
     if m.ctl.cr4_osfxsr {
-        w.put(op.addr + 24, &legacy::mxcsr_bytes(m));
-        w.put(op.addr + 160, &legacy::xmm_bytes(m));
+        w.put(op.addr.wrapping_add(24), &legacy::mxcsr_bytes(m));
+        w.put(op.addr.wrapping_add(160), &legacy::xmm_bytes(m));
     }
     legacy::x87_latitude(m, op.addr, op.rex_w);
     w.commit(m)

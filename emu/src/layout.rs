@@ -47,7 +47,7 @@ pub fn standard(model: &CpuModel, mask: Xfeatures) -> Layout {
                 offset: c.offset,
                 size: c.size,
             });
-            size = size.max(c.offset + c.size);
+            size = size.max(c.offset.saturating_add(c.size));
         }
     }
     Layout {
@@ -66,14 +66,14 @@ pub fn compacted(model: &CpuModel, mask: Xfeatures) -> Layout {
     for i in mask.indices().filter(|&i| i >= 2) {
         if let Some(c) = model.component(i) {
             if c.align64 {
-                off = (off + 63) & !63;
+                off = off.saturating_add(63) & !63;
             }
             slots.push(Slot {
                 index: i,
                 offset: off,
                 size: c.size,
             });
-            off += c.size;
+            off = off.saturating_add(c.size);
         }
     }
     Layout {
@@ -96,6 +96,6 @@ pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32
         .slots
         .iter()
         .filter(|s| sub.has(s.index))
-        .map(|s| s.offset + s.size)
+        .map(|s| s.offset.saturating_add(s.size))
         .fold(EXTENDED_START, u32::max)
 }

@@ -31,7 +31,7 @@ impl Memory {
     }
 
     pub fn end(&self) -> u64 {
-        self.base + self.bytes.len() as u64
+        self.base.saturating_add(self.bytes.len() as u64)
     }
 
     /// The protection of the page holding `addr` (absent outside the arena).
@@ -43,19 +43,22 @@ impl Memory {
         if addr < self.base || addr >= self.end() {
             return Prot::None;
         }
-        self.prot[((addr - self.base) / PAGE) as usize]
+        let page = ((addr - self.base) / PAGE) as usize;
+        // A page counts only when it is wholly backed by `bytes`.
+        if (page + 1) * PAGE as usize > self.bytes.len() {
+            return Prot::None;
+        }
+        self.prot.get(page).copied().unwrap_or(Prot::None)
     }
 
     /// The #PF an access of `len` bytes at `addr` raises at privilege `cpl`, if
-    /// any: the first byte (in address order) on a page that does not allow it.
-    /// Error code: P = page present, W = write, U = CPL 3 (SDM Vol.3 §4.7).
+    /// any: the first byte (in address order, wrapping at 2^64) on a page that does
+    /// not allow it. Error code: P = page present, W = write, U = CPL 3 (SDM Vol.3
+    /// §4.7).
     pub fn check(&self, addr: u64, len: u64, write: bool, cpl: u8) -> Result<(), Fault> {
-        if len == 0 {
-            return Ok(());
-        }
         let mut a = addr;
-        let last = addr.wrapping_add(len - 1);
-        loop {
+        let mut remaining = len;
+        while remaining > 0 {
             let p = self.page_prot(a);
             let ok = match p {
                 Prot::None => false,
@@ -66,12 +69,14 @@ impl Memory {
                 let err = (p != Prot::None) as u32 | (write as u32) << 1 | ((cpl == 3) as u32) << 2;
                 return Err(Fault::Pf { err, addr: a });
             }
-            let next = (a & !(PAGE - 1)).wrapping_add(PAGE);
-            if next == 0 || next > last {
-                return Ok(());
+            let to_page_end = PAGE - (a % PAGE);
+            if remaining <= to_page_end {
+                break;
             }
-            a = next;
+            remaining -= to_page_end;
+            a = a.wrapping_add(to_page_end);
         }
+        Ok(())
     }
 
     pub fn read(&self, addr: u64, out: &mut [u8], cpl: u8) -> Result<(), Fault> {

@@ -104,18 +104,26 @@ impl XState {
 
     /// The bytes of extended component i (empty if the model lacks it).
     pub fn comp(&self, i: usize) -> &[u8] {
-        let o = self.ext_off[i] as usize;
-        &self.ext[o..o + self.ext_size[i] as usize]
+        let (o, n) = self.span(i);
+        &self.ext[o..o + n]
     }
     pub fn comp_mut(&mut self, i: usize) -> &mut [u8] {
-        let o = self.ext_off[i] as usize;
-        let n = self.ext_size[i] as usize;
+        let (o, n) = self.span(i);
         &mut self.ext[o..o + n]
+    }
+    /// Offset and size of component i in `ext` (empty for an unknown i).
+    fn span(&self, i: usize) -> (usize, usize) {
+        match (self.ext_off.get(i), self.ext_size.get(i)) {
+            (Some(&o), Some(&n)) if (o as usize).saturating_add(n as usize) <= self.ext.len() => {
+                (o as usize, n as usize)
+            }
+            _ => (0, 0),
+        }
     }
 
     /// Puts extended component i (i >= 2) in its init configuration.
     pub fn init_component(&mut self, i: usize) {
-        let q = COMPONENTS[i].init_qword0;
+        let q = COMPONENTS.get(i).map_or(0, |c| c.init_qword0);
         let c = self.comp_mut(i);
         c.fill(0);
         if q != 0 && c.len() >= 8 {

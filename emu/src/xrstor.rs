@@ -68,19 +68,22 @@ fn restore_standard(
     };
     // MXCSR is loaded when RFBM[1] or RFBM[2] is set, whatever XSTATE_BV says.
     let mxcsr = if rfbm & 0b110 != 0 {
-        let b = read(m, base + 24, 4)?;
+        let b = read(m, base.wrapping_add(24), 4)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     } else {
         None
     };
     let xmm = if to_restore & 2 != 0 {
-        Some(read(m, base + 160, 256)?)
+        Some(read(m, base.wrapping_add(160), 256)?)
     } else {
         None
     };
     let mut ext = Vec::new();
     for s in layout::standard(m.model, Xfeatures::from_bits_retain(to_restore)).slots {
-        ext.push((s.index, read(m, base + s.offset as u64, s.size as usize)?));
+        ext.push((
+            s.index,
+            read(m, base.wrapping_add(s.offset as u64), s.size as usize)?,
+        ));
     }
     if let Some(v) = mxcsr {
         if let Err(f) = legacy::check_mxcsr(m, v) {

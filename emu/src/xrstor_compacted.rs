@@ -49,9 +49,9 @@ pub fn restore_compacted(
         None
     };
     let sse = if to_restore & 2 != 0 {
-        let mx = crate::area::read(m, base + 24, 4)?;
+        let mx = crate::area::read(m, base.wrapping_add(24), 4)?;
         let mx = u32::from_le_bytes([mx[0], mx[1], mx[2], mx[3]]);
-        Some((mx, crate::area::read(m, base + 160, 256)?))
+        Some((mx, crate::area::read(m, base.wrapping_add(160), 256)?))
     } else {
         None
     };
@@ -59,7 +59,7 @@ pub fn restore_compacted(
     let mut ext = Vec::new();
     for s in &lay.slots {
         if to_restore & (1 << s.index) != 0 {
-            let b = crate::area::read(m, base + s.offset as u64, s.size as usize)?;
+            let b = crate::area::read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
             ext.push((s.index, b));
         }
     }

@@ -32,7 +32,12 @@ fn canonical48(v: u64) -> bool {
 /// reference §6.1): IA32_U_CET reserved bits 9:6, SUPPRESS and TRACKER both set,
 /// a non-canonical legacy-bitmap base; IA32_PLi_SSP non-canonical or bits 1:0 set.
 pub fn check_supervisor_value(m: &Machine, i: usize, b: &[u8]) -> Result<(), Fault> {
-    let q = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap());
+    // A component shorter than the qword asked for reads as zero there.
+    let q = |k: usize| {
+        b.get(8 * k..8 * k + 8)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
     let canon = |v: u64| {
         if m.model.la57 {
             ((v << 7) as i64 >> 7) as u64 == v

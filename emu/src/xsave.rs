@@ -28,13 +28,13 @@ pub fn standard_writes(
     if save.has(0) {
         let b = legacy::x87_bytes(m, rex_w);
         w.put(base, &b[0..24]);
-        w.put(base + 32, &b[32..160]);
+        w.put(base.wrapping_add(32), &b[32..160]);
     }
     if mxcsr {
-        w.put(base + 24, &legacy::mxcsr_bytes(m));
+        w.put(base.wrapping_add(24), &legacy::mxcsr_bytes(m));
     }
     if save.has(1) {
-        w.put(base + 160, &legacy::xmm_bytes(m));
+        w.put(base.wrapping_add(160), &legacy::xmm_bytes(m));
     }
     let armed = m.ctl.xfd_armed();
     for i in save.indices().filter(|&i| i >= 2) {
@@ -51,9 +51,9 @@ pub fn standard_writes(
             if q != 0 {
                 init[..8].copy_from_slice(&q.to_le_bytes());
             }
-            w.put(base + c.offset as u64, &init);
+            w.put(base.wrapping_add(c.offset as u64), &init);
         } else {
-            w.put(base + c.offset as u64, m.st.comp(i));
+            w.put(base.wrapping_add(c.offset as u64), m.st.comp(i));
         }
     }
 }
@@ -79,20 +79,20 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
     standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
     // XSTATE_BV := (old AND NOT RFBM) OR (XINUSE AND RFBM): a read-modify-write.
-    let old = crate::area::read(m, op.addr + 512, 8);
+    let old = crate::area::read(m, op.addr.wrapping_add(512), 8);
     let old = match old {
         Ok(b) => u64::from_le_bytes(b.try_into().unwrap()),
         Err(f) => return Err(f),
     };
     let inuse = xinuse_for_xstate_bv(m, rfbm);
-    w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
     if rfbm & 1 != 0 {
         legacy::x87_latitude(m, op.addr, op.rex_w);
     }
     if m.policy == Policy::Architectural {
         // XINUSE[i] = 1 is always allowed: an init component may be reported in use.
         let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();
-        m.lat.header_bits(op.addr + 512, free);
+        m.lat.header_bits(op.addr.wrapping_add(512), free);
     }
     w.commit(m)
 }

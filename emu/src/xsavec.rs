@@ -17,16 +17,16 @@ pub fn compacted_writes(m: &Machine, w: &mut Writes, base: u64, rfbm: u64, save:
     if save & 1 != 0 {
         let b = legacy::x87_bytes(m, rex_w);
         w.put(base, &b[0..24]);
-        w.put(base + 32, &b[32..160]);
+        w.put(base.wrapping_add(32), &b[32..160]);
     }
     if save & 2 != 0 {
-        w.put(base + 24, &legacy::mxcsr_bytes(m));
-        w.put(base + 160, &legacy::xmm_bytes(m));
+        w.put(base.wrapping_add(24), &legacy::mxcsr_bytes(m));
+        w.put(base.wrapping_add(160), &legacy::xmm_bytes(m));
     }
     let lay = layout::compacted(m.model, Xfeatures::from_bits_retain(rfbm));
     for s in &lay.slots {
         if save & (1 << s.index) != 0 {
-            w.put(base + s.offset as u64, m.st.comp(s.index));
+            w.put(base.wrapping_add(s.offset as u64), m.st.comp(s.index));
         }
     }
 }
@@ -55,7 +55,7 @@ pub fn compacted_latitude(m: &mut Machine, base: u64, rfbm: u64, rex_w: bool, mu
     for (a, b) in &all.pieces {
         m.lat.alt_or_old(&m.mem, *a, b);
     }
-    m.lat.header_bits(base + 512, free);
+    m.lat.header_bits(base.wrapping_add(512), free);
 }
 
 /// The region a compacted save operates on: the layout of RFBM up to its highest
@@ -77,8 +77,8 @@ pub fn xsavec(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let to_be_saved = compacted_in_use(m, rfbm);
     let mut w = Writes::default();
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
-    w.put_u64(op.addr + 512, to_be_saved);
-    w.put_u64(op.addr + 520, rfbm | 1 << 63);
+    w.put_u64(op.addr.wrapping_add(512), to_be_saved);
+    w.put_u64(op.addr.wrapping_add(520), rfbm | 1 << 63);
     if rfbm & 1 != 0 {
         legacy::x87_latitude(m, op.addr, op.rex_w);
     }

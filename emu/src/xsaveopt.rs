@@ -27,11 +27,11 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     if info_match {
         to_be_saved &= m.st.xmodified;
     }
-    let old = crate::area::read(m, op.addr + 512, 8)?;
+    let old = crate::area::read(m, op.addr.wrapping_add(512), 8)?;
     let old = u64::from_le_bytes(old.try_into().unwrap());
     let mut w = Writes::default();
     standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
-    w.put_u64(op.addr + 512, (old & !rfbm) | inuse);
+    w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
     if rfbm & 1 != 0 {
         crate::legacy::x87_latitude(m, op.addr, op.rex_w);
     }
@@ -46,7 +46,7 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
             m.lat.alt_or_old(&m.mem, *a, b);
         }
         m.lat.header_bits(
-            op.addr + 512,
+            op.addr.wrapping_add(512),
             rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
         );
     }

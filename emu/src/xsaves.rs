@@ -34,8 +34,8 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     }
     let mut w = Writes::default();
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
-    w.put_u64(op.addr + 512, header);
-    w.put_u64(op.addr + 520, compmask);
+    w.put_u64(op.addr.wrapping_add(512), header);
+    w.put_u64(op.addr.wrapping_add(520), compmask);
     if rfbm & 1 != 0 {
         crate::legacy::x87_latitude(m, op.addr, op.rex_w);
     }
