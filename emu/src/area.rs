@@ -60,12 +60,15 @@ pub struct Header {
     pub bytes: Vec<u8>,
 }
 
-/// The header's first access is XCOMP_BV (bytes 8..15): with the header's page
-/// unreadable, Intel silicon (xeon-amx-vm) reports CR2 = base + 520, not base + 512
-/// (native agreement case `xrstor_header_page_absent_pf_at_xcomp_bv`). The header is
-/// 64-byte aligned, so it never straddles a page and the rest follows.
+/// Reads the header. With the `xrstor-header-xcomp-first` quirk the first access
+/// is XCOMP_BV (bytes 8..15): with the header's page unreadable, Intel silicon
+/// (xeon-amx-vm) reports CR2 = base + 520, not base + 512 (native agreement case
+/// `xrstor_header_page_absent_pf_at_xcomp_bv`). The header is 64-byte aligned, so
+/// it never straddles a page and the rest follows.
 pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
-    read(m, base.wrapping_add(520), 8)?;
+    if m.quirks().xrstor_header_xcomp_first {
+        read(m, base.wrapping_add(520), 8)?;
+    }
     let b = read(m, base.wrapping_add(512), 64)?;
     Ok(Header {
         xstate_bv: u64::from_le_bytes(b[0..8].try_into().unwrap()),

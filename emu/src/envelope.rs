@@ -27,6 +27,11 @@ pub struct Latitude {
     /// byte of any component it operates on): a #PF may be reported on any byte of
     /// it whose page refuses the access.
     pub pf_region: Option<PfRegion>,
+    /// Faults the current instruction may raise instead of the predicted one,
+    /// before any access (e.g. #GP(0) for #AC); moved into `alt_faults` by the run.
+    pub alt_fault: Vec<Fault>,
+    /// Instruction index -> faults it may raise instead of the predicted one.
+    pub alt_faults: BTreeMap<usize, Vec<Fault>>,
     /// Instruction index -> the region it may access (see `pf_region`).
     pub pf_regions: BTreeMap<usize, PfRegion>,
     /// States the SDM also allows after a fault (partial updates), turned into
@@ -163,7 +168,14 @@ pub fn check_against(
         },
         _ => false,
     };
-    if arch.fault != obs.fault && !pf_alternative {
+    let alt_fault = match (arch.fault, obs.fault) {
+        (Some(a), Some(o)) if a.insn == o.insn => o
+            .insn
+            .and_then(|k| lat.alt_faults.get(&k))
+            .is_some_and(|v| v.contains(&o.fault)),
+        _ => false,
+    };
+    if arch.fault != obs.fault && !pf_alternative && !alt_fault {
         return violation(
             "fault",
             format!("SDM: {:?}, observed: {:?}", arch.fault, obs.fault),

@@ -96,14 +96,20 @@ impl<'m> Machine<'m> {
         Ok(())
     }
 
-    /// Canonical and alignment checks on an area's base. A misaligned base is
-    /// #GP(0), or #AC when alignment checking is on (SDM1 §13.7 footnote).
-    pub fn check_area(&self, op: &Operand, align: u64) -> Result<(), Fault> {
+    /// Canonical and alignment checks on an area's base (SDM2 exception tables:
+    /// the canonical check first, #SS(0) for an SS-based operand). A misaligned
+    /// base is #GP(0) "regardless of segment"; with alignment checking on
+    /// (CR0.AM, CPL 3, EFLAGS.AC) "#AC may occur instead" (SDM1 §13.7 footnote,
+    /// SDM2 FXSAVE): the prediction is #AC, the envelope admits #GP(0) as well.
+    pub fn check_area(&mut self, op: &Operand, align: u64) -> Result<(), Fault> {
         if !self.canonical(op.addr) {
             return Err(if op.ss { Fault::Ss } else { Fault::gp0() });
         }
         if op.addr & (align - 1) != 0 {
             if self.ctl.alignment_checking() {
+                if self.policy == Policy::Architectural {
+                    self.lat.alt_fault.push(Fault::gp0());
+                }
                 return Err(Fault::Ac);
             }
             return Err(Fault::gp0());
@@ -232,7 +238,14 @@ impl<'m> Machine<'m> {
                 crate::fxrstor::fxrstor(self, &op)
             }
             Code::Xgetbv => crate::xgetbv::xgetbv(self),
-            Code::Xsetbv => crate::xsetbv::xsetbv(self),
+            Code::Xsetbv => {
+                if crate::xsetbv::exits_to_vmm(self) {
+                    return Err(Unsupported(
+                        "XSETBV in VMX non-root operation exits to the VMM".into(),
+                    ));
+                }
+                crate::xsetbv::xsetbv(self)
+            }
             _ => return crate::helpers::step_helper(self, ins),
         };
         Ok(r)
@@ -419,6 +432,7 @@ pub fn run_forced(
                 )));
             }
             m.lat.pf_region = None;
+            m.lat.alt_fault.clear();
             let forced_here = forced.filter(|f| f.insn == Some(k));
             let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));
             let r = m.step(ins)?;
@@ -444,6 +458,10 @@ pub fn run_forced(
                 break;
             }
             if let Err(f) = r {
+                let alts = std::mem::take(&mut m.lat.alt_fault);
+                if !alts.is_empty() {
+                    m.lat.alt_faults.insert(k, alts);
+                }
                 fault = Some(FaultAt {
                     fault: f,
                     insn: Some(k),

@@ -65,9 +65,14 @@ pub struct Quirks {
     /// values. The standard form checks MXCSR before changing anything (Intel
     /// recording: record 680 against 7 standard-form cases).
     pub xrstor_compacted_mxcsr_late: bool,
+    /// `xrstor-header-xcomp-first`: XRSTOR(S)'s first header access is XCOMP_BV
+    /// (bytes 520..527): with the header's page unreadable, #PF reports CR2 =
+    /// base + 520 (Intel, native agreement case
+    /// `xrstor_header_page_absent_pf_at_xcomp_bv`). Without it, base + 512.
+    pub xrstor_header_xcomp_first: bool,
 }
 
-const QUIRK_NAMES: [&str; 7] = [
+const QUIRK_NAMES: [&str; 8] = [
     "fip-canonical-57",
     "fsw-es-recompute",
     "x87-pointers-uncontrolled",
@@ -75,6 +80,7 @@ const QUIRK_NAMES: [&str; 7] = [
     "pf-last-byte",
     "linux-signal-fpsse",
     "xrstor-compacted-mxcsr-late",
+    "xrstor-header-xcomp-first",
 ];
 
 impl Quirks {
@@ -87,6 +93,7 @@ impl Quirks {
             "pf-last-byte" => self.pf_last_byte = true,
             "linux-signal-fpsse" => self.linux_signal_fpsse = true,
             "xrstor-compacted-mxcsr-late" => self.xrstor_compacted_mxcsr_late = true,
+            "xrstor-header-xcomp-first" => self.xrstor_header_xcomp_first = true,
             _ => return false,
         }
         true
@@ -100,6 +107,7 @@ impl Quirks {
             self.pf_last_byte,
             self.linux_signal_fpsse,
             self.xrstor_compacted_mxcsr_late,
+            self.xrstor_header_xcomp_first,
         ];
         QUIRK_NAMES
             .iter()

@@ -13,6 +13,15 @@ pub fn valid_xcr0(supported: u64, v: u64) -> bool {
         && bit(3) == bit(4)
         && (v & 0xE0 == 0 || (v & 0xE0 == 0xE0 && v & 0b110 == 0b110))
         && bit(17) == bit(18)
+        // APX (19) reuses MPX's bytes 960..1087: never both (reference §6.8).
+        && !(bit(19) == 1 && v & 0x18 != 0)
+}
+
+/// Whether this XSETBV passes its #UD and CPL checks in VMX non-root operation,
+/// where it then always exits to the VMM (SDM Vol.3 §26.1.1, privilege checks
+/// first): an event, not an outcome this model gives.
+pub fn exits_to_vmm(m: &Machine) -> bool {
+    m.model.xsave && m.ctl.cr4_osxsave && m.ctl.cpl == 0 && m.ctl.vmx_nonroot
 }
 
 pub fn xsetbv(m: &mut Machine) -> Result<(), Fault> {
