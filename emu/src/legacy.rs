@@ -44,7 +44,9 @@ pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
         fcw: u16::from_le_bytes([b[0], b[1]]),
         fsw: u16::from_le_bytes([b[2], b[3]]),
         ftw: b[4],
-        fop: u16::from_le_bytes([b[6], b[7]]),
+        // FOP is 11 bits; bits 15:11 of the image are reserved and read back as 0
+        // (SDM2 FXSAVE table; seen on the Intel host: 0x8c4c loaded, 0x044c saved).
+        fop: u16::from_le_bytes([b[6], b[7]]) & 0x07FF,
         ..X87::default()
     };
     if rex_w {
