@@ -7,6 +7,7 @@
 
 pub mod host;
 pub mod protocol;
+pub mod ring0;
 pub mod runner;
 pub mod signal;
 pub mod stub;
