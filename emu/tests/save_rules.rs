@@ -28,7 +28,7 @@ fn xsave_writes_rfbm_components_and_read_modify_writes_xstate_bv() {
         .code(|a| a.xsave(ptr(rbx)));
     let o = t.predict();
     assert_eq!(o.fault, None);
-    let mut x87 = vec![0u8; 24];
+    let mut x87 = [0u8; 24];
     x87[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
     assert_eq!(mem(&o, 0, 24), &x87[..], "x87 init configuration");
     assert_eq!(u32_at(&o.memory, 24), 0x1F80, "MXCSR");
