@@ -51,8 +51,13 @@ pub fn tilecfg_supported(b: &[u8]) -> bool {
 
 /// Loads extended component `i` from image bytes; returns whether it is now in
 /// use (false when an unsupported TILECFG was initialized instead).
+///
+/// A TILECFG of palette 0 (all zero, TILERELEASE's init configuration) loaded
+/// with XSTATE_BV[17] = 1 is not in use afterwards (Intel host: XINUSE[17] = 0
+/// and XSAVE's XSTATE_BV[17] = 0; native case
+/// `xrstor64_tilecfg_in_use_with_zero_palette`).
 pub fn load_component(m: &mut Machine, i: usize, b: &[u8]) -> bool {
-    if i == 17 && !tilecfg_supported(b) {
+    if i == 17 && (!tilecfg_supported(b) || b[0] == 0) {
         m.st.init_component(17);
         return false;
     }

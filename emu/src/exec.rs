@@ -106,7 +106,7 @@ impl<'m> Machine<'m> {
             return Err(if op.ss { Fault::Ss } else { Fault::gp0() });
         }
         if op.addr & (align - 1) != 0 {
-            if self.ctl.alignment_checking() {
+            if self.ctl.alignment_checking() && !(self.quirks().ac_width_4 && op.addr & 3 == 0) {
                 if self.policy == Policy::Architectural {
                     self.lat.alt_fault.push(Fault::gp0());
                 }

@@ -91,9 +91,12 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
                 match m.mem.read(a, &mut b, cpl) {
                     Ok(()) => {
                         let v = u32::from_le_bytes(b);
+                        // LDMXCSR is an SSE instruction: it puts SSE in use whatever
+                        // the value (Intel host: XSAVE64 after LDMXCSR 1F80H writes
+                        // XSTATE_BV[1] = 1; native case `ldmxcsr_default_puts_sse_in_use`).
                         legacy::check_mxcsr(m, v).map(|_| {
                             m.st.mxcsr = v;
-                            m.st.xmodified |= 2;
+                            touch(m, 1);
                         })
                     }
                     Err(f) => Err(f),
@@ -135,6 +138,9 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
                 m.st.comp_mut(6).fill(0);
             }
             m.st.xmodified |= 1 << 2 | 1 << 6;
+            // Both are now in init configuration and tracked as such (Intel host:
+            // XINUSE[2] = XINUSE[6] = 0 after it; native case `vzeroupper_then_xsave64`).
+            m.st.xinuse &= !(1 << 2 | 1 << 6);
             Ok(())
         }
         Code::VEX_Kmovq_kr_r64 => {

@@ -70,9 +70,15 @@ pub struct Quirks {
     /// base + 520 (Intel, native agreement case
     /// `xrstor_header_page_absent_pf_at_xcomp_bv`). Without it, base + 512.
     pub xrstor_header_xcomp_first: bool,
+    /// `ac-width-4`: with alignment checking on (CR0.AM, CPL 3, EFLAGS.AC), a
+    /// misaligned XSAVE-family, FXSAVE or FXRSTOR area raises #AC only when address
+    /// bits 1:0 are not both zero, #GP(0) otherwise (SDM2 XSAVE #AC note: the width
+    /// of the check may vary). Intel host: +1, +2 give #AC, +4, +8, +16, +32 #GP(0)
+    /// (native cases `*_misaligned_*_with_alignment_check`).
+    pub ac_width_4: bool,
 }
 
-const QUIRK_NAMES: [&str; 8] = [
+const QUIRK_NAMES: [&str; 9] = [
     "fip-canonical-57",
     "fsw-es-recompute",
     "x87-pointers-uncontrolled",
@@ -81,6 +87,7 @@ const QUIRK_NAMES: [&str; 8] = [
     "linux-signal-fpsse",
     "xrstor-compacted-mxcsr-late",
     "xrstor-header-xcomp-first",
+    "ac-width-4",
 ];
 
 impl Quirks {
@@ -94,6 +101,7 @@ impl Quirks {
             "linux-signal-fpsse" => self.linux_signal_fpsse = true,
             "xrstor-compacted-mxcsr-late" => self.xrstor_compacted_mxcsr_late = true,
             "xrstor-header-xcomp-first" => self.xrstor_header_xcomp_first = true,
+            "ac-width-4" => self.ac_width_4 = true,
             _ => return false,
         }
         true
@@ -108,6 +116,7 @@ impl Quirks {
             self.linux_signal_fpsse,
             self.xrstor_compacted_mxcsr_late,
             self.xrstor_header_xcomp_first,
+            self.ac_width_4,
         ];
         QUIRK_NAMES
             .iter()

@@ -74,7 +74,18 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let rfbm = m.ctl.xcr0 & m.edx_eax();
     // XSAVE writes every RFBM component, XFD-armed ones included.
     let end = crate::layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
-    m.access_region(op.addr, end as u64, true)?;
+    m.note_region(op.addr, end as u64, true);
+    if m.quirks().pf_last_byte && end > 0 {
+        // The last byte, then XSTATE_BV (its read-modify-write), then the rest in
+        // address order (Intel host: an area at page offset F00H or EC0H running
+        // into a read-only or absent page faults at base + 512; native case
+        // `xsave64_straddles_into_read_only_page`).
+        let cpl = m.ctl.cpl;
+        m.mem
+            .check(op.addr.wrapping_add(end as u64 - 1), 1, true, cpl)?;
+        m.mem.check(op.addr.wrapping_add(512), 8, true, cpl)?;
+    }
+    m.probe_last_byte(op.addr, end as u64, true)?;
     let mut w = Writes::default();
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
     standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
