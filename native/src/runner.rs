@@ -143,6 +143,7 @@ fn region(model: &CpuModel) -> Result<&'static Region, String> {
             let priv_len = 2 * PAGE as usize + 2 * area_bytes;
             map_fixed(PRIV_BASE, priv_len, libc::PROT_READ | libc::PROT_WRITE)?;
             poke(PRIV_BASE, &stub.bytes);
+            poke(stub::RESET_IMAGE + 24, &0x1F80u32.to_le_bytes());
             protect(PRIV_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC);
             signal::install(stub.init_xrstor, stub.recovery, stub.prime_resume)?;
             Ok(Region {
@@ -484,14 +485,16 @@ pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
 }
 
 /// The start offsets of the case's instructions; `None` when the bytes do not
-/// decode into whole valid instructions.
+/// decode into whole instructions (the last one is cut short). An invalid
+/// encoding (LOCK on XSAVE, say) is a whole instruction: the CPU raises #UD there,
+/// as the emulator does.
 pub fn insn_offsets(code: &[u8]) -> Option<Vec<usize>> {
     let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
     let mut v = Vec::new();
     while d.can_decode() {
         let pos = d.position();
-        let ins = d.decode();
-        if d.last_error() != iced_x86::DecoderError::None || ins.is_invalid() {
+        let _ = d.decode();
+        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
             return None;
         }
         v.push(pos);

@@ -11,7 +11,8 @@
 //! The stub, in order:
 //! 1. push the callee-saved GPRs and RFLAGS, store RSP in the data page;
 //! 2. XSAVE64 the host's full state (EDX:EAX = all ones) into the host area;
-//! 3. XRSTOR64 the case's initial image from `INIT_BASE` (EDX:EAX = all ones);
+//! 3. XRSTOR64 a reset image (XSTATE_BV = 0, MXCSR = 1F80H), then the case's
+//!    initial image from `INIT_BASE` (EDX:EAX = all ones);
 //! 4. OR the case's EFLAGS.AC into RFLAGS, load the 16 GPRs, jump to `CODE_BASE`;
 //! 5. (after_code) store the 16 GPRs;
 //! 6. (recovery, where a fault resumes) reload RSP, clear EFLAGS.AC;
@@ -55,6 +56,12 @@ pub mod data {
     pub const RIP: u64 = CR2 + 8;
     pub const END: u64 = RIP + 8;
 }
+
+/// A 576-byte standard-format image in the data page (64-byte aligned) with
+/// MXCSR = 1F80H and XSTATE_BV = 0: XRSTOR64 of it puts every component in its
+/// init configuration, so a case whose initial image is rejected starts from the
+/// same reset state as the emulator, not from the host's registers.
+pub const RESET_IMAGE: u64 = DATA_PAGE + 0x800;
 
 /// EFLAGS.AC.
 pub const EFLAGS_AC: u64 = 1 << 18;
@@ -116,7 +123,9 @@ pub fn assemble(host_area: u64, final_area: u64, xgetbv1: bool) -> Result<Stub, 
     a.mov(edx, -1i32).map_err(e)?;
     a.mov(rcx, host_area).map_err(e)?;
     a.xsave64(ptr(rcx)).map_err(e)?;
-    // 3. The case's initial image.
+    // 3. Every component to its init configuration, then the case's initial image.
+    a.mov(rcx, RESET_IMAGE).map_err(e)?;
+    a.xrstor64(ptr(rcx)).map_err(e)?;
     a.mov(rcx, INIT_BASE).map_err(e)?;
     a.set_label(&mut l_init).map_err(e)?;
     a.xrstor64(ptr(rcx)).map_err(e)?;
