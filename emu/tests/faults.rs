@@ -90,7 +90,10 @@ fn missing_cpuid_features_are_ud() {
         .find(|(n, _)| *n == "zen5")
         .unwrap()
         .1
-        .replace("cpuid 0x0000000d 0x1 eax=0x0000000f", "cpuid 0x0000000d 0x1 eax=0x0000000e");
+        .replace(
+            "cpuid 0x0000000d 0x1 eax=0x0000000f",
+            "cpuid 0x0000000d 0x1 eax=0x0000000e",
+        );
     let m = CpuModel::parse(&text).unwrap();
     let mut t = T::with(m.clone(), xsave_emu::Control::user(&m));
     t.code(|a| a.xsaveopt(ptr(rbx)));
@@ -169,7 +172,9 @@ fn misaligned_area_is_gp_or_ac_with_alignment_checking() {
             fault: Fault::Ud,
             insn: Some(0),
         });
-        let v = xsave_emu::check(&t.model, &t.case, &ud).unwrap().unwrap_err();
+        let v = xsave_emu::check(&t.model, &t.case, &ud)
+            .unwrap()
+            .unwrap_err();
         assert_eq!(v.field, "fault");
         // At CPL 0 alignment checking is off: #GP(0).
         t.ctl().cpl = 0;
@@ -241,7 +246,11 @@ fn intel_pf_reports_the_region_end_even_past_the_written_bytes() {
     let mut t = T::user("zen5");
     t.case.gprs[3] = B + 4096 - 448;
     t.prot(1, Prot::None).code(|a| a.fxsave(ptr(rbx)));
-    assert_eq!(t.fault(), None, "zen5 model: only the bytes written are accessed");
+    assert_eq!(
+        t.fault(),
+        None,
+        "zen5 model: only the bytes written are accessed"
+    );
 }
 
 #[test]
@@ -326,7 +335,10 @@ fn xgetbv1_needs_cpuid_support() {
         .find(|(n, _)| *n == "zen5")
         .unwrap()
         .1
-        .replace("cpuid 0x0000000d 0x1 eax=0x0000000f", "cpuid 0x0000000d 0x1 eax=0x0000000b");
+        .replace(
+            "cpuid 0x0000000d 0x1 eax=0x0000000f",
+            "cpuid 0x0000000d 0x1 eax=0x0000000b",
+        );
     let m = CpuModel::parse(&text).unwrap();
     let mut t = T::with(m.clone(), xsave_emu::Control::user(&m));
     t.case.gprs[1] = 1;
@@ -387,22 +399,30 @@ fn the_envelope_names_the_field_that_breaks_it() {
     let o = t.predict();
     let mut bad = o.clone();
     bad.final_image[161] ^= 1;
-    let v = xsave_emu::check(&t.model, &t.case, &bad).unwrap().unwrap_err();
+    let v = xsave_emu::check(&t.model, &t.case, &bad)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(v.field, "final[161]");
     let mut bad = o.clone();
     bad.memory[170] ^= 1;
-    let v = xsave_emu::check(&t.model, &t.case, &bad).unwrap().unwrap_err();
+    let v = xsave_emu::check(&t.model, &t.case, &bad)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(v.field, "memory[0xaa]");
     let mut bad = o.clone();
     bad.xinuse = Some(0);
-    let v = xsave_emu::check(&t.model, &t.case, &bad).unwrap().unwrap_err();
+    let v = xsave_emu::check(&t.model, &t.case, &bad)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(v.field, "xinuse");
     let mut bad = o;
     bad.fault = Some(FaultAt {
         fault: Fault::Gp(0),
         insn: Some(0),
     });
-    let v = xsave_emu::check(&t.model, &t.case, &bad).unwrap().unwrap_err();
+    let v = xsave_emu::check(&t.model, &t.case, &bad)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(v.field, "fault");
 }
 
