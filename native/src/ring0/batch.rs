@@ -508,9 +508,16 @@ pub fn to_run(
                 continue;
             };
             let bytes: Vec<u8> = match lay.slot(i) {
-                Some(s) if xstate_bv >> i & 1 == 1 => {
-                    x[s.offset as usize..(s.offset + s.size) as usize].to_vec()
-                }
+                Some(s) if xstate_bv >> i & 1 == 1 => x
+                    .get(s.offset as usize..(s.offset + s.size) as usize)
+                    .ok_or_else(|| {
+                        format!(
+                            "XSAVES capture of {} bytes lacks component {i} at {}",
+                            x.len(),
+                            s.offset
+                        )
+                    })?
+                    .to_vec(),
                 _ => {
                     let mut b = vec![0u8; c.size as usize];
                     let q0 = COMPONENTS[i].init_qword0.to_le_bytes();
@@ -526,6 +533,14 @@ pub fn to_run(
                 12 => &[2, 3, 4],
                 _ => &[],
             };
+            // The supervisor contents are the registers' values: the RDMSR view
+            // where RDMSR reads them, the XSAVES view otherwise.
+            let mut regs = bytes.clone();
+            for (k, &m) in msr_idx.iter().enumerate() {
+                if let Some(val) = cet[m] {
+                    regs[8 * k..8 * k + 8].copy_from_slice(&val.to_le_bytes());
+                }
+            }
             for (k, &m) in msr_idx.iter().enumerate() {
                 if let Some(val) = cet[m] {
                     let saved = u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap());
@@ -537,14 +552,16 @@ pub fn to_run(
                     }
                 }
             }
-            supervisor.extend_from_slice(&bytes);
+            supervisor.extend_from_slice(&regs);
         }
         // User components: XSAVES and XSAVE must agree where XSAVES wrote them.
         let std = layout::standard(model, Xfeatures::from_bits_retain(final_xcr0));
         for s in &std.slots {
             if xstate_bv >> s.index & 1 == 1 {
-                if let Some(cs) = lay.slot(s.index) {
-                    let a = &x[cs.offset as usize..(cs.offset + cs.size) as usize];
+                if let Some(a) = lay
+                    .slot(s.index)
+                    .and_then(|cs| x.get(cs.offset as usize..(cs.offset + cs.size) as usize))
+                {
                     let b = &final_image[s.offset as usize..(s.offset + s.size) as usize];
                     if a != b {
                         mismatches.push(format!(

@@ -464,6 +464,20 @@ fn kernel() -> R<Kernel> {
             a.xrstor64(ptr(rdi))
         })?;
         k.a.set_label(&mut reset_done)?;
+        // The CET MSRs to 0 (their init values) whether or not IA32_XSS covered
+        // them: an emulator may implement more than its CPUID reports.
+        let mut no_cet = k.a.create_label();
+        k.a.cmp(v(V_HAS_CET), 0)?;
+        k.a.je(no_cet)?;
+        for msr in CET_MSRS {
+            k.step(Step::ResetCet as u64, |a| {
+                a.mov(ecx, msr)?;
+                a.xor(eax, eax)?;
+                a.xor(edx, edx)?;
+                a.wrmsr()
+            })?;
+        }
+        k.a.set_label(&mut no_cet)?;
         k.a.nop()?;
         k.a.set_label(&mut skip)?;
         k.a.nop()?;
@@ -722,6 +736,9 @@ fn kernel() -> R<Kernel> {
             a.mov(eax, 0xD)?;
             a.mov(ecx, 1)?;
             a.cpuid()?;
+            // At least CPUID.(0DH,0):ECX bytes: an emulator may under-report EBX.
+            a.cmp(rbx, v(V_STD_MAX))?;
+            a.cmovb(rbx, v(V_STD_MAX))?;
             a.mov(res(R_SUP_LEN), rbx)
         })?;
         k.a.set_label(&mut no_xsaves)?;

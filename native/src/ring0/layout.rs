@@ -157,6 +157,7 @@ pub enum Step {
     ReadXss = 9,
     Xsaves = 10,
     Fxsave = 11,
+    ResetCet = 12,
     /// ReadCet + k for the k-th of CET_MSRS.
     ReadCet = 16,
 }
@@ -175,6 +176,7 @@ impl Step {
             9 => "RDMSR IA32_XSS in the capture".into(),
             10 => "XSAVES64 in the capture".into(),
             11 => "FXSAVE64 at boot (MXCSR_MASK)".into(),
+            12 => "WRMSR of a CET MSR <- 0 before the case".into(),
             16..=20 => format!("RDMSR {:#x} in the capture", CET_MSRS[(v - 16) as usize]),
             _ => format!("step {v}"),
         }

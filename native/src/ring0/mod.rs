@@ -116,6 +116,16 @@ fn boot_emulator(host: Host, cases: &[&Case]) -> Result<(Info, Vec<batch::Record
     Ok((info, recs))
 }
 
+/// The CPU model outcomes on `host` are laid out with: Bochs's own model file
+/// (its CPUID hides the CET components it implements), else its CPUID.
+pub fn host_model(host: Host, info: &Info) -> xsave_emu::CpuModel {
+    match host {
+        Host::Bochs => xsave_emu::CpuModel::builtin("bochs-tigerlake")
+            .unwrap_or_else(|| info.model(host.name())),
+        _ => info.model(host.name()),
+    }
+}
+
 /// Runs `cases` on `host`, with every ring-0 detail; also returns what the
 /// image found out about the host at boot.
 pub fn run_detailed(host: Host, cases: &[Case]) -> Result<Ring0Runs, String> {
@@ -152,7 +162,7 @@ pub fn run_detailed(host: Host, cases: &[Case]) -> Result<Ring0Runs, String> {
         });
         for (g, r) in pair.iter().zip(results) {
             let (inf, recs) = r?;
-            let model = inf.model(host.name());
+            let model = host_model(host, &inf);
             for (&i, rec) in g.iter().zip(&recs) {
                 let k = runnable[i];
                 out[k] = Some(batch::to_run(&model, &cases[k], rec)?);
