@@ -12,9 +12,10 @@
 //! - B3 XINUSE[12] (CET_S) looks at IA32_PL0_SSP only (SDM1 §13.6: all three).
 //! - B4 XRSTORS of a compacted image with XSTATE_BV[1] = 0 loads MXCSR from the
 //!   image instead of 1F80H (SDM2 XRSTOR compacted form: SSE init sets MXCSR to
-//!   1F80H; MXCSR is loaded only with SSE).
-//! - B5 XRSTORS walks the compacted layout by RFBM, not by XCOMP_BV (SDM1
-//!   §13.8.2: the offsets follow XCOMP_BV[62:0]).
+//!   1F80H). Seen in a development run (MXCSR read 0 after an XRSTORS of an
+//!   all-init image whose MXCSR field was 0); not yet a case here.
+//! - B5 (Bochs source reading only, no case yet) XRSTORS walks the compacted
+//!   layout by RFBM, not by XCOMP_BV (SDM1 §13.8.2: offsets follow XCOMP_BV).
 //! - B6 XRSTORS of a CET value WRMSR would refuse (non-canonical SSP, SSP bits
 //!   1:0, IA32_U_CET bits 9:6, SUPPRESS with TRACKER) does not #GP: the MSR keeps
 //!   its old value (SDM1 §13.12: #GP if XRSTORS would load an unsupported value).
