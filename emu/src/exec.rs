@@ -79,7 +79,7 @@ impl<'m> Machine<'m> {
 
     /// Linear addresses are canonical: 48 bits, or 57 with LA57.
     pub fn canonical(&self, a: u64) -> bool {
-        let bits = if self.model.la57 { 57 } else { 48 };
+        let bits = if self.model.os_la57 { 57 } else { 48 };
         let s = ((a << (64 - bits)) as i64 >> (64 - bits)) as u64;
         s == a
     }
@@ -252,8 +252,22 @@ impl<'m> Machine<'m> {
     }
 
     /// Loads the case's initial image the way the runner's stub does: XRSTOR64
-    /// (XRSTORS64 for a compacted image at CPL 0) with EDX:EAX = all ones.
+    /// (XRSTORS64 for a compacted image at CPL 0) with EDX:EAX = all ones. The
+    /// runner sets up before the case's own control bits apply: the load (like the
+    /// capture) runs with CR4.OSXSAVE = 1, CR0.TS = 0 and EFLAGS.AC = 0; XCR0,
+    /// IA32_XSS, IA32_XFD and CPL are the case's.
     pub fn load_initial(&mut self, init: &[u8]) -> Result<Result<(), Fault>, Unsupported> {
+        let ctl = self.ctl;
+        self.ctl.cr4_osxsave = true;
+        self.ctl.cr0_ts = false;
+        self.ctl.eflags_ac = false;
+        let r = self.load_initial_image(init);
+        // XCR0 cannot change here; restore the case's own bits.
+        self.ctl = ctl;
+        r
+    }
+
+    fn load_initial_image(&mut self, init: &[u8]) -> Result<Result<(), Fault>, Unsupported> {
         let pages = init.len().div_ceil(crate::memory::PAGE as usize);
         let mut m = Memory::new(INIT_BASE, pages);
         m.bytes[..init.len()].copy_from_slice(init);

@@ -19,8 +19,12 @@ fn data_addr(m: &Machine, ins: &Instruction, size: u64) -> Result<Result<u64, Fa
     }
     let gprs = m.gprs;
     let rip = ins.next_ip();
+    // The memory operand's index (1 for loads such as `mov rax, [rsi]`).
+    let op = (0..ins.op_count())
+        .find(|&i| ins.op_kind(i) == OpKind::Memory)
+        .unwrap_or(0);
     let a = ins
-        .virtual_address(0, 0, |r, _, _| match r {
+        .virtual_address(op, 0, |r, _, _| match r {
             Register::RIP => Some(rip),
             Register::None | Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
             r if r.is_gpr64() => Some(gprs[r.number()]),

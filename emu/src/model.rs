@@ -165,6 +165,12 @@ pub struct CpuModel {
     pub os_xcr0: u64,
     pub os_xss: u64,
     pub os_xfd: u64,
+    /// CR4.LA57 as the OS runs it (5-level paging): linear addresses are canonical
+    /// to 57 bits, else to 48. Model-file line `paging 4|5`; defaults to `la57`.
+    /// Linux on the Intel host runs 4-level paging although CPUID says LA57 (a
+    /// 5-level-only mapping cannot be made; native case
+    /// `mov_from_address_canonical_only_with_la57`).
+    pub os_la57: bool,
     pub quirks: Quirks,
 }
 
@@ -249,11 +255,12 @@ impl CpuModel {
             os_xcr0: xcr0_supported,
             os_xss: xss_supported,
             os_xfd: 0,
+            os_la57: l7[2] & (1 << 16) != 0,
             quirks: Quirks::default(),
         }
     }
 
-    /// Parses a model file: `#` comments; `name`, `description`, `mxcsr_mask`, `xcr0`,
+    /// Parses a model file: `#` comments; `name`, `description`, `mxcsr_mask`, `paging`, `xcr0`,
     /// `xss`, `xfd` (the OS control state), `quirk NAME`, and CPUID lines
     /// `cpuid LEAF SUBLEAF eax=.. ebx=.. ecx=.. edx=..`.
     pub fn parse(text: &str) -> Result<CpuModel, ModelError> {
@@ -302,7 +309,7 @@ impl CpuModel {
                     }
                     dump.insert((l as u32, s as u32), regs);
                 }
-                "mxcsr_mask" | "xcr0" | "xss" | "xfd" | "quirk" => {
+                "mxcsr_mask" | "xcr0" | "xss" | "xfd" | "quirk" | "paging" => {
                     extra.push((line_no, key.to_string(), rest.to_string()))
                 }
                 _ => return Err(err(format!("unknown key `{key}`"))),
@@ -330,6 +337,13 @@ impl CpuModel {
                 "mxcsr_mask" => m.mxcsr_mask = x as u32,
                 "xcr0" => m.os_xcr0 = x,
                 "xss" => m.os_xss = x,
+                "paging" => {
+                    m.os_la57 = match x {
+                        4 => false,
+                        5 => true,
+                        _ => return Err(err(format!("paging {x}: expected 4 or 5 (levels)"))),
+                    }
+                }
                 _ => m.os_xfd = x,
             }
         }
@@ -415,6 +429,11 @@ impl CpuModel {
             "os xss",
             format!("{:#x}", self.os_xss),
             format!("{:#x}", other.os_xss),
+        );
+        cmp(
+            "os paging (CR4.LA57)",
+            self.os_la57.to_string(),
+            other.os_la57.to_string(),
         );
         out
     }
