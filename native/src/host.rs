@@ -9,8 +9,10 @@
 //! - IA32_XFD: Linux arms XFD for every XFD-capable user component the process has no
 //!   permission for (`arch_prctl(ARCH_GET_XCOMP_PERM)`); once permitted, the kernel's
 //!   #NM handler disarms XFD for the thread on first use, which ring 3 never sees.
-//! - Paging mode (CR4.LA57): [`paging_57`] probes it by touching an address that is
-//!   canonical only with 5-level paging.
+//! - Paging mode (CR4.LA57): [`paging_57`] asks the kernel for a mapping at 2^52,
+//!   which exists only with 5-level paging; the runner test
+//!   `mov_from_address_canonical_only_with_la57` confirms it by touching 2^47 (#GP
+//!   with 4-level paging, #PF with 5-level).
 
 use raw_cpuid::native_cpuid::cpuid_count;
 use xsave_emu::model::CpuidDump;
@@ -139,6 +141,30 @@ pub fn linux_xfd(model: &CpuModel, xcr0: u64) -> u64 {
     capable & !perm
 }
 
+/// Whether the kernel runs 5-level paging (CR4.LA57): a fixed mapping at 2^52
+/// (canonical only with 57-bit addresses) can be made only then.
+pub fn paging_57() -> bool {
+    let addr = 1u64 << 52;
+    // SAFETY: an anonymous PROT_NONE mapping at an address nothing else uses
+    // (MAP_FIXED_NOREPLACE never replaces a mapping); unmapped right away.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: unmaps the page just mapped, which nothing refers to.
+    unsafe { libc::munmap(p, 4096) };
+    p as u64 == addr
+}
+
 /// Builds the host model. Its name is the matching built-in model's when
 /// `differences()` with it is empty, `host` otherwise.
 pub fn host_model() -> Result<CpuModel, String> {
@@ -150,6 +176,7 @@ pub fn host_model() -> Result<CpuModel, String> {
     m.mxcsr_mask = mxcsr_mask();
     m.os_xcr0 = if m.xsave { xgetbv(0).unwrap_or(0) } else { 0 };
     m.os_xfd = linux_xfd(&m, m.os_xcr0);
+    m.os_la57 = m.la57 && paging_57();
     // IA32_XSS cannot be read at CPL 3: take it from the matching built-in model.
     m.os_xss = 0;
     let matching = CpuModel::builtin_all().into_iter().find(|b| {

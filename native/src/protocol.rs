@@ -18,6 +18,7 @@
 //! xcr0 0x600e7 | none
 //! mxcsr_mask 0xffff
 //! xfd 0x40000
+//! paging 4 | 5                     (levels: CR4.LA57)
 //! cpuid LEAF SUBLEAF EAX EBX ECX EDX   (the leaves a CpuModel is built from)
 //! runner ok | runner error TEXT
 //! end
@@ -68,6 +69,8 @@ pub struct Hello {
     pub mxcsr_mask: u32,
     /// IA32_XFD as Linux arms it for the harness's thread.
     pub xfd: u64,
+    /// The OS runs 5-level paging (CR4.LA57).
+    pub paging57: bool,
     /// The raw CPUID leaves the harness read.
     pub cpuid: CpuidDump,
     /// `Err` when the harness's runner could not start (every case is refused).
@@ -83,6 +86,7 @@ impl Hello {
         m.os_xcr0 = self.xcr0.unwrap_or(0);
         m.os_xss = 0;
         m.os_xfd = self.xfd;
+        m.os_la57 = self.paging57;
         m
     }
 }
@@ -419,6 +423,7 @@ pub fn write_outcomes(
     }
     writeln!(w, "mxcsr_mask {:#x}", hello.mxcsr_mask)?;
     writeln!(w, "xfd {:#x}", hello.xfd)?;
+    writeln!(w, "paging {}", if hello.paging57 { 5 } else { 4 })?;
     for ((l, s), r) in &hello.cpuid {
         writeln!(
             w,
@@ -500,6 +505,12 @@ pub fn read_outcomes(
     let mxcsr_mask = l.num(&m, "mxcsr_mask")? as u32;
     let x = l.expect("xfd")?;
     let xfd = l.num(&x, "xfd")?;
+    let p = l.expect("paging")?;
+    let paging57 = match p.as_str() {
+        "4" => false,
+        "5" => true,
+        _ => return l.err(format!("paging: expected 4 or 5, found `{p}`")),
+    };
     let mut cpuid = CpuidDump::new();
     let runner;
     loop {
@@ -539,6 +550,7 @@ pub fn read_outcomes(
         xcr0,
         mxcsr_mask,
         xfd,
+        paging57,
         cpuid,
         runner,
     };
@@ -615,6 +627,7 @@ pub fn hello_here(runner: Result<(), String>) -> Hello {
         xcr0,
         mxcsr_mask: crate::host::mxcsr_mask(),
         xfd: crate::host::linux_xfd(&m, xcr0.unwrap_or(0)),
+        paging57: m.la57 && crate::host::paging_57(),
         cpuid,
         runner,
     }

@@ -1122,6 +1122,33 @@ pub fn xsave64_non_canonical_via_rsp_is_ss() -> Agreement {
     with(c, |o| assert_eq!(o.fault, at(Fault::Ss, 0)))
 }
 
+/// Paging mode: an address canonical only with 5-level paging (bit 47 set,
+/// 63:48 clear) is #GP(0) with 4-level paging and #PF (absent) with 5-level.
+pub fn mov_from_address_canonical_only_with_la57() -> Agreement {
+    let mut c = mk(1, None, asm(|a| a.mov(rax, qword_ptr(rsi))));
+    c.gprs[6] = 1 << 47;
+    let la57 = model().os_la57;
+    println!("host paging: {}-level", if la57 { 5 } else { 4 });
+    with(c, move |o| {
+        let want = if la57 {
+            Fault::Pf {
+                err: 4,
+                addr: 1 << 47,
+            }
+        } else {
+            Fault::Gp(0)
+        };
+        assert_eq!(o.fault, at(want, 0));
+    })
+}
+
+/// As above for XSAVE64's area.
+pub fn xsave64_address_canonical_only_with_la57() -> Agreement {
+    let mut c = mk(1, None, asm(|a| a.xsave64(ptr(rdi))));
+    c.gprs[7] = 1 << 47;
+    ok(c)
+}
+
 // ---------------------------------------------------------------- x87 pointers, FSW
 
 /// Silicon: FIP/FDP/FOP after XRSTOR64 of non-zero values, read back by the
@@ -1526,6 +1553,8 @@ macro_rules! all_case_names {
             xsave64_aligned_with_alignment_check,
             xsave64_non_canonical_is_gp,
             xsave64_non_canonical_via_rsp_is_ss,
+            mov_from_address_canonical_only_with_la57,
+            xsave64_address_canonical_only_with_la57,
             xrstor64_fip_fdp_fop,
             xrstor64_fip_bit56,
             xrstor_then_xsave_32bit_fcs_fds,
