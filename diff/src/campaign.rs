@@ -199,6 +199,7 @@ struct Local {
 }
 
 const BATCH: u64 = 64;
+const JUDGE_TIMES: u32 = 32;
 
 fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result<Local, String> {
     let mut rig = open_rig(&cfg.backends, cfg.cpu.as_deref())?;
@@ -206,6 +207,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
     let names: Vec<String> = rig.backends.iter().map(|b| b.name()).collect();
     let (k, n) = cfg.shard;
     let mut cases: Vec<Case> = Vec::with_capacity(BATCH as usize);
+    let mut judged: std::collections::HashMap<String, (Verdict, u32)> = Default::default();
     while !sh.stop.load(Ordering::Relaxed) {
         let first = sh.next.fetch_add(BATCH, Ordering::Relaxed);
         let count = match cfg.limit {
@@ -249,7 +251,22 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
                     continue;
                 }
                 st.mismatches += 1;
-                let v = verdict(&rig.judge, case, &cmp, obs);
+                // The envelope is costly: once a difference class has been judged
+                // the same way JUDGE_TIMES times on this thread, its verdict is reused.
+                let key = format!("{bi}|{}", cmp.signature());
+                let v = match judged.get(&key) {
+                    Some((v, n)) if *n >= JUDGE_TIMES => v.clone(),
+                    _ => {
+                        let v = verdict(&rig.judge, case, &cmp, obs);
+                        let e = judged.entry(key).or_insert((v.clone(), 0));
+                        if e.0.short() == v.short() {
+                            e.1 += 1;
+                        } else {
+                            *e = (v.clone(), 0);
+                        }
+                        v
+                    }
+                };
                 let sig = signature(&names[bi], &v, &cmp);
                 let new = {
                     let mut m = sh.signatures.lock().unwrap();

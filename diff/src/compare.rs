@@ -189,11 +189,11 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
             right: fmt_fault(&right.fault),
         });
     }
-    for k in 0..16 {
+    for (k, name) in GPR_NAMES.iter().enumerate() {
         if left.gprs[k] != right.gprs[k] {
             d.push(Diff {
-                field: upper(GPR_NAMES[k]),
-                class: format!("gpr {}", GPR_NAMES[k]),
+                field: upper(name),
+                class: format!("gpr {name}"),
                 left: fmt_addr(left.gprs[k]),
                 right: fmt_addr(right.gprs[k]),
             });

@@ -25,17 +25,24 @@ pub struct Target {
 
 /// Random contents for the image `img` (standard, or compacted for `xcomp`):
 /// each component non-init with some probability, whatever XSTATE_BV says.
-fn fill_components(rng: &mut Rng, model: &CpuModel, img: &mut [u8], mask: u64, compacted: bool) {
+fn fill_components(
+    rng: &mut Rng,
+    model: &CpuModel,
+    img: &mut [u8],
+    mask: u64,
+    compacted: bool,
+    edges: bool,
+) {
     if rng.pct(50) {
         // x87: FCW, FSW, FTW, FOP, FIP, FDP and a few ST registers.
-        let r = rng.next() as u16;
+        let r = rng.next_u64() as u16;
         let fcw: u16 = *rng.pick(&[0x037F, 0x027F, 0x037F, 0x0040, r]);
         img[0..2].copy_from_slice(&fcw.to_le_bytes());
         if rng.pct(60) {
-            img[2..4].copy_from_slice(&(rng.next() as u16).to_le_bytes());
+            img[2..4].copy_from_slice(&(rng.next_u64() as u16).to_le_bytes());
         }
         if rng.pct(40) {
-            img[4] = rng.next() as u8;
+            img[4] = rng.next_u64() as u8;
         }
         if rng.pct(30) {
             rng.fill(&mut img[6..24]);
@@ -56,8 +63,9 @@ fn fill_components(rng: &mut Rng, model: &CpuModel, img: &mut [u8], mask: u64, c
     // MXCSR: init, a valid other value, or reserved bits set.
     let mx: u32 = match rng.below(10) {
         0..=5 => 0x1F80,
-        6..=8 => (rng.next() as u32) & model.mxcsr_mask & 0xFFFF,
-        _ => 0x1F80 | 1 << (16 + rng.below(16)),
+        6..=8 => (rng.next_u64() as u32) & model.mxcsr_mask & 0xFFFF,
+        _ if edges => 0x1F80 | 1 << (16 + rng.below(16)),
+        _ => 0x1F80,
     };
     img[24..28].copy_from_slice(&mx.to_le_bytes());
     if rng.one_in(8) {
@@ -88,8 +96,10 @@ fn fill_components(rng: &mut Rng, model: &CpuModel, img: &mut [u8], mask: u64, c
 }
 
 /// A random XSAVE image for restoring under `ctl`. `armed_ok` allows XFD-armed
-/// components in XSTATE_BV.
-fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool) -> Vec<u8> {
+/// components in XSTATE_BV; `edges` allows what makes XRSTOR fault (reserved
+/// MXCSR and header bits). The runner's initial image gets no edges: a fault
+/// there leaves the registers in a state no case controls.
+fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool, edges: bool) -> Vec<u8> {
     let xcr0 = ctl.xcr0;
     let compacted = model.xsavec && rng.one_in(5);
     let xcomp = if compacted {
@@ -99,7 +109,7 @@ fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool) -> Vec<
     };
     let mut img = crate::casefile::default_image(model, xcr0, xcomp);
     let fmask = if compacted { xcomp & !(1 << 63) } else { xcr0 };
-    fill_components(rng, model, &mut img, fmask, compacted);
+    fill_components(rng, model, &mut img, fmask, compacted, edges);
     let mut bv = match rng.below(6) {
         0 => 0,
         1 => fmask,
@@ -109,7 +119,7 @@ fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool) -> Vec<
         bv &= !ctl.xfd_armed();
     }
     // Edges: a bit just outside XCR0, bit 63, XCOMP_BV[63] alone, header junk.
-    match rng.below(40) {
+    match if edges { rng.below(40) } else { 40 } {
         0 => {
             let outside = !xcr0 & 0xFFFF_FFFF;
             if outside != 0 {
@@ -125,7 +135,7 @@ fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool) -> Vec<
         }
         1 => bv |= 1 << 63,
         2 if !compacted => img[520 + 7] = 0x80,
-        3 => img[528 + rng.below(48) as usize] = rng.next() as u8 | 1,
+        3 => img[528 + rng.below(48) as usize] = rng.next_u64() as u8 | 1,
         4 if !compacted => img[520 + rng.below(16) as usize] = 1,
         _ => {}
     }
@@ -150,7 +160,14 @@ fn rfbm(rng: &mut Rng, xcr0: u64) -> u64 {
             )
         }
         4 => 0,
-        _ => rng.subset(xcr0) | if rng.one_in(4) { rng.next() & !xcr0 } else { 0 },
+        _ => {
+            rng.subset(xcr0)
+                | if rng.one_in(4) {
+                    rng.next_u64() & !xcr0
+                } else {
+                    0
+                }
+        }
     }
 }
 
@@ -189,7 +206,7 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
     let model = &t.model;
     let ctl = t.control;
     let mut case = Case::new(model, ctl);
-    case.init = image(rng, model, &ctl, false);
+    case.init = image(rng, model, &ctl, false, false);
     if rng.one_in(12) {
         // XSTATE_BV = 0 with junk everywhere: nothing may be loaded.
         case.init[512..520].fill(0);
@@ -229,7 +246,7 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
     // The area holds an image (for restores) or junk (for saves).
     if rng.pct(60) {
         let armed_ok = rng.one_in(4);
-        let img = image(rng, model, &ctl, armed_ok);
+        let img = image(rng, model, &ctl, armed_ok, true);
         let n = img.len().min(case.memory.bytes.len() - start as usize);
         case.memory.bytes[start as usize..start as usize + n].copy_from_slice(&img[..n]);
     } else if rng.pct(50) {
@@ -246,7 +263,7 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
         // Junk in registers the case does not use.
         for r in [8usize, 10, 11, 14, 15] {
             if rng.pct(30) {
-                case.gprs[r] = rng.next();
+                case.gprs[r] = rng.next_u64();
             }
         }
     }
@@ -289,12 +306,12 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
             // Change state, then save elsewhere in the arena.
             match b.rng.below(4) {
                 0 => {
-                    encode::mov_r64_imm(&mut b.code, 8, b.rng.next());
+                    encode::mov_r64_imm(&mut b.code, 8, b.rng.next_u64());
                     encode::movq_xmm_r64(&mut b.code, b.rng.below(16) as u8, 8);
                 }
                 1 => b.code.extend_from_slice(&encode::VZEROUPPER),
                 2 if ctl.xcr0 & 0xE0 == 0xE0 => {
-                    encode::mov_r64_imm(&mut b.code, 8, b.rng.next());
+                    encode::mov_r64_imm(&mut b.code, 8, b.rng.next_u64());
                     encode::kmovq_k_r64(&mut b.code, b.rng.below(8) as u8, 8);
                 }
                 _ => b.code.extend_from_slice(&encode::FNINIT),

@@ -99,7 +99,12 @@ enum Cmd {
         cpu: String,
     },
     /// Run case files on this CPU and add (or check) this CPU model's record.
-    Record { files: Vec<PathBuf> },
+    Record {
+        files: Vec<PathBuf>,
+        /// Also write an [expect] section from this CPU's outcome where the file has none.
+        #[arg(long)]
+        expect: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -323,7 +328,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
             campaign::write_atomic(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Record { files } => record_cmd(&files),
+        Cmd::Record { files, expect } => record_cmd(&files, expect),
     }
 }
 
@@ -400,7 +405,7 @@ fn minimize_cmd(
     ))
 }
 
-fn record_cmd(files: &[PathBuf]) -> Result<ExitCode, String> {
+fn record_cmd(files: &[PathBuf], with_expect: bool) -> Result<ExitCode, String> {
     let host = models::resolve("host")?;
     let mut runner = xsave_diff::backend::native::NativeBackend::new()?;
     let mut bad = false;
@@ -421,12 +426,18 @@ fn record_cmd(files: &[PathBuf]) -> Result<ExitCode, String> {
                 continue;
             }
         };
+        let mut text = text;
+        if with_expect && cf.expect.is_none() {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&casefile::write_outcome("expect", &model, &case, &o));
+            campaign::write_atomic(f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
+            println!("EXPECT {} (from {})", f.display(), host.name);
+        }
         if let Some((_, sec)) = cf.records.iter().find(|(n, _)| *n == host.name) {
             let exp = cf.expected(sec, &host, &case).map_err(|e| e.to_string())?;
-            let mut e = exp.outcome.clone();
-            if !exp.check_xinuse {
-                e.xinuse = o.xinuse;
-            }
+            let e = exp.against(&o);
             let cmp = xsave_diff::compare::compare(&host, &case, &e, &o);
             if cmp.is_match() {
                 println!("CHECKED {} (record {} holds)", f.display(), host.name);

@@ -77,10 +77,7 @@ fn check(
     obs: &Outcome,
     real: bool,
 ) -> Check {
-    let mut e = exp.outcome.clone();
-    if !exp.check_xinuse {
-        e.xinuse = obs.xinuse;
-    }
+    let e = exp.against(obs);
     let cmp = compare(model, case, &e, obs);
     if cmp.is_match() {
         return Check {

@@ -25,7 +25,7 @@ impl Rng {
         }
         Rng { s }
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
@@ -38,7 +38,7 @@ impl Rng {
     }
     /// Uniform in 0..n (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
     /// True with probability 1/n.
     pub fn one_in(&mut self, n: u64) -> bool {
@@ -53,13 +53,13 @@ impl Rng {
     }
     pub fn fill(&mut self, b: &mut [u8]) {
         for c in b.chunks_mut(8) {
-            let x = self.next().to_le_bytes();
+            let x = self.next_u64().to_le_bytes();
             c.copy_from_slice(&x[..c.len()]);
         }
     }
     /// A random sub-mask of `m`.
     pub fn subset(&mut self, m: u64) -> u64 {
-        self.next() & m
+        self.next_u64() & m
     }
 }
 
@@ -68,9 +68,9 @@ mod tests {
     use super::*;
     #[test]
     fn streams_are_deterministic_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::new(7, 1).next()).collect();
+        let a: Vec<u64> = (0..4).map(|_| Rng::new(7, 1).next_u64()).collect();
         assert!(a.iter().all(|&x| x == a[0]));
-        assert_ne!(Rng::new(7, 1).next(), Rng::new(7, 2).next());
-        assert_ne!(Rng::new(7, 1).next(), Rng::new(8, 1).next());
+        assert_ne!(Rng::new(7, 1).next_u64(), Rng::new(7, 2).next_u64());
+        assert_ne!(Rng::new(7, 1).next_u64(), Rng::new(8, 1).next_u64());
     }
 }
