@@ -12,10 +12,10 @@
 //! - B3 XINUSE[12] (CET_S) looks at IA32_PL0_SSP only (SDM1 §13.6: all three).
 //! - B4 XRSTORS of a compacted image with XSTATE_BV[1] = 0 loads MXCSR from the
 //!   image instead of 1F80H (SDM2 XRSTOR compacted form: SSE init sets MXCSR to
-//!   1F80H). Seen in a development run (MXCSR read 0 after an XRSTORS of an
-//!   all-init image whose MXCSR field was 0); not yet a case here.
-//! - B5 (Bochs source reading only, no case yet) XRSTORS walks the compacted
-//!   layout by RFBM, not by XCOMP_BV (SDM1 §13.8.2: offsets follow XCOMP_BV).
+//!   1F80H).
+//! - B5 XRSTORS walks the compacted layout by RFBM, not by XCOMP_BV (SDM1
+//!   §13.8.2: offsets follow XCOMP_BV[62:0]); components of XCOMP_BV outside
+//!   RFBM shift nothing, components of RFBM outside XCOMP_BV shift the rest.
 //! - B6 XRSTORS of a CET value WRMSR would refuse (non-canonical SSP, SSP bits
 //!   1:0, IA32_U_CET bits 9:6, SUPPRESS with TRACKER) does not #GP: the MSR keeps
 //!   its old value (SDM1 §13.12: #GP if XRSTORS would load an unsupported value).
@@ -211,7 +211,7 @@ fn cases(model: &CpuModel) -> Vec<(String, Case)> {
     });
     gp("xstate_bv not in xcomp_bv", &|i| {
         set(i, 520, (all & !(1 << 11)) | 1 << 63);
-        set(i, 512, all & !(1 << 11) | 1 << 2)
+        set(i, 512, all)
     });
     gp("header byte 16", &|i| i[528] = 1);
     gp("header byte 63", &|i| i[575] = 1);
@@ -230,6 +230,27 @@ fn cases(model: &CpuModel) -> Vec<(String, Case)> {
         set(i, cs + 8, 0x2004);
         set(i, cs + 16, 0xFFFF_8000_0000_3000)
     });
+    // XCOMP_BV without CET_U (a non-guest layout), RFBM = everything: CET_S
+    // follows AVX directly (SDM1 §13.8.2: offsets by XCOMP_BV).
+    {
+        let xcomp = all & !(1 << 11);
+        let img = compacted(model, xcomp, xcomp, GOOD);
+        let mut c = with_rfbm(kernel_case(model), !0);
+        c.memory.bytes[..img.len()].copy_from_slice(&img);
+        c.code = XRSTORS_RDI.to_vec();
+        v.push(("xrstors xcomp_bv without cet_u, rfbm all".into(), c));
+    }
+    // SSE initialized by XRSTORS (XSTATE_BV[1] = 0) with MXCSR field 1F00H:
+    // MXCSR becomes 1F80H (SDM2 XRSTOR, compacted form).
+    {
+        let mut img = full.clone();
+        img[24..28].copy_from_slice(&0x1F00u32.to_le_bytes());
+        img[512..520].copy_from_slice(&(all & !2).to_le_bytes());
+        let mut c = with_rfbm(kernel_case(model), !0);
+        c.memory.bytes[..img.len()].copy_from_slice(&img);
+        c.code = XRSTORS_RDI.to_vec();
+        v.push(("xrstors sse init with mxcsr field 1f00".into(), c));
+    }
     // XSAVES and XRSTORS at CPL 3: #GP(0). The initial image is standard form
     // (loaded with XRSTOR at CPL 3).
     for (name, code) in [("xsaves", XSAVES_RDI), ("xrstors", XRSTORS_RDI)] {
@@ -407,6 +428,34 @@ fn bochs_ring0_cases_against_the_model_and_the_envelope() {
     assert_eq!(bv(&predict(&model, c).unwrap()) >> 12 & 1, 1);
     assert_eq!(bv(&r.outcome) >> 12 & 1, 0);
     assert_eq!(bv(&by["cet_s init opt pl0 only"].1.outcome) >> 12 & 1, 1);
+    // The header #GP: XSTATE_BV not a subset of XCOMP_BV.
+    assert_eq!(
+        by["xrstors #GP xstate_bv not in xcomp_bv"].1.outcome.fault,
+        gp0
+    );
+    // B5: XRSTORS reads CET_S where XCOMP_BV puts it only when RFBM = XCOMP_BV.
+    // XCOMP_BV = x87|SSE|AVX|CET_S: the SDM puts CET_S at 832; Bochs, walking
+    // RFBM (which has CET_U), reads it at 848: PL0_SSP := the image's PL2_SSP
+    // (3000H), PL1/PL2_SSP := the zeros past the image.
+    let (c, r) = by["xrstors xcomp_bv without cet_u, rfbm all"];
+    assert_eq!(
+        predict(&model, c).unwrap().supervisor[16..40],
+        [0x1000u64, 0x2004, 0x3000]
+            .iter()
+            .flat_map(|q| q.to_le_bytes())
+            .collect::<Vec<u8>>()[..]
+    );
+    assert_eq!(r.cet_msrs[2..], [Some(0x3000), Some(0), Some(0)]);
+    // B5 again, from the subsets: RFBM = x87|SSE|AVX|CET_S over XCOMP_BV =
+    // everything: Bochs loads CET_S from 832 (the SDM's CET_U: 4, 7000H) and
+    // 848 (1000H).
+    let (_, r) = by["xrstors rfbm=0x1007"];
+    assert_eq!(r.cet_msrs[2..], [Some(4), Some(0x7000), Some(0x1000)]);
+    // B4: MXCSR after SSE is initialized by XRSTORS.
+    let (c, r) = by["xrstors sse init with mxcsr field 1f00"];
+    let mxcsr = |o: &Outcome| u32::from_le_bytes(o.final_image[24..28].try_into().unwrap());
+    assert_eq!(mxcsr(&predict(&model, c).unwrap()), 0x1F80);
+    assert_eq!(mxcsr(&r.outcome), 0x1F00);
     // The RDMSR view after a good XRSTORS: what was loaded.
     let (_, r) = by["xrstors rfbm=0x1807"];
     assert_eq!(
@@ -475,7 +524,10 @@ fn qemu_system_ring0_offers_no_xsaves_yet_runs_them() {
     let runs = ring0::run(Host::QemuSystem, &cs).expect("qemu run");
     // Finding Q1 (QEMU 10.0.2 TCG, -cpu max): XSAVEC, XSAVES and XRSTORS run at
     // CPL 0 without #UD although CPUID.(0DH,1):EAX[1] and [3] are 0 (SDM2: #UD
-    // if the CPUID bit is 0). The model predicts #UD for them.
+    // if the CPUID bit is 0), and write nothing (the arena stays zero). The
+    // model predicts #UD for them. XSAVE, XSAVEOPT and XRSTOR differ from the
+    // prediction only where the SDM leaves room (XINUSE kept at 1): inside the
+    // envelope.
     let ud = Some(FaultAt {
         fault: Fault::Ud,
         insn: Some(0),
@@ -485,15 +537,20 @@ fn qemu_system_ring0_offers_no_xsaves_yet_runs_them() {
         let p = predict(&model, c).unwrap();
         assert_eq!(o.fault, None, "case {k}: QEMU runs it");
         assert_eq!(p.fault, if k >= 3 { ud } else { None }, "case {k}: the SDM");
+        if k >= 3 {
+            assert!(o.memory.iter().all(|&b| b == 0), "case {k}: no write");
+        } else {
+            assert_eq!(check(&model, c, o).unwrap(), Ok(()), "case {k}: envelope");
+        }
     }
     for (k, (c, r)) in cs.iter().zip(&runs).enumerate() {
         let o = r.as_ref().unwrap();
         let p = predict(&model, c).unwrap();
         println!(
-            "qemu case {k}: fault {:?}, predicted {:?}, agrees {}",
+            "qemu case {k}: fault {:?}, predicted {:?}, differences {:?}",
             o.fault,
             p.fault,
-            *o == p
+            diff(&p, o)
         );
     }
 }
