@@ -65,11 +65,14 @@ impl<'m> Machine<'m> {
         }
     }
 
+    /// The model's quirks. Both policies follow them: every quirk is a choice the
+    /// SDM leaves open (or the OS's doing, within it), so the architectural run
+    /// takes the model's path and records the other choices as latitude. That
+    /// keeps the envelope sound along data flow (a recomputed FSW saved, then
+    /// reloaded as other state) at the price of admitting the other choices only
+    /// where they show directly. A model without quirks gives the SDM alone.
     pub fn quirks(&self) -> crate::model::Quirks {
-        match self.policy {
-            Policy::Predict => self.model.quirks,
-            Policy::Architectural => Default::default(),
-        }
+        self.model.quirks
     }
 
     /// EDX:EAX, the instruction mask.
@@ -106,11 +109,17 @@ impl<'m> Machine<'m> {
             return Err(if op.ss { Fault::Ss } else { Fault::gp0() });
         }
         if op.addr & (align - 1) != 0 {
-            if self.ctl.alignment_checking() && !(self.quirks().ac_width_4 && op.addr & 3 == 0) {
+            if self.ctl.alignment_checking() {
+                let ac = !(self.quirks().ac_width_4 && op.addr & 3 == 0);
+                let (f, other) = if ac {
+                    (Fault::Ac, Fault::gp0())
+                } else {
+                    (Fault::gp0(), Fault::Ac)
+                };
                 if self.policy == Policy::Architectural {
-                    self.lat.alt_fault.push(Fault::gp0());
+                    self.lat.alt_fault.push(other);
                 }
-                return Err(Fault::Ac);
+                return Err(f);
             }
             return Err(Fault::gp0());
         }

@@ -115,9 +115,10 @@ pub fn x87_latitude(m: &mut Machine, addr: u64, rex_w: bool) {
     }
     let x = m.st.x87;
     if m.lat.fsw_es_b {
-        let es = (x.fsw & 0x3F & !x.fcw) != 0;
-        let fsw = (x.fsw & !0x8080) | if es { 0x8080 } else { 0 };
-        m.lat.alt(addr.wrapping_add(2), &fsw.to_le_bytes());
+        // ES (bit 7) and B (bit 15) as loaded or as recomputed: either bit may differ.
+        let [lo, hi] = x.fsw.to_le_bytes();
+        m.lat.alt(addr.wrapping_add(2), &[lo ^ 0x80]);
+        m.lat.alt(addr.wrapping_add(3), &[hi ^ 0x80]);
     }
     if rex_w {
         for v in crate::envelope::fip_variants(x.fip) {

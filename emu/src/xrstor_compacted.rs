@@ -74,7 +74,11 @@ pub fn restore_compacted(
                 m.st.xinuse &= !(to_init & 1);
             };
             if m.quirks().xrstor_compacted_mxcsr_late {
+                let before = m.st.clone();
                 partial(m);
+                if m.policy == crate::exec::Policy::Architectural {
+                    m.lat.partial_states.push(before);
+                }
             } else {
                 m.alternative(partial);
             }
