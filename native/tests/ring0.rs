@@ -600,3 +600,29 @@ fn kvm_reports_its_capability_and_never_fakes_results() {
         assert!(reason.contains("KVM_EXIT_INTERNAL_ERROR"), "{reason}");
     }
 }
+
+#[test]
+fn bochs_cpuid_matches_the_model_file_except_the_documented_cet_lines() {
+    if let Some(m) = ring0::bochs::missing() {
+        println!("SKIP bochs: {m}");
+        return;
+    }
+    let info = ring0::boot_info(Host::Bochs).expect("bochs boot");
+    let measured = info.model("bochs-measured");
+    let d = bochs_model().differences(&measured);
+    println!("bochs-tigerlake vs Bochs's CPUID: {d:?}");
+    // Bochs 2.7 reports (0DH,1):ECX = 0 and subleaves 11, 12 as zeros (misspelt
+    // BX_SUPPPORT_CET in its cpuid.cc) although it implements CET_U and CET_S.
+    assert_eq!(
+        d,
+        vec![
+            "xss_supported: 0x1800 vs 0x0".to_string(),
+            "component 11 (CET_U): Some(ComponentDesc { size: 16, offset: 0, supervisor: true, align64: false, xfd: false }) vs None".to_string(),
+            "component 12 (CET_S): Some(ComponentDesc { size: 24, offset: 0, supervisor: true, align64: false, xfd: false }) vs None".to_string(),
+            "os xss: 0x1800 vs 0x0".to_string(),
+        ]
+    );
+    assert_eq!(info.leaf(0xD, 0), [0x2E7, 0x240, 0xAC0, 0]);
+    assert_eq!(info.leaf(0xD, 1), [0xF, 0, 0, 0]);
+    assert_eq!(info.leaf(0xD, 9), [0, 0, 0, 0]);
+}
