@@ -382,6 +382,16 @@ pub fn validate(model: &CpuModel, case: &Case) -> Result<(), Unsupported> {
             c.xss, model.name, model.xss_supported
         )));
     }
+    // Of the supervisor components only CET_U and CET_S are modelled: PT (TraceEn
+    // handling), PASID, HDC, UINTR (UINV), Arch LBR (depth) and HWP have XSAVES/
+    // XRSTORS rules of their own (reference §3.4, §6.3-6.6) that are not.
+    let unmodelled = c.xss & !(Xfeatures::CET_U | Xfeatures::CET_S).bits();
+    if unmodelled != 0 {
+        return Err(Unsupported(format!(
+            "IA32_XSS enables {}: their XSAVES/XRSTORS rules are not modelled",
+            Xfeatures::from_bits_retain(unmodelled).names()
+        )));
+    }
     let xfd_ok = (0..64).all(|i| c.xfd >> i & 1 == 0 || model.component(i).is_some_and(|d| d.xfd));
     if c.xfd != 0 && (!model.xfd || !xfd_ok) {
         return Err(Unsupported(format!(

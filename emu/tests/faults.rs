@@ -449,3 +449,13 @@ fn the_envelope_admits_a_pf_anywhere_in_the_region() {
     pf.fault = at(B + 4096 - 8);
     assert!(xsave_emu::check(&t.model, &t.case, &pf).unwrap().is_err());
 }
+
+#[test]
+fn unmodelled_supervisor_components_are_unsupported() {
+    // PT, UINTR, Arch LBR, HWP have XSAVES/XRSTORS rules of their own (reference
+    // §3.4, §6): a case enabling them in IA32_XSS is refused, never guessed.
+    let mut t = T::kernel("sapphire-rapids");
+    t.ctl().xss = 0x1900;
+    let e = xsave_emu::predict(&t.model, &t.case).unwrap_err();
+    assert!(e.0.contains("PT"), "{e}");
+}

@@ -384,3 +384,98 @@ fn xsave_leaves_xstate_bv_bits_outside_rfbm() {
         .code(|a| a.xsaveopt(ptr(rbx)));
     assert_eq!(u64_at(&t.predict().memory, 512), 0x8000_0000_0000_00F0);
 }
+
+#[test]
+fn every_instruction_in_both_operand_sizes() {
+    // SDM2 FXSAVE tables 3-43/3-46 (the x87 part of every XSAVE-family image): the
+    // REX.W form saves FIP/FDP as 64 bits, the other form FIP[31:0] with FCS (zen5:
+    // not deprecated; 0 after a 64-bit load) and FDP[31:0] with FDS; restores read
+    // them the same way. FIP = 1122334455667788H, FDP = 99AABBCCDDEEFF00H.
+    let (fip, fdp) = (0x1122_3344_5566_7788u64, 0x99AA_BBCC_DDEE_FF00u64);
+    for insn in 0..10 {
+        let wide = insn % 2 == 1;
+        let kernel = matches!(insn / 2, 3);
+        let mut t = if kernel {
+            T::kernel("zen5")
+        } else {
+            T::user("zen5")
+        };
+        t.init(0, &0x037Fu16.to_le_bytes())
+            .init(4, &[0x80])
+            .init_u64(8, fip)
+            .init_u64(16, fdp)
+            .init_bv(1)
+            .rfbm(1);
+        t.code(|a| match (insn / 2, wide) {
+            (0, false) => a.xsave(ptr(rbx)),
+            (0, true) => a.xsave64(ptr(rbx)),
+            (1, false) => a.xsaveopt(ptr(rbx)),
+            (1, true) => a.xsaveopt64(ptr(rbx)),
+            (2, false) => a.xsavec(ptr(rbx)),
+            (2, true) => a.xsavec64(ptr(rbx)),
+            (3, false) => a.xsaves(ptr(rbx)),
+            (3, true) => a.xsaves64(ptr(rbx)),
+            (_, false) => a.fxsave(ptr(rbx)),
+            (_, true) => a.fxsave64(ptr(rbx)),
+        });
+        let o = t.predict();
+        assert_eq!(o.fault, None, "insn {insn}");
+        if wide {
+            assert_eq!(u64_at(&o.memory, 8), fip, "insn {insn}");
+            assert_eq!(u64_at(&o.memory, 16), fdp, "insn {insn}");
+        } else {
+            assert_eq!(u64_at(&o.memory, 8), fip & 0xFFFF_FFFF, "insn {insn}");
+            assert_eq!(u64_at(&o.memory, 16), fdp & 0xFFFF_FFFF, "insn {insn}");
+        }
+    }
+    for insn in 0..6 {
+        let wide = insn % 2 == 1;
+        let kernel = insn / 2 == 1;
+        let mut t = if kernel {
+            T::kernel("zen5")
+        } else {
+            T::user("zen5")
+        };
+        t.put(0, &0x037Fu16.to_le_bytes())
+            .put(4, &[0x80])
+            .put_u64(8, fip)
+            .put_u64(16, fdp)
+            .put(24, &0x1F80u32.to_le_bytes())
+            .put_u64(512, 1)
+            .put_u64(520, if kernel { 1 << 63 | 1 } else { 0 })
+            .rfbm(1);
+        t.code(|a| match (insn / 2, wide) {
+            (0, false) => a.xrstor(ptr(rbx)),
+            (0, true) => a.xrstor64(ptr(rbx)),
+            (1, false) => a.xrstors(ptr(rbx)),
+            (1, true) => a.xrstors64(ptr(rbx)),
+            (_, false) => a.fxrstor(ptr(rbx)),
+            (_, true) => a.fxrstor64(ptr(rbx)),
+        });
+        let o = t.predict();
+        assert_eq!(o.fault, None, "restore {insn}");
+        let (want_fip, want_fdp) = if wide {
+            (fip, fdp)
+        } else {
+            (fip & 0xFFFF_FFFF, fdp & 0xFFFF_FFFF)
+        };
+        assert_eq!(u64_at(&o.final_image, 8), want_fip, "restore {insn}");
+        assert_eq!(u64_at(&o.final_image, 16), want_fdp, "restore {insn}");
+    }
+}
+
+#[test]
+fn xsaves_saves_sse_when_mxcsr_is_not_1f80() {
+    // SDM2 XSAVES Operation: like XSAVEC, TO_BE_SAVED[1] := 1 when RFBM[1] = 1 and
+    // MXCSR != 1F80H (XINUSE[1] = 0 here); XSTATE_BV[1] = 1.
+    let mut t = T::kernel("zen5");
+    t.init(24, &0x1FA0u32.to_le_bytes())
+        .fill(0xAA)
+        .rfbm(2)
+        .code(|a| a.xsaves64(ptr(rbx)));
+    let o = t.predict();
+    assert_eq!(u32_at(&o.memory, 24), 0x1FA0);
+    assert_eq!(mem(&o, 160, 256), &[0u8; 256][..]);
+    assert_eq!(u64_at(&o.memory, 512), 2);
+    assert_eq!(u64_at(&o.memory, 520), 0x8000_0000_0000_0002);
+}
