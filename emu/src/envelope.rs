@@ -2,9 +2,16 @@
 //! case under [`Policy::Architectural`](crate::exec::Policy) and records, as it
 //! goes, the latitude the SDM leaves: bytes a save may or may not write (init and
 //! modified optimizations, partial writes before a fault), XSTATE_BV bits of
-//! components in init configuration, XINUSE bits that may stay 1, the FSW.ES/B
-//! pair. [`check`] says whether an observed outcome lies inside, and if not
-//! which field breaks it.
+//! components in init configuration, XINUSE bits that may read 1, the FSW.ES/B
+//! pair and a canonicalized FIP, a #PF on any byte of the region an instruction
+//! operates on (SDM1 §13.13), #GP(0) for #AC, partial user state before a late
+//! #GP (SDM silent, reference S2). [`check`] says whether an observed outcome lies
+//! inside, and if not which field breaks it.
+//!
+//! The architectural run takes the model's own path through the choices its
+//! quirks name (each one a choice the SDM leaves open) and records the other
+//! choices as latitude: a model without quirks (qemu-max-7.2) gives the SDM
+//! alone; for a silicon model the envelope is centred on that silicon.
 
 use crate::case::Case;
 use crate::exec::{run, run_forced, Policy, Unsupported};
