@@ -35,8 +35,11 @@ fn every_corpus_file_passes_repro() {
     let mut bad = Vec::new();
     for f in &files {
         let r = xsave_diff::repro::repro_file(f, None);
-        if r.status != "pass" {
-            bad.push(r.text());
+        // corpus/open holds findings not yet fixed in emu: they must still mismatch.
+        let open = f.components().any(|c| c.as_os_str() == "open");
+        let want = if open { "mismatch" } else { "pass" };
+        if r.status != want {
+            bad.push(format!("expected {want}: {}", r.text()));
         }
     }
     println!("{} corpus files checked", files.len());
