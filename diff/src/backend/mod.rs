@@ -6,6 +6,7 @@
 pub mod emu;
 pub mod exec;
 pub mod native;
+pub mod ring0;
 
 use xsave_emu::{Case, Control, CpuModel, Outcome};
 
@@ -58,11 +59,13 @@ pub fn open(
         }
         "native" => Ok(Box::new(native::NativeBackend::new()?)),
         "exec" => Ok(Box::new(exec::ExecBackend::new(arg)?)),
-        "kvm" | "bochs" | "qemu-system" => Err(format!(
-            "backend `{kind}`: the ring-0 hosts are not available in this build (xsave_native::ring0 is not there yet)"
-        )),
+        "kvm" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Kvm)?)),
+        "bochs" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Bochs)?)),
+        "qemu-system" => Ok(Box::new(ring0::Ring0Backend::new(
+            xsave_native::ring0::Host::QemuSystem,
+        )?)),
         _ => Err(format!(
-            "unknown backend `{spec}` (expected emu, emu:MODEL, native, exec:CMD..., unicorn)"
+            "unknown backend `{spec}` (expected emu, emu:MODEL, native, exec:CMD..., unicorn, kvm, bochs, qemu-system)"
         )),
     }
 }

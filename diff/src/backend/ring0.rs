@@ -1,0 +1,60 @@
+//! The ring-0 hosts of xsave-native (`kvm`, `bochs`, `qemu-system`): cases at
+//! CPL 0 with IA32_XSS, so XSAVES/XRSTORS and CET supervisor state can be run.
+//! Opening a host probes it; where it cannot run ring-0 cases, opening fails
+//! with its exact reason. Cases are batched per boot.
+
+use super::{Backend, Skip};
+use xsave_emu::{Case, Control, CpuModel, Outcome};
+use xsave_native::ring0::{self, Host};
+
+pub struct Ring0Backend {
+    host: Host,
+    model: CpuModel,
+}
+
+impl Ring0Backend {
+    pub fn new(host: Host) -> Result<Ring0Backend, String> {
+        ring0::probe(host).map_err(|e| format!("{}: {e}", host.name()))?;
+        let model = match host {
+            Host::Kvm => xsave_native::host::host_model()?,
+            _ => {
+                let info = ring0::boot_info(host).map_err(|e| format!("{}: {e}", host.name()))?;
+                ring0::host_model(host, &info)
+            }
+        };
+        Ok(Ring0Backend { host, model })
+    }
+}
+
+impl Backend for Ring0Backend {
+    fn name(&self) -> String {
+        self.host.name().into()
+    }
+    fn model(&self) -> &CpuModel {
+        &self.model
+    }
+    fn control(&self) -> Control {
+        Control::kernel(&self.model)
+    }
+    fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
+        self.run_batch(std::slice::from_ref(case))
+            .pop()
+            .unwrap_or_else(|| Err(Skip(format!("{}: no outcome", self.host.name()))))
+    }
+    fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {
+        let h = self.host.name();
+        match ring0::run(self.host, cases) {
+            Ok(v) => v
+                .into_iter()
+                .map(|r| r.map_err(|f| Skip(format!("{h}: {}", f.reason))))
+                .collect(),
+            Err(e) => {
+                let first = e.lines().next().unwrap_or("").to_string();
+                cases
+                    .iter()
+                    .map(|_| Err(Skip(format!("{h}: {first}"))))
+                    .collect()
+            }
+        }
+    }
+}
