@@ -419,7 +419,25 @@ impl Summary {
                 s.push_str(&format!("  {n:>9}  {r}\n"));
             }
         }
-        s.push_str(&format!("mismatches: {}\n", self.mismatches));
+        let mut by_verdict: BTreeMap<&str, u64> = BTreeMap::new();
+        for (sig, n) in &self.signatures {
+            let v = sig
+                .split(": ")
+                .nth(1)
+                .and_then(|r| r.split(" | ").next())
+                .unwrap_or("");
+            *by_verdict.entry(v).or_default() += n;
+        }
+        let tally: Vec<String> = by_verdict.iter().map(|(v, n)| format!("{n} {v}")).collect();
+        s.push_str(&format!(
+            "mismatches: {}{}\n",
+            self.mismatches,
+            if tally.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", tally.join(", "))
+            }
+        ));
         for (sig, n) in &self.signatures {
             s.push_str(&format!("  {n:>9}  {sig}\n"));
         }

@@ -66,19 +66,32 @@ impl Comparison {
         if let Some(f) = self.diffs.iter().find(|d| d.field == "fault") {
             return f.class.clone();
         }
-        let mut v: Vec<String> = self
-            .diffs
-            .iter()
-            .map(|d| {
-                let c = d.class.as_str();
-                let c = c
-                    .strip_prefix("XINUSE ")
-                    .or_else(|| c.strip_prefix("final XSTATE_BV "))
-                    .map(|r| format!("in use {r}"))
-                    .unwrap_or_else(|| c.to_string());
-                c
-            })
-            .collect();
+        // XINUSE and XSTATE_BV bits: one class, named by the lowest differing
+        // bit and the direction (the others usually follow from it).
+        let mut inuse: Option<(usize, String)> = None;
+        let mut v: Vec<String> = Vec::new();
+        for d in &self.diffs {
+            let c = d.class.as_str();
+            if let Some(r) = c
+                .strip_prefix("XINUSE ")
+                .or_else(|| c.strip_prefix("final XSTATE_BV "))
+            {
+                let bit: usize = r
+                    .strip_prefix("bit ")
+                    .and_then(|b| b.split_whitespace().next())
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(64);
+                let name = format!("in use {r}: {} vs {}", d.left, d.right);
+                if inuse.as_ref().is_none_or(|(b, _)| bit < *b) {
+                    inuse = Some((bit, name));
+                }
+            } else {
+                v.push(c.to_string());
+            }
+        }
+        if let Some((_, n)) = inuse {
+            v.push(n);
+        }
         v.sort_unstable();
         v.dedup();
         v.join("; ")

@@ -101,15 +101,25 @@ fn fill_components(
 /// there leaves the registers in a state no case controls.
 fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool, edges: bool) -> Vec<u8> {
     let xcr0 = ctl.xcr0;
-    let compacted = model.xsavec && rng.one_in(5);
+    // At CPL 0 a compacted image may hold supervisor state (XRSTORS).
+    let allowed = if ctl.cpl == 0 { xcr0 | ctl.xss } else { xcr0 };
+    let compacted = model.xsavec
+        && if ctl.cpl == 0 {
+            rng.pct(50)
+        } else {
+            rng.one_in(5)
+        };
     let xcomp = if compacted {
-        (rng.subset(xcr0) | if rng.one_in(3) { xcr0 } else { 0 }) | 1 << 63
+        (rng.subset(allowed) | if rng.one_in(3) { allowed } else { 0 }) | 1 << 63
     } else {
         0
     };
     let mut img = crate::casefile::default_image(model, xcr0, xcomp);
     let fmask = if compacted { xcomp & !(1 << 63) } else { xcr0 };
     fill_components(rng, model, &mut img, fmask, compacted, edges);
+    if compacted {
+        shadow_stack_edges(rng, model, &mut img, fmask);
+    }
     let mut bv = match rng.below(6) {
         0 => 0,
         1 => fmask,
@@ -144,6 +154,41 @@ fn image(rng: &mut Rng, model: &CpuModel, ctl: &Control, armed_ok: bool, edges: 
         img[520..528].copy_from_slice(&xcomp.to_le_bytes());
     }
     img
+}
+
+/// CET state (CET_U: U_CET, PL3_SSP; CET_S: PL0..PL2_SSP) with edge values:
+/// canonical and aligned, non-canonical, misaligned, reserved U_CET bits.
+fn shadow_stack_edges(rng: &mut Rng, model: &CpuModel, img: &mut [u8], mask: u64) {
+    const SSP: [u64; 6] = [
+        0x0000_7fff_ffff_f000,
+        0xffff_8000_0000_0ff8,
+        0x0000_8000_0000_0000,
+        0x0000_7fff_ffff_f004,
+        0x0000_7fff_ffff_f001,
+        0,
+    ];
+    let lay = layout::compacted(model, Xfeatures::from_bits_retain(mask));
+    for s in lay.slots.iter().filter(|s| s.index == 11 || s.index == 12) {
+        for q in 0..(s.size as usize / 8) {
+            if rng.pct(50) {
+                let v = if s.index == 11 && q == 0 {
+                    // U_CET: SH_STK_EN, WR_SHSTK_EN, ENDBR_EN, and sometimes a reserved bit.
+                    (rng.next_u64() & 0x7)
+                        | if rng.one_in(4) {
+                            1 << (10 + rng.below(50))
+                        } else {
+                            0
+                        }
+                } else {
+                    *rng.pick(&SSP)
+                };
+                let o = s.offset as usize + 8 * q;
+                if o + 8 <= img.len() {
+                    img[o..o + 8].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// An RFBM for EDX:EAX: all ones, XCR0, a subset, a single component, or
@@ -256,7 +301,12 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
     }
     let base = *rng.pick(&BASES);
     case.gprs[base as usize] = ARENA_BASE + start;
-    let rm = rfbm(rng, ctl.xcr0);
+    let rfbm_space = if ctl.cpl == 0 {
+        ctl.xcr0 | ctl.xss
+    } else {
+        ctl.xcr0
+    };
+    let rm = rfbm(rng, rfbm_space);
     case.gprs[0] = rm & 0xFFFF_FFFF;
     case.gprs[2] = rm >> 32;
     if rng.one_in(6) {
@@ -273,7 +323,8 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
     };
     let saves = ["xsave", "xsaveopt", "xsavec", "fxsave", "xsave", "xsaveopt"];
     let second = 0x40 * (1 + b.rng.below(3) as i32);
-    match b.rng.below(12) {
+    let kinds = if ctl.cpl == 0 { 14 } else { 12 };
+    match b.rng.below(kinds) {
         0..=2 => {
             let s = *b.rng.pick(&saves);
             b.family(s, base, 0);
@@ -340,6 +391,18 @@ pub fn generate_with(t: &Target, rng: &mut Rng) -> Case {
         10 => {
             let s = *b.rng.pick(&["xsaves", "xrstors", "ldmxcsr", "stmxcsr"]);
             b.family(s, base, 0);
+        }
+        12 | 13 => {
+            // Ring 0: XRSTORS then XSAVES (same or other address), or XSAVES alone.
+            if b.rng.pct(60) {
+                b.family("xrstors", base, 0);
+            }
+            if b.rng.pct(30) {
+                let m = rfbm(b.rng, rfbm_space);
+                b.set_rfbm(m);
+            }
+            let d = if b.rng.pct(60) { 0 } else { second };
+            b.family("xsaves", base, d);
         }
         _ => {
             for _ in 0..2 + b.rng.below(3) {

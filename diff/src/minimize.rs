@@ -48,12 +48,21 @@ pub fn minimize(
                 changed |= tryit(&mut cur, c, &mut calls);
             }
         }
-        // 2. GPRs to zero.
+        // 2. GPRs to zero; RAX and RDX (the instruction mask) bit by bit.
         for r in 0..16 {
             if cur.gprs[r] != 0 {
                 let mut c = cur.clone();
                 c.gprs[r] = 0;
                 changed |= tryit(&mut cur, c, &mut calls);
+            }
+        }
+        for r in [0usize, 2] {
+            for bit in (0..32).rev() {
+                if cur.gprs[r] >> bit & 1 == 1 {
+                    let mut c = cur.clone();
+                    c.gprs[r] &= !(1u64 << bit);
+                    changed |= tryit(&mut cur, c, &mut calls);
+                }
             }
         }
         // 3. Initial-image fields back to their defaults, then stray bytes.
