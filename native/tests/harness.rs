@@ -167,12 +167,41 @@ fn harness_with_amx_permission_runs_tiledata() {
     c.gprs[7] = ARENA_BASE;
     c.gprs[0] = 0xFFFF_FFFF;
     c.gprs[2] = 0xFFFF_FFFF;
-    // And a case whose initial image holds TILEDATA (refused without permission).
+    // A case whose initial image holds TILEDATA (refused without permission).
     let mut d = c.clone();
     d.init = c.memory.bytes[..c.init.len()].to_vec();
     d.code = asm(|a| a.xsave64(ptr(rdi)));
-    let (_, out) = harness(&[], &["--amx-permission"], &[c.clone(), d.clone()]);
-    for (k, (case, o)) in [c, d].iter().zip(&out).enumerate() {
+    // TILECFG palette 1 (tile 0: 16 rows of 64 bytes) with TILEDATA, XRSTOR then
+    // XSAVEC64 elsewhere (SDM1 §13.10 with AMX).
+    let mut e = c.clone();
+    e.memory = xsave_emu::Memory::new(ARENA_BASE, 6);
+    e.memory.bytes[..c.memory.bytes.len()].copy_from_slice(&c.memory.bytes);
+    let cfg = pm.component(17).unwrap().offset as usize;
+    e.memory.bytes[cfg] = 1;
+    e.memory.bytes[cfg + 16] = 64;
+    e.memory.bytes[cfg + 48] = 16;
+    e.memory.bytes[512..520].copy_from_slice(&(3u64 << 17 | 3).to_le_bytes());
+    e.code = asm(|a| {
+        a.xrstor64(ptr(rdi))?;
+        a.xsavec64(ptr(rdi + 0x3000))
+    });
+    // The same, then XSAVEOPT64 to the same address after a write into the area:
+    // the modified optimization on TILEDATA (SDM1 §13.9).
+    let mut f = e.clone();
+    f.code = asm(|a| {
+        a.xrstor64(ptr(rdi))?;
+        a.mov(rbx, 0x5555u64)?;
+        a.mov(qword_ptr(rdi + tiledata.offset as i32), rbx)?;
+        a.xsaveopt64(ptr(rdi))
+    });
+    // XRSTOR with XSTATE_BV[18] = 0 after TILEDATA was in use: initialized, not in use.
+    let mut g = e.clone();
+    g.init = e.memory.bytes[..e.init.len()].to_vec();
+    g.memory.bytes[512..520].copy_from_slice(&3u64.to_le_bytes());
+    g.code = asm(|a| a.xrstor64(ptr(rdi)));
+    let all = [c, d, e, f, g];
+    let (_, out) = harness(&[], &["--amx-permission"], &all);
+    for (k, (case, o)) in all.iter().zip(&out).enumerate() {
         let hw = o
             .as_ref()
             .unwrap_or_else(|r| panic!("case {k}: refused: {r}"));
@@ -184,11 +213,16 @@ fn harness_with_amx_permission_runs_tiledata() {
             "case {k}: emu vs harness:\n  {}",
             d.join("\n  ")
         );
+        assert!(
+            matches!(xsave_emu::check(&pm, case, hw), Ok(Ok(()))),
+            "case {k}: envelope"
+        );
         let t = tiledata.offset as usize;
-        assert_eq!(hw.final_image[t + 5], 36, "case {k}: TILEDATA loaded");
+        let in_use = k != 4;
+        assert_eq!(hw.final_image[t + 5] == 36, in_use, "case {k}: TILEDATA");
         assert_eq!(
-            hw.xinuse.unwrap() & (1 << 18),
-            1 << 18,
+            hw.xinuse.unwrap() & (1 << 18) != 0,
+            in_use,
             "case {k}: XINUSE[18]"
         );
     }

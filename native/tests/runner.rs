@@ -250,3 +250,24 @@ fn faults_are_outcomes() {
     }
     agree("xsave64 onto an absent page", &pf);
 }
+
+/// Faults the model has no outcome for (#BP from INT3: SIGTRAP; #DE from DIV:
+/// SIGFPE) are refusals, and the runner goes on working after them.
+#[test]
+fn faults_outside_the_model_are_refusals() {
+    let int3 = case(1, asm(|a| a.int3()));
+    let r = runner().run(&int3).unwrap_err();
+    assert!(
+        r.reason.starts_with("fault outside the model (signal 5,"),
+        "{r}"
+    );
+    let mut de = case(1, asm(|a| a.div(rcx)));
+    de.gprs[1] = 0;
+    let r = runner().run(&de).unwrap_err();
+    assert!(
+        r.reason.starts_with("fault outside the model (signal 8,"),
+        "{r}"
+    );
+    let ok = case(4, asm(|a| a.xsave64(ptr(rdi))));
+    assert_eq!(fault_of(&ok), None);
+}
