@@ -68,6 +68,7 @@ pub struct Summary {
 
 struct Shared {
     next: AtomicU64,
+    mismatches: AtomicU64,
     stop: AtomicBool,
     signatures: Mutex<BTreeMap<String, u64>>,
     findings: Mutex<Vec<String>>,
@@ -251,6 +252,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
                     continue;
                 }
                 st.mismatches += 1;
+                sh.mismatches.fetch_add(1, Ordering::Relaxed);
                 // The envelope is costly: once a difference class has been judged
                 // the same way JUDGE_TIMES times on this thread, its verdict is reused.
                 let key = format!("{bi}|{}", cmp.signature());
@@ -301,6 +303,13 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
             }
         }
         pb.inc(count);
+        let mm = sh.mismatches.load(Ordering::Relaxed);
+        if mm > 0 {
+            pb.set_message(format!(
+                "{mm} mismatches, {} signatures",
+                sh.signatures.lock().map_or(0, |m| m.len())
+            ));
+        }
     }
     Ok(st)
 }
@@ -355,6 +364,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     pb.enable_steady_tick(Duration::from_millis(200));
     let sh = Arc::new(Shared {
         next: AtomicU64::new(0),
+        mismatches: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         signatures: Mutex::new(BTreeMap::new()),
         findings: Mutex::new(Vec::new()),
