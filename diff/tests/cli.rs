@@ -166,3 +166,31 @@ fn show_and_import() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn native_runner_and_harness_process_agree() {
+    // The same silicon seen in process and through xsave-harness (exec with no
+    // prefix) must give identical outcomes on every generated case.
+    let Ok(h) = xsave_diff::backend::exec::harness_path() else {
+        println!("skipped: xsave-harness is not built next to the test binaries (cargo build -p xsave-native)");
+        return;
+    };
+    println!("harness: {}", h.display());
+    let (code, out, err) = xsdiff(&[
+        "run",
+        "--backends",
+        "native,exec:",
+        "--cases",
+        "640",
+        "--seed",
+        "11",
+        "--format",
+        "json",
+        "--jobs",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mismatches"], 0, "{out}");
+    assert!(v["cases"].as_u64().unwrap() > 600, "{out}");
+}
