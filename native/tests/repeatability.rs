@@ -12,7 +12,6 @@ mod cases;
 
 use common::*;
 use std::time::Instant;
-use xsave_emu::{Case, Outcome};
 
 fn runs() -> usize {
     std::env::var("XSAVE_REPEAT")
@@ -21,30 +20,13 @@ fn runs() -> usize {
         .unwrap_or(1000)
 }
 
-/// Differences between two runs of `case` that are not declared noise.
-fn real_differences(case: &Case, a: &Outcome, b: &Outcome) -> Vec<String> {
-    let m = model();
-    let d = diff(&m, case, a, b);
-    if !m.quirks.xinuse_noise || d.is_empty() {
-        return d;
-    }
-    let admitted = matches!(xsave_emu::check(&m, case, b), Ok(Ok(())));
-    d.into_iter()
-        .filter(|l| {
-            let noise = l.starts_with("XINUSE")
-                || l.starts_with("final XSTATE_BV")
-                || l.starts_with("memory[");
-            !(noise && admitted)
-        })
-        .collect()
-}
-
 macro_rules! repeat_all {
     ($($name:ident),* $(,)?) => {
         #[test]
         fn every_agreement_case_gives_one_outcome() {
             let n = runs();
             let start = Instant::now();
+            let m = model();
             let mut total = 0usize;
             $(
                 if let Some((c, _)) = cases::$name() {
@@ -53,7 +35,7 @@ macro_rules! repeat_all {
                         .unwrap_or_else(|r| panic!("{}: refused: {r}", stringify!($name)));
                     for k in 1..n {
                         let o = runner().run(&c).unwrap();
-                        let d = real_differences(&c, &first, &o);
+                        let d = real_differences(&m, &c, &first, &o);
                         assert!(
                             d.is_empty(),
                             "{}: run {k} differs from run 0:\n  {}",
