@@ -367,6 +367,60 @@ pub fn xsaveopt64_ldmxcsr_between_marks_sse_modified() -> Agreement {
     ok(c)
 }
 
+/// SDM1 §13.6 and §13.9, one component at a time: only component `i` in use
+/// (pattern values), the others in init configuration; the save writes the
+/// in-use one and (XSAVEOPT/XSAVEC) skips the init ones. None where XCR0 lacks `i`.
+fn only_component(
+    i: u64,
+    save: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+) -> Agreement {
+    if pattern_mask() & (1 << i) == 0 {
+        return skip(&format!("component {i} not in XCR0"));
+    }
+    if !model().xsavec {
+        return skip("no XSAVEC");
+    }
+    let mut c = mk(pages(), None, asm(save));
+    c.init = Img::pattern(1 << i, 60 + i as u8).0;
+    fill(&mut c, 0xEE);
+    c.memory.bytes[512..576].fill(0);
+    ok(c)
+}
+
+pub fn xsaveopt64_init_optimization_only_x87_in_use() -> Agreement {
+    only_component(0, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsaveopt64_init_optimization_only_sse_in_use() -> Agreement {
+    only_component(1, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsaveopt64_init_optimization_only_avx_in_use() -> Agreement {
+    only_component(2, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsaveopt64_init_optimization_only_opmask_in_use() -> Agreement {
+    only_component(5, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsaveopt64_init_optimization_only_zmm_hi256_in_use() -> Agreement {
+    only_component(6, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsaveopt64_init_optimization_only_hi16_zmm_in_use() -> Agreement {
+    only_component(7, |a| a.xsaveopt64(ptr(rdi)))
+}
+pub fn xsavec64_init_optimization_only_x87_in_use() -> Agreement {
+    only_component(0, |a| a.xsavec64(ptr(rdi)))
+}
+pub fn xsavec64_init_optimization_only_avx_in_use() -> Agreement {
+    only_component(2, |a| a.xsavec64(ptr(rdi)))
+}
+pub fn xsavec64_init_optimization_only_opmask_in_use() -> Agreement {
+    only_component(5, |a| a.xsavec64(ptr(rdi)))
+}
+pub fn xsavec64_init_optimization_only_hi16_zmm_in_use() -> Agreement {
+    only_component(7, |a| a.xsavec64(ptr(rdi)))
+}
+pub fn xsave64_only_zmm_hi256_in_use() -> Agreement {
+    only_component(6, |a| a.xsave64(ptr(rdi)))
+}
+
 // ---------------------------------------------------------------- XSAVEC
 
 /// SDM1 §13.10: XSAVEC of the init state: XSTATE_BV = 0, XCOMP_BV = RFBM | 2^63,
@@ -1486,6 +1540,17 @@ macro_rules! all_case_names {
             xsaveopt64_after_xrstor_other_address,
             xsaveopt64_after_initial_xrstor,
             xsaveopt64_ldmxcsr_between_marks_sse_modified,
+            xsaveopt64_init_optimization_only_x87_in_use,
+            xsaveopt64_init_optimization_only_sse_in_use,
+            xsaveopt64_init_optimization_only_avx_in_use,
+            xsaveopt64_init_optimization_only_opmask_in_use,
+            xsaveopt64_init_optimization_only_zmm_hi256_in_use,
+            xsaveopt64_init_optimization_only_hi16_zmm_in_use,
+            xsavec64_init_optimization_only_x87_in_use,
+            xsavec64_init_optimization_only_avx_in_use,
+            xsavec64_init_optimization_only_opmask_in_use,
+            xsavec64_init_optimization_only_hi16_zmm_in_use,
+            xsave64_only_zmm_hi256_in_use,
             xsavec64_init_state,
             xsavec_32bit_form,
             xsavec64_mxcsr_not_default_saves_sse,
