@@ -48,7 +48,9 @@ enum Cmd {
         /// K/N: run only case numbers n with n mod N = K.
         #[arg(long, default_value = "0/1")]
         shard: String,
-        /// Threads (default: the number of CPUs).
+        /// Threads (default: the number of CPUs; 1 with `native`, whose runs are
+        /// serialised in the process and whose page-protection changes cost
+        /// cross-CPU TLB shootdowns when another thread runs).
         #[arg(long)]
         jobs: Option<usize>,
         /// Folder for the minimized findings.
