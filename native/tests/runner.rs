@@ -271,3 +271,26 @@ fn faults_outside_the_model_are_refusals() {
     let ok = case(4, asm(|a| a.xsave64(ptr(rdi))));
     assert_eq!(fault_of(&ok), None);
 }
+
+/// A case that always sleeps (the nanosleep system call, a voluntary context
+/// switch) is run again up to the bound and then refused; the runner counts the
+/// reruns.
+#[test]
+fn context_switch_on_every_try_is_refused() {
+    let mut c = case(
+        1,
+        asm(|a| {
+            a.mov(eax, 35)?; // nanosleep(rdi = &{0 s, 1000 ns}, rsi = NULL)
+            a.syscall()
+        }),
+    );
+    c.memory.bytes[8..16].copy_from_slice(&1000u64.to_le_bytes());
+    c.gprs[6] = 0;
+    let mut r = runner();
+    let (tries, before) = (r.max_tries, r.reruns);
+    r.max_tries = 3;
+    let res = r.run(&c);
+    r.max_tries = tries;
+    assert_eq!(res.unwrap_err().reason, "context switch on every try");
+    assert_eq!(r.reruns - before, 3);
+}
