@@ -58,6 +58,10 @@ enum Cmd {
         out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Ask Linux for AMX permission first (arch_prctl ARCH_REQ_XCOMP_PERM):
+        /// XFD is then disarmed and cases hold TILEDATA in their initial image.
+        #[arg(long)]
+        amx: bool,
     },
     /// Run case files and check their expect sections and records (exit 0 as expected, 1 mismatch, 2 error).
     Repro {
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         jobs: None,
         out: None,
         format: Format::Text,
+        amx: false,
     });
     match dispatch(cmd) {
         Ok(code) => code,
@@ -156,7 +161,11 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
             jobs,
             out,
             format,
+            amx,
         } => {
+            if amx {
+                xsave_native::host::request_amx_permission()?;
+            }
             let limit = match (time, cases) {
                 (_, Some(n)) => Limit::Cases(n),
                 (Some(t), None) => Limit::Time(Duration::from_secs_f64(t.max(0.0))),
