@@ -314,3 +314,27 @@ fn protocol_roundtrip() {
         vec![0, 0, 0, 0, 1, 0, 2]
     );
 }
+
+/// Under an emulator without XSAVE (`qemu-x86_64 -cpu max,-xsave`) the harness
+/// starts, says so in its hello (no XCR0, runner error) and refuses every case.
+#[test]
+fn harness_under_qemu_without_xsave_refuses() {
+    let qemu = "/usr/bin/qemu-x86_64";
+    if !std::path::Path::new(qemu).exists() {
+        println!("skipped: {qemu} is not installed");
+        return;
+    }
+    let prefix = [qemu, "-cpu", "max,-xsave"];
+    let (hello, _) = harness(&prefix, &["--hello"], &[]);
+    assert_eq!(hello.xcr0, None);
+    let reason = "no XSAVE (CPUID.01H:ECX[26] or OSXSAVE is 0)";
+    assert_eq!(hello.runner, Err(reason.to_string()));
+    let m = hello.model("qemu without XSAVE");
+    assert!(!m.xsave);
+    let cases = shared_cases(&m);
+    let (_, out) = harness(&prefix, &[], &cases);
+    assert_eq!(out.len(), cases.len());
+    for o in out {
+        assert_eq!(o.unwrap_err().reason, format!("runner: {reason}"));
+    }
+}
