@@ -41,7 +41,9 @@ pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
 pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
     let q = m.quirks();
     let mut x = X87 {
-        fcw: u16::from_le_bytes([b[0], b[1]]),
+        // FCW bits 7 and 15:13 are reserved and read 0, bit 6 reads 1 (seen on the Intel
+        // host: FFFFH loads as 1F7FH, 0000H as 0040H; Bochs masks the same way).
+        fcw: (u16::from_le_bytes([b[0], b[1]]) & !0xE0C0) | 0x0040,
         fsw: u16::from_le_bytes([b[2], b[3]]),
         ftw: b[4],
         // FOP is 11 bits; bits 15:11 of the image are reserved and read back as 0
