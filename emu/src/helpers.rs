@@ -158,7 +158,12 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             Ok(())
         }
         Code::Fninit => {
-            let st = m.st.x87.st;
+            // The physical registers keep their contents while TOP becomes 0: the
+            // slot saved as ST(i) holds R(i) afterwards, which was ST((i - TOP) mod 8)
+            // (seen on the Intel host: ST7 with TOP = 4 comes back as ST3).
+            let old = m.st.x87;
+            let top = ((old.fsw >> 11) & 7) as usize;
+            let st = std::array::from_fn(|i| old.st[(i + 8 - top) % 8]);
             m.st.x87 = crate::state::X87 {
                 st,
                 ..crate::state::X87::init()
