@@ -27,6 +27,9 @@ pub fn xrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
             // bytes 15:8 != 0 is #GP(0) there too).
             return Err(Fault::gp0());
         }
+        if m.quirks().xrstor_compacted_xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
+            return Err(Fault::gp0());
+        }
         return crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, m.ctl.xcr0);
     }
     restore_standard(m, op, rfbm, h.xstate_bv, &h.bytes)
