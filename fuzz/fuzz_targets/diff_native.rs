@@ -1,0 +1,65 @@
+//! `diff_native`: the emulator's prediction for this CPU's model against the
+//! ring-3 runner on this CPU. Cases are built under the runner's own control
+//! state (Linux user mode here); whatever the runner refuses (needs AMX
+//! permission, code that does not decode into whole instructions, ...) and
+//! whatever the emulator declines is skipped. A difference the model does not
+//! allow as noise is a crash whose message says which fields differ, the
+//! verdict against the envelope, and the case file; `xsdiff import ARTIFACT
+//! -o FILE` gives the same case from the saved input.
+//!
+//! Run it without a sanitizer (`cargo +nightly fuzz run -s none diff_native`):
+//! the runner maps the case's code and arena at fixed addresses (64 GiB and
+//! 128 GiB) that lie inside AddressSanitizer's shadow memory.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::cell::RefCell;
+use xsave_diff::compare::{compare, render, verdict};
+use xsave_diff::fuzzcase::FuzzCase;
+use xsave_emu::predict;
+use xsave_fuzz::{case_text, control_line};
+use xsave_native::runner::Runner;
+
+thread_local! {
+    static RUNNER: RefCell<Runner> = RefCell::new(Runner::new().unwrap_or_else(|e| {
+        panic!("diff_native: no ring-3 runner on this machine: {e} (built with -s none?)")
+    }));
+}
+
+fuzz_target!(|data: &[u8]| {
+    RUNNER.with(|r| {
+        let mut runner = r.borrow_mut();
+        let model = runner.model().clone();
+        let case = FuzzCase::from_bytes(data).to_case(&model, runner.control());
+        if runner.refusal(&case).is_err() {
+            return;
+        }
+        let Ok(pred) = predict(&model, &case) else {
+            return;
+        };
+        let Ok(obs) = runner.run(&case) else {
+            return;
+        };
+        let cmp = compare(&model, &case, &pred, &obs);
+        if cmp.is_match() {
+            return;
+        }
+        let v = verdict(&model, &case, &cmp, &obs);
+        let diffs = render(&cmp, "emu", "native");
+        let text = case_text(
+            &[
+                format!("diff_native: emu:{} vs native: {}", model.name, v.short()),
+                format!("signature: {}", cmp.signature()),
+                format!("control: {}", control_line(&case)),
+            ],
+            "host",
+            &model,
+            &case,
+        );
+        panic!(
+            "diff_native: emu:{} vs this CPU: {} ({v:?})\n{diffs}\n{text}",
+            model.name,
+            v.short()
+        );
+    })
+});
