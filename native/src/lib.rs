@@ -5,6 +5,7 @@
 //! The only crate of the workspace with `unsafe`; each block is small and says why
 //! it is sound.
 
+pub mod bench_hw;
 pub mod host;
 pub mod protocol;
 pub mod ring0;
