@@ -20,8 +20,31 @@ impl Writes {
     }
 
     /// Checks every piece in address order, then writes them all.
-    pub fn commit(mut self, m: &mut Machine) -> Result<(), Fault> {
-        self.pieces.sort_by_key(|p| p.0);
+    pub fn commit(self, m: &mut Machine) -> Result<(), Fault> {
+        self.commit_area(m, None)
+    }
+
+    /// [`Writes::commit`] for a save to the area at `base`. Under the
+    /// `pf-last-byte` quirk (Intel) the pieces are checked in the order the silicon
+    /// faults in: the x87 part and MXCSR (bytes 0..159), then the header, then the
+    /// rest in address order (Intel host: x87 on a read-only page faults at base +
+    /// 0 although the header is on it too; x87 on a writable page and the header
+    /// on a read-only one fault at base + 512 although XMM bytes 256..415 are on the
+    /// read-only page as well).
+    pub fn commit_save(self, m: &mut Machine, base: u64) -> Result<(), Fault> {
+        let order = m.quirks().pf_last_byte.then_some(base);
+        self.commit_area(m, order)
+    }
+
+    fn commit_area(mut self, m: &mut Machine, intel_base: Option<u64>) -> Result<(), Fault> {
+        self.pieces.sort_by_key(|p| {
+            let rank = intel_base.map_or(0, |b| match p.0.wrapping_sub(b) {
+                0..160 => 0,
+                512..576 => 1,
+                _ => 2,
+            });
+            (rank, p.0)
+        });
         let cpl = m.ctl.cpl;
         let fault = self
             .pieces
@@ -75,4 +98,14 @@ pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
         xcomp_bv: u64::from_le_bytes(b[8..16].try_into().unwrap()),
         bytes: b,
     })
+}
+
+/// XSTATE_BV of the area at `base` for a save's read-modify-write: 0 when the
+/// header cannot be read, in which case the save's commit faults on it (a page
+/// that cannot be read cannot be written).
+pub fn read_header_qword(m: &Machine, base: u64) -> u64 {
+    read(m, base.wrapping_add(512), 8)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }

@@ -140,16 +140,15 @@ impl<'m> Machine<'m> {
     }
 
     /// The `pf-last-byte` quirk: the instruction probes the last byte of its region
-    /// before touching anything else, then the whole region; a #PF stops it with
-    /// nothing written. Without the quirk, nothing happens here.
+    /// before touching anything else; a #PF there stops it with nothing written.
+    /// Its own accesses follow (saves: every write checked in address order before
+    /// any is made). Without the quirk, nothing happens here.
     pub fn probe_last_byte(&self, base: u64, len: u64, write: bool) -> Result<(), Fault> {
         if !self.quirks().pf_last_byte || len == 0 {
             return Ok(());
         }
         let cpl = self.ctl.cpl;
-        self.mem
-            .check(base.saturating_add(len - 1), 1, write, cpl)?;
-        self.mem.check(base, len, write, cpl)
+        self.mem.check(base.wrapping_add(len - 1), 1, write, cpl)
     }
 
     /// Under the architectural policy, records the state `f` leaves as another one

@@ -99,3 +99,43 @@ pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32
         .map(|s| s.offset.saturating_add(s.size))
         .fold(EXTENDED_START, u32::max)
 }
+
+/// The end of the region an instruction operates on in the standard format: the
+/// components of `mask`, where those in `skipped` (XFD-armed ones an instruction
+/// leaves alone) count only up to where they start; at least 576. Intel silicon
+/// probes the last byte of exactly this region (XSAVEOPT with RFBM = TILEDATA
+/// armed faults at 2815, the byte before TILEDATA's offset 2816).
+pub fn standard_region_end(model: &CpuModel, mask: Xfeatures, skipped: Xfeatures) -> u32 {
+    standard(model, mask)
+        .slots
+        .iter()
+        .map(|s| {
+            if skipped.has(s.index) {
+                s.offset
+            } else {
+                s.offset.saturating_add(s.size)
+            }
+        })
+        .fold(EXTENDED_START, u32::max)
+}
+
+/// The same in the compacted layout of `format`, for the components of `mask`.
+pub fn compacted_region_end(
+    model: &CpuModel,
+    format: Xfeatures,
+    mask: Xfeatures,
+    skipped: Xfeatures,
+) -> u32 {
+    compacted(model, format)
+        .slots
+        .iter()
+        .filter(|s| mask.has(s.index))
+        .map(|s| {
+            if skipped.has(s.index) {
+                s.offset
+            } else {
+                s.offset.saturating_add(s.size)
+            }
+        })
+        .fold(EXTENDED_START, u32::max)
+}

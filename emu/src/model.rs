@@ -60,10 +60,13 @@ pub struct Quirks {
     /// recording: every faulting case).
     pub linux_signal_fpsse: bool,
     /// `xrstor-compacted-mxcsr-late`: compacted XRSTOR (and XRSTORS) raise the
-    /// MXCSR reserved-bit #GP(0) only after x87 (loaded or initialized) and
-    /// XMM0..15 have been loaded; MXCSR and components 2 and up keep their old
-    /// values. The standard form checks MXCSR before changing anything (Intel
-    /// recording: record 680 against 7 standard-form cases).
+    /// MXCSR reserved-bit #GP(0) only after every component to be initialized has
+    /// been (x87, AVX, opmask, ZMM, ... with XINUSE[i] := 0) and x87 and XMM0..15
+    /// have been loaded; MXCSR and the components 2 and up to be loaded keep their
+    /// old values. The standard form checks MXCSR before changing anything (Intel
+    /// recording: record 680 against 7 standard-form cases, record 1430 among them
+    /// with AVX to be initialized and left alone; `xsdiff run` on the Intel host:
+    /// AVX, opmask, ZMM_Hi256, Hi16_ZMM initialized before the #GP).
     pub xrstor_compacted_mxcsr_late: bool,
     /// `xrstor-header-xcomp-first`: XRSTOR(S)'s first header access is XCOMP_BV
     /// (bytes 520..527): with the header's page unreadable, #PF reports CR2 =

@@ -60,8 +60,8 @@ fn restore_standard(
     }
     let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
     m.note_region(op.addr, end as u64, false);
-    let probe = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
-    let end = layout::standard_end(m.model, probe);
+    let armed = Xfeatures::from_bits_retain(m.ctl.xfd_armed());
+    let end = layout::standard_region_end(m.model, Xfeatures::from_bits_retain(rfbm), armed);
     m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {

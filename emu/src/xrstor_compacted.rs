@@ -39,8 +39,8 @@ pub fn restore_compacted(
     let fmt = Xfeatures::from_bits_retain(format);
     let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
     m.note_region(op.addr, end as u64, false);
-    let probe = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
-    let end = layout::compacted_end(m.model, fmt, probe);
+    let armed = Xfeatures::from_bits_retain(m.ctl.xfd_armed());
+    let end = layout::compacted_region_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm), armed);
     m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
@@ -70,8 +70,14 @@ pub fn restore_compacted(
             let partial = move |m: &mut Machine| {
                 let xmm = Some(&xmm[..]);
                 crate::xrstor::legacy_part(m, op.rex_w, to_init, x.as_deref(), xmm, true);
+                for i in Xfeatures::from_bits_retain(to_init)
+                    .indices()
+                    .filter(|&i| i >= 2)
+                {
+                    m.st.init_component(i);
+                }
                 m.st.xinuse |= 2 | (to_restore & 1);
-                m.st.xinuse &= !(to_init & 1);
+                m.st.xinuse &= !to_init;
             };
             if m.quirks().xrstor_compacted_mxcsr_late {
                 let before = m.st.clone();

@@ -72,29 +72,18 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(true)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
-    // XSAVE writes every RFBM component, XFD-armed ones included.
+    // XSAVE writes every RFBM component, XFD-armed ones included. Intel: the
+    // region's last byte first, then the writes in the order of
+    // `Writes::commit_save` (native cases `xsave64_straddles_into_*`).
     let end = crate::layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
-    m.note_region(op.addr, end as u64, true);
-    if m.quirks().pf_last_byte && end > 0 {
-        // The last byte, then XSTATE_BV (its read-modify-write), then the rest in
-        // address order (Intel host: an area at page offset F00H or EC0H running
-        // into a read-only or absent page faults at base + 512; native case
-        // `xsave64_straddles_into_read_only_page`).
-        let cpl = m.ctl.cpl;
-        m.mem
-            .check(op.addr.wrapping_add(end as u64 - 1), 1, true, cpl)?;
-        m.mem.check(op.addr.wrapping_add(512), 8, true, cpl)?;
-    }
-    m.probe_last_byte(op.addr, end as u64, true)?;
+    m.access_region(op.addr, end as u64, true)?;
     let mut w = Writes::default();
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
     standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
-    // XSTATE_BV := (old AND NOT RFBM) OR (XINUSE AND RFBM): a read-modify-write.
-    let old = crate::area::read(m, op.addr.wrapping_add(512), 8);
-    let old = match old {
-        Ok(b) => u64::from_le_bytes(b.try_into().unwrap()),
-        Err(f) => return Err(f),
-    };
+    // XSTATE_BV := (old AND NOT RFBM) OR (XINUSE AND RFBM): a read-modify-write,
+    // part of the header's write in the order of the commit (an unreadable header
+    // is unwritable too, and faults there).
+    let old = crate::area::read_header_qword(m, op.addr);
     let inuse = xinuse_for_xstate_bv(m, rfbm);
     w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
     if rfbm & 1 != 0 {
@@ -105,5 +94,5 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();
         m.lat.header_bits(op.addr.wrapping_add(512), free);
     }
-    w.commit(m)
+    w.commit_save(m, op.addr)
 }

@@ -58,13 +58,14 @@ pub fn compacted_latitude(m: &mut Machine, base: u64, rfbm: u64, rex_w: bool, mu
     m.lat.header_bits(base.wrapping_add(512), free);
 }
 
-/// The region a compacted save operates on: the layout of RFBM up to its highest
-/// component that is not XFD-armed (armed ones are skipped, SDM1 §13.14).
+/// The region a compacted save operates on: the layout of RFBM, XFD-armed
+/// components (skipped, SDM1 §13.14) counting up to where they start.
 pub fn compacted_region(m: &mut Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
-    let end = layout::compacted_end(
+    let end = layout::compacted_region_end(
         m.model,
         Xfeatures::from_bits_retain(rfbm),
-        Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed()),
+        Xfeatures::from_bits_retain(rfbm),
+        Xfeatures::from_bits_retain(m.ctl.xfd_armed()),
     );
     m.access_region(base, end as u64, true)
 }
@@ -86,5 +87,5 @@ pub fn xsavec(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let must = (m.st.not_init(rfbm) | (to_be_saved & 2)) & !m.ctl.xfd_armed();
         compacted_latitude(m, op.addr, rfbm, op.rex_w, must);
     }
-    w.commit(m)
+    w.commit_save(m, op.addr)
 }

@@ -13,8 +13,11 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(m.model.xsaveopt)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
-    let operated = Xfeatures::from_bits_retain(rfbm & !m.ctl.xfd_armed());
-    let end = crate::layout::standard_end(m.model, operated);
+    let end = crate::layout::standard_region_end(
+        m.model,
+        Xfeatures::from_bits_retain(rfbm),
+        Xfeatures::from_bits_retain(m.ctl.xfd_armed()),
+    );
     m.access_region(op.addr, end as u64, true)?;
     let inuse = xinuse_for_xstate_bv(m, rfbm);
     let mut to_be_saved = inuse;
@@ -27,8 +30,7 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     if info_match {
         to_be_saved &= m.st.xmodified;
     }
-    let old = crate::area::read(m, op.addr.wrapping_add(512), 8)?;
-    let old = u64::from_le_bytes(old.try_into().unwrap());
+    let old = crate::area::read_header_qword(m, op.addr);
     let mut w = Writes::default();
     standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
     w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
@@ -50,5 +52,5 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
             rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
         );
     }
-    w.commit(m)
+    w.commit_save(m, op.addr)
 }
