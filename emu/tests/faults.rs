@@ -459,3 +459,46 @@ fn unmodelled_supervisor_components_are_unsupported() {
     let e = xsave_emu::predict(&t.model, &t.case).unwrap_err();
     assert!(e.0.contains("PT"), "{e}");
 }
+
+#[test]
+fn intel_save_fault_order_x87_then_header_then_rest() {
+    // Quirk pf-last-byte (xsdiff run on the Intel host): after the last byte, XSAVE
+    // checks x87/MXCSR (bytes 0..159), then the header, then the rest. x87 and
+    // header on a read-only page: CR2 = base + 0; the area at page offset F00H with
+    // the next page read-only: CR2 = base + 512 (XMM bytes 256..415 are on it too).
+    let mut t = T::user("xeon-amx-vm");
+    t.prot(0, Prot::Read).rfbm(0x40001);
+    t.code(|a| a.xsave64(ptr(rbx)));
+    assert_eq!(t.fault(), Some(Fault::Pf { err: 7, addr: B }));
+    let mut t = T::user("xeon-amx-vm");
+    t.prot(1, Prot::Read).rfbm(!0);
+    t.case.gprs[3] = B + 0xF00;
+    t.code(|a| a.xsave64(ptr(rbx)));
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 7,
+            addr: B + 0xF00 + 512
+        })
+    );
+}
+
+#[test]
+fn intel_probe_region_ends_where_an_armed_component_starts() {
+    // Quirk pf-last-byte (xsdiff run on the Intel host): XSAVEOPT with RFBM =
+    // TILEDATA, armed, at an absent address faults at base + 2815, the byte before
+    // TILEDATA's offset 2816 (XSAVE, which writes it, at base + 11007).
+    let mut t = T::user("xeon-amx-vm");
+    t.ctl().xfd = 1 << 18;
+    t.case.gprs[3] = 0;
+    t.rfbm(1 << 18).code(|a| a.xsaveopt64(ptr(rbx)));
+    assert_eq!(t.fault(), Some(Fault::Pf { err: 6, addr: 2815 }));
+    t.code(|a| a.xsave64(ptr(rbx)));
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 6,
+            addr: 11007
+        })
+    );
+}

@@ -173,6 +173,23 @@ fn xrstor_compacted_gp_mxcsr_only_when_sse_is_loaded() {
 }
 
 #[test]
+fn intel_compacted_xrstor_initializes_before_the_mxcsr_gp() {
+    // Quirk xrstor-compacted-mxcsr-late (xsdiff run on the Intel host): components
+    // to be initialized (AVX outside XCOMP_BV here) are initialized, XINUSE[2] := 0,
+    // before the MXCSR #GP; zen5 (no quirk) leaves AVX as it was.
+    for (model, cleared) in [("xeon-amx-vm", true), ("zen5", false)] {
+        let mut t = xrstor(model, 0b110, 0b10, CMP | 0b10);
+        t.init(576, &pat(2, 256)).init_bv(0b100);
+        t.put(24, &0x8000_1F80u32.to_le_bytes());
+        let o = t.predict();
+        assert_eq!(o.fault.map(|f| f.fault), Some(Fault::Gp(0)), "{model}");
+        let avx = &o.final_image[576..832];
+        assert_eq!(avx.iter().all(|&b| b == 0), cleared, "{model}");
+        assert_eq!(o.xinuse.unwrap() & 0b100 == 0, cleared, "{model}");
+    }
+}
+
+#[test]
 fn intel_compacted_xrstor_loads_x87_and_xmm_before_the_mxcsr_gp() {
     // Quirk xrstor-compacted-mxcsr-late (Intel recording, record 680): x87 is
     // initialized (outside XCOMP_BV) and XMM loaded before the #GP; MXCSR and
