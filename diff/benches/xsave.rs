@@ -1,0 +1,488 @@
+//! `cargo bench -p xsave-diff`: the emulator against this CPU, as ratios
+//! measured in the same run and printed as a table at the end.
+//!
+//! 1. `roundtrip`: XSAVEC64 + XRSTOR64 of the full host state (every XCR0
+//!    component non-init; TILEDATA only where the kernel grants AMX), emulated
+//!    (`xsave_emu` machine, host model) vs on this CPU (`xsave_native::bench_hw`).
+//! 2. `cet`: emulated XSAVES64 + XRSTORS64 at CPL 0 on zen5 of a guest fpstate
+//!    (RFBM with CET_S) vs a normal fpstate (without CET_S): time and bytes written.
+//! 3. `cases`: cases per second on the same generated cases (seed 1, indices
+//!    0..N): emu alone, native alone, emu vs native (all, and the non-faulting
+//!    ones), the `exec` backend under qemu-x86_64, and unicorn.
+//!
+//! Parts that cannot run here (no XSAVEC, no runner, no qemu-x86_64, no unicorn
+//! backend) are skipped with the reason printed, in the table too.
+
+use criterion::{black_box, Criterion, Throughput};
+use iced_x86::Instruction;
+use std::path::PathBuf;
+use std::time::Duration;
+use xsave_diff::backend;
+use xsave_diff::compare::compare;
+use xsave_diff::generate::{generate, Target};
+use xsave_emu::case::ARENA_BASE;
+use xsave_emu::exec::{decode, Machine};
+use xsave_emu::{layout, predict, Case, Control, CpuModel, Memory, Policy, Xfeatures};
+use xsave_native::runner::Runner;
+
+/// Generated cases per measurement.
+const CASES: u64 = 2000;
+/// Cases for the exec backend (one qemu-x86_64 process per batch).
+const EXEC_CASES: u64 = 500;
+const SEED: u64 = 1;
+
+const XSAVEC64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x27];
+const XRSTOR64_RDI: [u8; 4] = [0x48, 0x0f, 0xae, 0x2f];
+const XSAVES64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x2f];
+const XRSTORS64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x1f];
+const RDI: usize = 7;
+
+/// A deterministic byte source for patterns.
+struct Xorshift(u64);
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill(&mut self, b: &mut [u8]) {
+        for x in b {
+            *x = self.next() as u8;
+        }
+    }
+}
+
+/// One row of the closing table.
+struct Row {
+    what: String,
+    value: String,
+    ratio: String,
+}
+
+struct Table {
+    dir: PathBuf,
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, value: String, ratio: String) {
+        self.rows.push(Row {
+            what: what.into(),
+            value,
+            ratio,
+        });
+    }
+    fn skip(&mut self, what: &str, why: &str) {
+        println!("skipped {what}: {why}");
+        self.row(what, format!("skipped: {why}"), "-".into());
+    }
+    /// Criterion's median time of one iteration of `group/name`, in ns.
+    fn median_ns(&self, group: &str, name: &str) -> Option<f64> {
+        let p = self
+            .dir
+            .join(group)
+            .join(name)
+            .join("new")
+            .join("estimates.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        v["median"]["point_estimate"].as_f64()
+    }
+    fn print(&self) {
+        let w0 = self.rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+        let w1 = self.rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
+        println!();
+        println!("| {:<w0$} | {:<w1$} | ratio |", "measurement", "value");
+        println!("|{}|{}|-------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+        for r in &self.rows {
+            println!("| {:<w0$} | {:<w1$} | {} |", r.what, r.value, r.ratio);
+        }
+    }
+}
+
+fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("criterion")
+}
+
+/// A standard-format image of `model`'s XCR0 size with every component of
+/// `bv` non-init and loadable: valid FCW, MXCSR, PKRU (key 0 left accessible),
+/// TILECFG (palette 1, eight 16 x 64-byte tiles).
+fn full_state(model: &CpuModel, xcr0: u64, bv: u64) -> Vec<u8> {
+    let lay = layout::standard(model, Xfeatures::from_bits_retain(xcr0));
+    let mut img = vec![0u8; lay.size as usize];
+    let mut r = Xorshift(0x9E37_79B9_7F4A_7C15);
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[4] = 0xFF;
+    for k in 0..8 {
+        r.fill(&mut img[32 + 16 * k..42 + 16 * k]);
+    }
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    r.fill(&mut img[160..416]);
+    for s in &lay.slots {
+        let (o, n) = (s.offset as usize, s.size as usize);
+        match s.index {
+            9 => img[o..o + 4].copy_from_slice(&0x5555_5554u32.to_le_bytes()),
+            17 => {
+                img[o] = 1;
+                for t in 0..8 {
+                    img[o + 16 + 2 * t..o + 18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+                    img[o + 48 + t] = 16;
+                }
+            }
+            _ => r.fill(&mut img[o..o + n]),
+        }
+    }
+    img[512..520].copy_from_slice(&bv.to_le_bytes());
+    img
+}
+
+/// A machine for `model` under `ctl` with `image` loaded (the runner's initial
+/// XRSTOR/XRSTORS), `pages` zeroed arena pages, RFBM in EDX:EAX and RDI at the
+/// arena.
+fn machine<'m>(
+    model: &'m CpuModel,
+    ctl: Control,
+    image: &[u8],
+    pages: usize,
+    rfbm: u64,
+) -> Machine<'m> {
+    let mut m = Machine::new(model, ctl, Memory::new(ARENA_BASE, pages), Policy::Predict);
+    let loaded = m.load_initial(image).expect("supported");
+    assert_eq!(loaded, Ok(()), "the benchmark's initial image loads");
+    m.gprs[0] = rfbm & 0xFFFF_FFFF;
+    m.gprs[2] = rfbm >> 32;
+    m.gprs[RDI] = ARENA_BASE;
+    m
+}
+
+fn step_pair(m: &mut Machine, pair: &[Instruction]) {
+    for i in pair {
+        let r = m.step(i).expect("supported");
+        debug_assert_eq!(r, Ok(()));
+    }
+}
+
+fn bench_roundtrip(c: &mut Criterion, t: &mut Table) {
+    const WHAT: &str = "XSAVEC+XRSTOR round trip of the full host state";
+    let mut model = match xsave_native::host::host_model() {
+        Ok(m) => m,
+        Err(e) => return t.skip(WHAT, &e),
+    };
+    let xcr0 = model.os_xcr0;
+    // With AMX permission the kernel disarms XFD at the first TILEDATA use (inside
+    // the hardware loop's first XRSTOR): TILEDATA is then part of the state.
+    let amx = model.xfd && xsave_native::host::request_amx_permission().is_ok();
+    if amx {
+        model.os_xfd = 0;
+    }
+    let armed = model.os_xfd & xcr0;
+    let bv = xcr0 & !armed;
+    let img = full_state(&model, xcr0, bv);
+    let rfbm = xcr0;
+    let csize = layout::compacted(&model, Xfeatures::from_bits_retain(rfbm)).size as usize;
+    let mut hw = match xsave_native::bench_hw::HwRoundTrip::new(&img, rfbm, csize) {
+        Ok(h) => h,
+        Err(e) => return t.skip(WHAT, &e),
+    };
+    let pages = csize.div_ceil(4096);
+    let mut m = machine(&model, Control::user(&model), &img, pages, rfbm);
+    let pair = decode(&[XSAVEC64_RDI, XRSTOR64_RDI].concat());
+    // The two must leave the same compacted area.
+    hw.run(1);
+    step_pair(&mut m, &pair);
+    let agree = m.mem.bytes[..csize] == hw.area()[..csize];
+    let mut g = c.benchmark_group("roundtrip");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("emu", |b| b.iter(|| step_pair(&mut m, black_box(&pair))));
+    g.bench_function("hw", |b| b.iter_custom(|n| hw.run(n)));
+    g.finish();
+    let (e, h) = (
+        t.median_ns("roundtrip", "emu"),
+        t.median_ns("roundtrip", "hw"),
+    );
+    if let (Some(e), Some(h)) = (e, h) {
+        t.row(
+            &format!(
+                "{WHAT}: emu / hardware ({csize} B compacted, XCR0 {xcr0:#x}, {}; areas {})",
+                if amx {
+                    "TILEDATA in use"
+                } else {
+                    "TILEDATA XFD-armed"
+                },
+                if agree { "identical" } else { "DIFFER" }
+            ),
+            format!("{e:.0} ns vs {h:.0} ns"),
+            format!("{:.2}x", e / h),
+        );
+    }
+}
+
+fn bench_cet(c: &mut Criterion, t: &mut Table) {
+    const GUEST: u64 = 0x18e7;
+    const NORMAL: u64 = 0x08e7;
+    let model = CpuModel::builtin("zen5").expect("built-in");
+    let ctl = Control::kernel(&model);
+    // The initial image: compacted GUEST, every component non-init, CET_U
+    // (U_CET = SH_STK_EN, PL3_SSP) and CET_S (PL0..2_SSP) with aligned canonical values.
+    let lay = layout::compacted(&model, Xfeatures::from_bits_retain(GUEST));
+    let std = full_state(&model, ctl.xcr0, ctl.xcr0);
+    let mut img = vec![0u8; lay.size as usize];
+    img[..512].copy_from_slice(&std[..512]);
+    let slot_std = layout::standard(&model, Xfeatures::from_bits_retain(ctl.xcr0));
+    for s in &lay.slots {
+        let o = s.offset as usize;
+        match s.index {
+            11 => {
+                img[o..o + 8].copy_from_slice(&1u64.to_le_bytes());
+                img[o + 8..o + 16].copy_from_slice(&0x7000u64.to_le_bytes());
+            }
+            12 => {
+                for (k, v) in [0x1000u64, 0x2000, 0x3000].iter().enumerate() {
+                    img[o + 8 * k..o + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            i => {
+                let from = slot_std.slot(i).expect("user component").offset as usize;
+                img[o..o + s.size as usize].copy_from_slice(&std[from..from + s.size as usize]);
+            }
+        }
+    }
+    img[512..520].copy_from_slice(&GUEST.to_le_bytes());
+    img[520..528].copy_from_slice(&(GUEST | 1 << 63).to_le_bytes());
+    let pair = decode(&[XSAVES64_RDI, XRSTORS64_RDI].concat());
+    // Bytes XSAVES writes: those changed over a 00 fill or over an FF fill.
+    let written = |rfbm: u64| -> usize {
+        let mut changed = vec![false; 4096];
+        for fill in [0x00u8, 0xFF] {
+            let mut m = machine(&model, ctl, &img, 1, rfbm);
+            m.mem.bytes.fill(fill);
+            let r = m.step(&pair[0]).expect("supported");
+            assert_eq!(r, Ok(()), "XSAVES of the benchmark's fpstate");
+            for (k, &b) in m.mem.bytes.iter().enumerate() {
+                changed[k] |= b != fill;
+            }
+        }
+        changed.iter().filter(|&&c| c).count()
+    };
+    let (wg, wn) = (written(GUEST), written(NORMAL));
+    let mut mg = machine(&model, ctl, &img, 1, GUEST);
+    let mut mn = machine(&model, ctl, &img, 1, NORMAL);
+    let mut g = c.benchmark_group("cet");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("guest", |b| b.iter(|| step_pair(&mut mg, black_box(&pair))));
+    g.bench_function("normal", |b| {
+        b.iter(|| step_pair(&mut mn, black_box(&pair)))
+    });
+    g.finish();
+    t.row(
+        "zen5 XSAVES bytes written: guest fpstate (CET_S) / normal",
+        format!("{wg} B vs {wn} B"),
+        format!("{:.3}", wg as f64 / wn as f64),
+    );
+    if let (Some(a), Some(b)) = (t.median_ns("cet", "guest"), t.median_ns("cet", "normal")) {
+        t.row(
+            "zen5 emulated XSAVES+XRSTORS: guest fpstate / normal",
+            format!("{a:.0} ns vs {b:.0} ns"),
+            format!("{:.2}x", a / b),
+        );
+    }
+}
+
+fn cases_for(target: &Target, n: u64) -> Vec<Case> {
+    (0..n).map(|i| generate(target, SEED, i)).collect()
+}
+
+/// The exec backend's harness, built if it is not there yet.
+fn ensure_harness() -> Result<(), String> {
+    if backend::exec::harness_path().is_ok() {
+        return Ok(());
+    }
+    let st = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "xsave-native",
+            "--bin",
+            "xsave-harness",
+        ])
+        .status()
+        .map_err(|e| format!("cannot run cargo to build xsave-harness: {e}"))?;
+    if !st.success() {
+        return Err("cargo build -p xsave-native --bin xsave-harness failed".into());
+    }
+    backend::exec::harness_path().map(|_| ())
+}
+
+fn bench_cases(c: &mut Criterion, t: &mut Table) {
+    let mut runner = match Runner::new() {
+        Ok(r) => r,
+        Err(e) => return t.skip("cases/s on this CPU", &e),
+    };
+    let model = runner.model().clone();
+    let target = Target {
+        model: model.clone(),
+        control: runner.control(),
+    };
+    let cases = cases_for(&target, CASES);
+    // The non-faulting cases: predicted and observed without a fault.
+    let quiet: Vec<Case> = cases
+        .iter()
+        .filter(|c| {
+            predict(&model, c).is_ok_and(|o| o.fault.is_none())
+                && runner.run(c).is_ok_and(|o| o.fault.is_none())
+        })
+        .cloned()
+        .collect();
+    let ran = cases.iter().filter(|c| runner.refusal(c).is_ok()).count();
+    println!(
+        "cases: {} generated (seed {SEED}), {ran} run by the native runner, {} without a fault",
+        cases.len(),
+        quiet.len()
+    );
+    let emu_vs_native = |runner: &mut Runner, set: &[Case]| {
+        let mut mismatches = 0u32;
+        for c in set {
+            if let (Ok(p), Ok(o)) = (predict(&model, c), runner.run(c)) {
+                mismatches += !compare(&model, c, &p, &o).is_match() as u32;
+            }
+        }
+        mismatches
+    };
+    let mut g = c.benchmark_group("cases");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(cases.len() as u64));
+    g.bench_function("emu", |b| {
+        b.iter(|| {
+            for c in &cases {
+                let _ = black_box(predict(&model, c));
+            }
+        })
+    });
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            for c in &cases {
+                let _ = black_box(runner.run(c));
+            }
+        })
+    });
+    g.bench_function("emu_vs_native", |b| {
+        b.iter(|| emu_vs_native(&mut runner, &cases))
+    });
+    g.throughput(Throughput::Elements(quiet.len() as u64));
+    g.bench_function("emu_vs_native_nonfaulting", |b| {
+        b.iter(|| emu_vs_native(&mut runner, &quiet))
+    });
+    g.finish();
+    let per_s =
+        |t: &Table, name: &str, n: usize| t.median_ns("cases", name).map(|ns| n as f64 * 1e9 / ns);
+    let emu = per_s(t, "emu", cases.len());
+    let row = |t: &mut Table, what: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            let ratio = emu.map_or("-".into(), |e| format!("{:.3}", v / e));
+            t.row(what, format!("{v:.0} cases/s"), ratio);
+        }
+    };
+    row(t, "cases/s, emu alone (ratio: to emu alone)", emu);
+    let v = per_s(t, "native", cases.len());
+    row(t, "cases/s, native alone", v);
+    let v = per_s(t, "emu_vs_native", cases.len());
+    row(t, "cases/s, emu vs native", v);
+    let v = per_s(t, "emu_vs_native_nonfaulting", quiet.len());
+    row(
+        t,
+        "cases/s, emu vs native, non-faulting cases (1 core; target 300k)",
+        v,
+    );
+    // The exec backend under qemu-x86_64: the same (seed, index) cases, made for
+    // the control state the harness reports under QEMU.
+    const EXEC: &str = "cases/s, exec:qemu-x86_64 -cpu max";
+    if let Err(e) = ensure_harness() {
+        t.skip(EXEC, &e);
+    } else {
+        match backend::open("exec:qemu-x86_64 -cpu max", None) {
+            Err(e) => t.skip(EXEC, &e),
+            Ok(mut b) => {
+                let qt = Target {
+                    model: b.model().clone(),
+                    control: b.control(),
+                };
+                let qcases = cases_for(&qt, EXEC_CASES);
+                let ran = b.run_batch(&qcases).iter().filter(|r| r.is_ok()).count();
+                println!(
+                    "exec:qemu-x86_64: model {}, {ran} of {} cases run",
+                    b.model().name,
+                    qcases.len()
+                );
+                let mut g = c.benchmark_group("cases");
+                g.sample_size(10)
+                    .warm_up_time(Duration::from_millis(500))
+                    .measurement_time(Duration::from_secs(5));
+                g.throughput(Throughput::Elements(qcases.len() as u64));
+                g.bench_function("exec_qemu", |bch| {
+                    bch.iter(|| black_box(b.run_batch(&qcases)))
+                });
+                g.finish();
+                let v = per_s(t, "exec_qemu", qcases.len());
+                let what = format!(
+                    "{EXEC} ({ran}/{} run, model {})",
+                    qcases.len(),
+                    b.model().name
+                );
+                row(t, &what, v);
+            }
+        }
+    }
+    match backend::open("unicorn", Some(&model)) {
+        Err(e) => t.skip("cases/s, unicorn", &e),
+        Ok(mut b) => {
+            let ut = Target {
+                model: b.model().clone(),
+                control: b.control(),
+            };
+            let ucases = cases_for(&ut, CASES);
+            let mut g = c.benchmark_group("cases");
+            g.sample_size(10);
+            g.throughput(Throughput::Elements(ucases.len() as u64));
+            g.bench_function("unicorn", |bch| {
+                bch.iter(|| black_box(b.run_batch(&ucases)))
+            });
+            g.finish();
+            let v = per_s(t, "unicorn", ucases.len());
+            row(t, "cases/s, unicorn", v);
+        }
+    }
+}
+
+fn main() {
+    let dir = criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    let mut t = Table { dir, rows: vec![] };
+    bench_roundtrip(&mut c, &mut t);
+    bench_cet(&mut c, &mut t);
+    bench_cases(&mut c, &mut t);
+    c.final_summary();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "\nxsave-lab benchmarks on {cpu} ({} logical CPUs)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    t.print();
+}
