@@ -98,8 +98,17 @@ impl Xfeatures {
     }
     /// Component numbers set in the mask, ascending (bit 63 excluded).
     pub fn indices(self) -> impl Iterator<Item = usize> {
-        let b = self.bits() & !(1u64 << 63);
-        (0..63).filter(move |i| b & (1u64 << i) != 0)
+        // One step per set bit (the lowest set bit, then cleared): the layout
+        // functions call this several times per instruction.
+        let mut b = self.bits() & !(1u64 << 63);
+        std::iter::from_fn(move || {
+            if b == 0 {
+                return None;
+            }
+            let i = b.trailing_zeros() as usize;
+            b &= b - 1;
+            Some(i)
+        })
     }
     /// Names of the set bits, e.g. `x87|SSE|AVX`.
     pub fn names(self) -> String {
