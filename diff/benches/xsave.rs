@@ -62,6 +62,8 @@ struct Row {
 
 struct Table {
     dir: PathBuf,
+    /// When this run started: estimates older than that are another run's.
+    start: std::time::SystemTime,
     rows: Vec<Row>,
 }
 
@@ -77,7 +79,8 @@ impl Table {
         println!("skipped {what}: {why}");
         self.row(what, format!("skipped: {why}"), "-".into());
     }
-    /// Criterion's median time of one iteration of `group/name`, in ns.
+    /// Criterion's median time of one iteration of `group/name`, in ns, if it
+    /// was measured in this run (not filtered out).
     fn median_ns(&self, group: &str, name: &str) -> Option<f64> {
         let p = self
             .dir
@@ -85,6 +88,9 @@ impl Table {
             .join(name)
             .join("new")
             .join("estimates.json");
+        if std::fs::metadata(&p).ok()?.modified().ok()? < self.start {
+            return None;
+        }
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
         v["median"]["point_estimate"].as_f64()
     }
@@ -466,7 +472,11 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&dir)
         .configure_from_args();
-    let mut t = Table { dir, rows: vec![] };
+    let mut t = Table {
+        dir,
+        start: std::time::SystemTime::now(),
+        rows: vec![],
+    };
     bench_roundtrip(&mut c, &mut t);
     bench_cet(&mut c, &mut t);
     bench_cases(&mut c, &mut t);
