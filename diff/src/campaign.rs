@@ -181,12 +181,14 @@ pub fn finding_text(rig: &mut Rig, bi: usize, case: &Case, sig: &str, origin: &s
             ));
         }
     }
-    let model_name = if CpuModel::builtin(&judge.name).is_some() {
-        judge.name.clone()
-    } else {
-        "host".into()
+    // Written against the built-in model of that name when there is one, so that
+    // control state this run had and the model's defaults lack (IA32_XFD = 0
+    // under AMX permission) is written out.
+    let (model_name, file_model) = match CpuModel::builtin(&judge.name) {
+        Some(b) => (judge.name.clone(), b),
+        None => ("host".to_string(), judge.clone()),
     };
-    let mut text = write_case(&comments, &model_name, &judge, case);
+    let mut text = write_case(&comments, &model_name, &file_model, case);
     text.push_str(&sections);
     text
 }
