@@ -26,17 +26,28 @@ impl Writes {
 
     /// [`Writes::commit`] for a save to the area at `base`. Under the
     /// `pf-last-byte` quirk (Intel) the pieces are checked in the order the silicon
-    /// faults in: the x87 part and MXCSR (bytes 0..159), then the header, then the
-    /// rest in address order (Intel host: x87 on a read-only page faults at base +
-    /// 0 although the header is on it too; x87 on a writable page and the header
-    /// on a read-only one fault at base + 512 although XMM bytes 256..415 are on the
-    /// read-only page as well).
-    pub fn commit_save(self, m: &mut Machine, base: u64) -> Result<(), Fault> {
-        let order = m.quirks().pf_last_byte.then_some(base);
+    /// faults in: byte 0 if RFBM[0] = 1 and byte 24 (MXCSR) if RFBM[1] = 1, written
+    /// or not; the x87 part and MXCSR (bytes 0..159); the header; the rest in
+    /// address order (Intel host, `xsdiff run --amx`: x87 and header on a
+    /// read-only page fault at base + 0, also for an XSAVEOPT that does not write
+    /// x87 (init optimization), at base + 24 for an XSAVEC with RFBM = SSE|TILEDATA
+    /// and SSE in init, at base + 512 for an XSAVEC with RFBM = TILEDATA; x87 on a
+    /// writable page and the header on a read-only one fault at base + 512
+    /// although XMM bytes 256..415 are on the read-only page as well).
+    pub fn commit_save(self, m: &mut Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
+        let order = m.quirks().pf_last_byte.then_some((base, rfbm));
         self.commit_area(m, order)
     }
 
-    fn commit_area(mut self, m: &mut Machine, intel_base: Option<u64>) -> Result<(), Fault> {
+    fn commit_area(mut self, m: &mut Machine, intel: Option<(u64, u64)>) -> Result<(), Fault> {
+        let intel_base = intel.map(|(b, _)| b);
+        let probes: Vec<u64> = intel.map_or(Vec::new(), |(b, rfbm)| {
+            [(0u64, 0), (24, 1)]
+                .iter()
+                .filter(|(_, bit)| rfbm >> bit & 1 != 0)
+                .map(|(off, _)| b.wrapping_add(*off))
+                .collect()
+        });
         self.pieces.sort_by_key(|p| {
             let rank = intel_base.map_or(0, |b| match p.0.wrapping_sub(b) {
                 0..160 => 0,
@@ -46,10 +57,14 @@ impl Writes {
             (rank, p.0)
         });
         let cpl = m.ctl.cpl;
-        let fault = self
-            .pieces
+        let first = probes
             .iter()
-            .find_map(|(a, b)| m.mem.check(*a, b.len() as u64, true, cpl).err());
+            .find_map(|&a| m.mem.check(a, 1, true, cpl).err());
+        let fault = first.or_else(|| {
+            self.pieces
+                .iter()
+                .find_map(|(a, b)| m.mem.check(*a, b.len() as u64, true, cpl).err())
+        });
         if let Some(f) = fault {
             if m.policy == Policy::Architectural {
                 for (a, b) in &self.pieces {

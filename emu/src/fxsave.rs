@@ -31,5 +31,5 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         w.put(op.addr.wrapping_add(160), &legacy::xmm_bytes(m));
     }
     legacy::x87_latitude(m, op.addr, op.rex_w);
-    w.commit_save(m, op.addr)
+    w.commit_save(m, op.addr, 1)
 }

@@ -94,5 +94,5 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();
         m.lat.header_bits(op.addr.wrapping_add(512), free);
     }
-    w.commit_save(m, op.addr)
+    w.commit_save(m, op.addr, rfbm)
 }

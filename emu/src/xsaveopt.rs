@@ -52,5 +52,5 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
             rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
         );
     }
-    w.commit_save(m, op.addr)
+    w.commit_save(m, op.addr, rfbm)
 }

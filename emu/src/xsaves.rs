@@ -44,5 +44,5 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let must = ((m.st.not_init(rfbm) & modified) | (to_be_saved & 2)) & !m.ctl.xfd_armed();
         compacted_latitude(m, op.addr, rfbm, op.rex_w, must);
     }
-    w.commit_save(m, op.addr)
+    w.commit_save(m, op.addr, rfbm)
 }

@@ -502,3 +502,34 @@ fn intel_probe_region_ends_where_an_armed_component_starts() {
         })
     );
 }
+
+#[test]
+fn intel_saves_probe_x87_and_mxcsr_by_rfbm_not_by_what_they_write() {
+    // Quirk pf-last-byte (`xsdiff run --amx` on the Intel host; XFD disarmed): with
+    // x87, header and MXCSR on a read-only page, XSAVEOPT with RFBM = x87|TILEDATA
+    // and x87 in init (not written) faults at base + 0; XSAVEC with RFBM =
+    // SSE|TILEDATA and SSE in init at base + 24; XSAVEC with RFBM = TILEDATA at the
+    // header, base + 512.
+    for (rfbm, off, xsavec) in [
+        (0x40001u64, 0u64, false),
+        (0x40002, 24, true),
+        (0x40000, 512, true),
+    ] {
+        let mut t = T::user("xeon-amx-vm");
+        t.prot(0, Prot::Read).rfbm(rfbm);
+        t.case.gprs[3] = B + 0xC0;
+        if xsavec {
+            t.code(|a| a.xsavec64(ptr(rbx)));
+        } else {
+            t.code(|a| a.xsaveopt(ptr(rbx)));
+        }
+        assert_eq!(
+            t.fault(),
+            Some(Fault::Pf {
+                err: 7,
+                addr: B + 0xC0 + off
+            }),
+            "rfbm {rfbm:#x}"
+        );
+    }
+}
