@@ -7,6 +7,8 @@ pub mod emu;
 pub mod exec;
 pub mod native;
 pub mod ring0;
+#[cfg(feature = "unicorn")]
+pub mod unicorn;
 
 use xsave_emu::{Case, Control, CpuModel, Outcome};
 
@@ -59,6 +61,8 @@ pub fn open(
         }
         "native" => Ok(Box::new(native::NativeBackend::new()?)),
         "exec" => Ok(Box::new(exec::ExecBackend::new(arg)?)),
+        #[cfg(feature = "unicorn")]
+        "unicorn" => Ok(Box::new(unicorn::UnicornBackend::new(arg)?)),
         "kvm" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Kvm)?)),
         "bochs" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Bochs)?)),
         "qemu-system" => Ok(Box::new(ring0::Ring0Backend::new(
