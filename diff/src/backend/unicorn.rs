@@ -338,7 +338,10 @@ impl Backend for UnicornBackend {
         uc.mem_read(CAPTURE_XCR0, &mut w)
             .map_err(|e| uc_err("read XCR0", e))?;
         let xcr0 = u64::from_le_bytes(w);
-        let size = layout::standard(&self.model, Xfeatures::from_bits_retain(xcr0)).size as usize;
+        // Sized for the case's XCR0 (as the expected outcome is) or a larger XCR0 the
+        // case set with XSETBV; a smaller one leaves the rest of the zeroed area as is.
+        let mask = Xfeatures::from_bits_retain(xcr0 | c.xcr0);
+        let size = layout::standard(&self.model, mask).size as usize;
         let mut final_image = vec![0u8; size];
         uc.mem_read(CAPTURE, &mut final_image)
             .map_err(|e| uc_err("read capture", e))?;
