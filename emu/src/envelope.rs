@@ -46,6 +46,9 @@ pub struct Latitude {
     pub partial_states: Vec<crate::state::XState>,
     /// Final-image byte -> values it may hold besides the predicted one.
     pub final_alt: BTreeMap<usize, Vec<u8>>,
+    /// GPR -> bits that may be either value (XGETBV(1) of components in init
+    /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
+    pub gpr_free: [u64; 16],
 }
 
 /// Bytes an instruction may touch, and how.
@@ -188,8 +191,19 @@ pub fn check_against(
             format!("SDM: {:?}, observed: {:?}", arch.fault, obs.fault),
         );
     }
-    if arch.gprs != obs.gprs {
-        return violation("gprs", "general registers differ");
+    for (k, ((&p, &o), &free)) in arch
+        .gprs
+        .iter()
+        .zip(&obs.gprs)
+        .zip(&lat.gpr_free)
+        .enumerate()
+    {
+        if (p ^ o) & !free != 0 {
+            return violation(
+                format!("gprs.{}", crate::case::GPR_NAMES[k]),
+                format!("SDM allows {p:#x} (free bits {free:#x}), observed {o:#x}"),
+            );
+        }
     }
     if arch.supervisor != obs.supervisor {
         return violation(

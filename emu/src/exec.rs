@@ -467,7 +467,20 @@ pub fn run_forced(
             m.lat.alt_fault.clear();
             let forced_here = forced.filter(|f| f.insn == Some(k));
             let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));
+            let gprs_before = m.gprs;
             let r = m.step(ins)?;
+            if ins.code() != Code::Xgetbv {
+                // A GPR written by anything else loses the latitude XGETBV gave it.
+                let dest = (ins.op_count() > 0 && ins.op0_kind() == iced_x86::OpKind::Register)
+                    .then(|| ins.op0_register().full_register())
+                    .filter(|r| r.is_gpr64())
+                    .map(|r| r.number());
+                for (k, free) in m.lat.gpr_free.iter_mut().enumerate() {
+                    if m.gprs[k] != gprs_before[k] || dest == Some(k) {
+                        *free = 0;
+                    }
+                }
+            }
             if let Some(r) = m.lat.pf_region.take() {
                 m.lat.pf_regions.insert(k, r);
             }

@@ -25,5 +25,17 @@ pub fn xgetbv(m: &mut Machine) -> Result<(), Fault> {
     };
     m.gprs[0] = v & 0xFFFF_FFFF;
     m.gprs[2] = v >> 32;
+    if m.gprs[1] as u32 == 1 && m.policy == crate::exec::Policy::Architectural {
+        // XINUSE[i] may read 1 for a component in init configuration (SDM1 §13.6).
+        let mut free = m.ctl.xcr0 & !m.st.not_init(m.ctl.xcr0);
+        if m.st.mxcsr != MXCSR_INIT {
+            free &= !2;
+        }
+        m.lat.gpr_free[0] = free & 0xFFFF_FFFF;
+        m.lat.gpr_free[2] = free >> 32;
+    } else {
+        m.lat.gpr_free[0] = 0;
+        m.lat.gpr_free[2] = 0;
+    }
     Ok(())
 }
