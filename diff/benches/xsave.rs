@@ -446,7 +446,15 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
             }
         }
     }
-    match backend::open("unicorn", Some(&model)) {
+    let unicorn = if cfg!(feature = "unicorn") {
+        backend::open("unicorn", Some(&model))
+    } else {
+        Err(
+            "built without the `unicorn` feature (cargo bench -p xsave-diff --features unicorn)"
+                .into(),
+        )
+    };
+    match unicorn {
         Err(e) => t.skip("cases/s, unicorn", &e),
         Ok(mut b) => {
             let ut = Target {
@@ -454,6 +462,12 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
                 control: b.control(),
             };
             let ucases = cases_for(&ut, CASES);
+            let ran = b.run_batch(&ucases).iter().filter(|r| r.is_ok()).count();
+            println!(
+                "unicorn: model {}, {ran} of {} cases run",
+                b.model().name,
+                ucases.len()
+            );
             let mut g = c.benchmark_group("cases");
             g.sample_size(10);
             g.throughput(Throughput::Elements(ucases.len() as u64));
@@ -462,7 +476,8 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
             });
             g.finish();
             let v = per_s(t, "unicorn", ucases.len());
-            row(t, "cases/s, unicorn", v);
+            let what = format!("cases/s, unicorn ({ran}/{} run)", ucases.len());
+            row(t, &what, v);
         }
     }
 }
