@@ -78,7 +78,7 @@ fn restores(model: &CpuModel, base: &Case, policy: Policy, save: &[u8], restore:
     let all = Xfeatures::from_bits_retain(base.control.xcr0 | base.control.xss);
     let pages = pages_for(layout::compacted(model, all).size as u64);
     let case = with_code(base, &[save, restore], pages, 0);
-    let Some(mut after) = outcome(model, &case, policy) else {
+    let Some(after) = outcome(model, &case, policy) else {
         return;
     };
     // XSAVEC/XSAVES write XSTATE_BV[1] = 1 when RFBM[1] = 1 and MXCSR != 1F80H,
