@@ -104,6 +104,22 @@ fn restore_standard(
     if let Some(v) = mxcsr {
         m.st.mxcsr = v;
     }
+    commit_extended(m, op, rfbm, to_restore, to_init, ext, 0);
+    Ok(())
+}
+
+/// The last step of both forms: loads the extended components read from the
+/// image, initializes the others of `to_init`, then updates XINUSE (a TILECFG
+/// that loads as palette 0 is not in use), XMODIFIED and XRSTOR_INFO.
+pub fn commit_extended(
+    m: &mut Machine,
+    op: &Operand,
+    rfbm: u64,
+    to_restore: u64,
+    to_init: u64,
+    ext: Vec<(usize, Vec<u8>)>,
+    xcomp_bv: u64,
+) {
     let mut inuse = to_restore;
     for (i, b) in ext {
         if !crate::amx::load_component(m, i, &b) {
@@ -116,8 +132,7 @@ fn restore_standard(
     {
         m.st.init_component(i);
     }
-    finish(m, op, rfbm, inuse, 0);
-    Ok(())
+    finish(m, op, rfbm, inuse, xcomp_bv);
 }
 
 /// Loads or initializes x87 and the XMM registers: `x87`/`xmm` are the image

@@ -107,18 +107,6 @@ pub fn restore_compacted(
     if let Some((mx, _)) = sse {
         m.st.mxcsr = mx;
     }
-    let mut inuse = to_restore;
-    for (i, b) in ext {
-        if !crate::amx::load_component(m, i, &b) {
-            inuse &= !(1 << i);
-        }
-    }
-    for i in Xfeatures::from_bits_retain(to_init)
-        .indices()
-        .filter(|&i| i >= 2)
-    {
-        m.st.init_component(i);
-    }
-    crate::xrstor::finish(m, op, rfbm, inuse, h.xcomp_bv);
+    crate::xrstor::commit_extended(m, op, rfbm, to_restore, to_init, ext, h.xcomp_bv);
     Ok(())
 }
