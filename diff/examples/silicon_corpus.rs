@@ -8,8 +8,8 @@
 //!     cargo run --release -p xsave-diff --example silicon_corpus -- OUT_DIR COUNT SEED
 use std::path::PathBuf;
 use xsave_diff::casefile::{write_case, CaseFile};
-use xsave_emu::CpuModel;
 use xsave_diff::generate::{generate, Target};
+use xsave_emu::CpuModel;
 use xsave_native::runner::Runner;
 
 fn main() -> Result<(), String> {
@@ -22,9 +22,15 @@ fn main() -> Result<(), String> {
     let seed: u64 = args[3].parse().map_err(|e| format!("SEED: {e}"))?;
     let mut runner = Runner::new()?;
     let model = runner.model().clone();
-    let target = Target { model: model.clone(), control: runner.control() };
+    let target = Target {
+        model: model.clone(),
+        control: runner.control(),
+    };
     // Keep only cases both silicons can build (no AMX state on AMD, no CET on Intel).
-    let silicons: Vec<CpuModel> = ["zen5", "xeon-amx-vm"].iter().filter_map(|n| CpuModel::builtin(n)).collect();
+    let silicons: Vec<CpuModel> = ["zen5", "xeon-amx-vm"]
+        .iter()
+        .filter_map(|n| CpuModel::builtin(n))
+        .collect();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let (mut written, mut index) = (0, 0);
     while written < count {
@@ -34,8 +40,14 @@ fn main() -> Result<(), String> {
             continue;
         }
         let comments = vec![
-            format!("Generated case {} of campaign seed {seed} (xsdiff's edge-biased generator),", index - 1),
-            format!("kept because {} runs it; recorded per silicon with `xsdiff record`.", model.name),
+            format!(
+                "Generated case {} of campaign seed {seed} (xsdiff's edge-biased generator),",
+                index - 1
+            ),
+            format!(
+                "kept because {} runs it; recorded per silicon with `xsdiff record`.",
+                model.name
+            ),
         ];
         let text = write_case(&comments, "host", &model, &case);
         let file = CaseFile::parse(&text, "generated").map_err(|e| e.to_string())?;
@@ -46,6 +58,9 @@ fn main() -> Result<(), String> {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         written += 1;
     }
-    println!("{written} cases written to {} ({index} generated)", out.display());
+    println!(
+        "{written} cases written to {} ({index} generated)",
+        out.display()
+    );
     Ok(())
 }
