@@ -344,12 +344,39 @@ pub fn decode(code: &[u8]) -> Vec<Instruction> {
 /// Decodes the case's code; each instruction comes with `true` when the code
 /// ended inside it (hardware would fetch bytes past the case's code).
 pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
+    decode_with_errors(code)
+        .into_iter()
+        .map(|(ins, e)| (ins, e == DecoderError::NoMoreBytes))
+        .collect()
+}
+
+/// Whether the (invalid) instruction at `ins` starts with 15 or more prefix
+/// bytes (legacy prefixes and REX), so that it cannot end within 15 bytes.
+fn too_long(code: &[u8], ins: &Instruction) -> bool {
+    let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
+    let is_prefix = |b: u8| {
+        matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        ) || (0x40..=0x4f).contains(&b)
+    };
+    code.get(start..)
+        .is_some_and(|rest| rest.iter().take(15).filter(|&&b| is_prefix(b)).count() == 15)
+}
+
+/// Decodes the case's code with iced-x86's verdict on each instruction
+/// (`DecoderError::None` for a valid one).
+pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
     let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
     let mut v = Vec::new();
     while d.can_decode() {
         let ins = d.decode();
-        let truncated = ins.is_invalid() && d.last_error() == DecoderError::NoMoreBytes;
-        v.push((ins, truncated));
+        let e = if ins.is_invalid() {
+            d.last_error()
+        } else {
+            DecoderError::None
+        };
+        v.push((ins, e));
     }
     v
 }
@@ -457,11 +484,19 @@ pub fn run_forced(
     }
     m.gprs = case.gprs;
     if fault.is_none() {
-        for (k, (ins, truncated)) in decode_checked(&case.code).iter().enumerate() {
-            if *truncated {
+        for (k, (ins, error)) in decode_with_errors(&case.code).iter().enumerate() {
+            if *error == DecoderError::NoMoreBytes {
                 return Err(Unsupported(format!(
                     "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
                 )));
+            }
+            if *error == DecoderError::InvalidInstruction && too_long(&case.code, ins) {
+                // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
+                fault = Some(FaultAt {
+                    fault: Fault::gp0(),
+                    insn: Some(k),
+                });
+                break;
             }
             m.lat.pf_region = None;
             m.lat.alt_fault.clear();
