@@ -117,19 +117,21 @@ fn bit_name(i: usize) -> String {
     }
 }
 
-/// Bits of `a ^ b`, one diff each.
-fn bits(out: &mut Vec<Diff>, what: &str, a: u64, b: u64) {
+/// One difference per bit where `a` and `b` differ, with the bit's number.
+fn bits(what: &str, a: u64, b: u64) -> Vec<(usize, Diff)> {
     let x = a ^ b;
-    for i in 0..64 {
-        if x >> i & 1 == 1 {
-            out.push(Diff {
+    (0..64)
+        .filter(|i| x >> i & 1 == 1)
+        .map(|i| {
+            let d = Diff {
                 field: format!("{what} {}", bit_name(i)),
                 class: format!("{what} {}", bit_name(i)),
                 left: (a >> i & 1).to_string(),
                 right: (b >> i & 1).to_string(),
-            });
-        }
-    }
+            };
+            (i, d)
+        })
+        .collect()
 }
 
 /// Addresses of the save areas the case's instructions write, from the
@@ -235,15 +237,7 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
                 let off = if i < 520 { 512 } else { 520 };
                 let q = |x: &[u8]| u64::from_le_bytes(x[off..off + 8].try_into().unwrap());
                 let what = if off == 512 { "XSTATE_BV" } else { "XCOMP_BV" };
-                let mut v = Vec::new();
-                bits(&mut v, what, q(a), q(b));
-                for x in v {
-                    let bit = x
-                        .class
-                        .split_whitespace()
-                        .nth(2)
-                        .and_then(|b| b.parse().ok())
-                        .unwrap_or(64);
+                for (bit, x) in bits(what, q(a), q(b)) {
                     let noisy = noise.xinuse
                         && what == "XSTATE_BV"
                         && (x.left == "0" || same_component(model, case, left, right, bit));
@@ -306,15 +300,7 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
     }
     match (left.xinuse, right.xinuse) {
         (Some(x), Some(y)) if x != y => {
-            let mut v = Vec::new();
-            bits(&mut v, "XINUSE", x, y);
-            for b in v {
-                let bit = b
-                    .class
-                    .split_whitespace()
-                    .nth(2)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(64);
+            for (bit, b) in bits("XINUSE", x, y) {
                 if noise.xinuse && (b.left == "0" || same_component(model, case, left, right, bit))
                 {
                     c.noise.push(b)
