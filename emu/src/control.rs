@@ -32,10 +32,16 @@ impl Control {
     /// What a Linux user process runs with on this CPU model: the OS's XCR0,
     /// IA32_XSS and IA32_XFD, CPL 3, CR0.AM = 1 (Linux sets it), EFLAGS.AC = 0.
     pub fn user(model: &CpuModel) -> Control {
+        Control::user_with(model.os_xcr0, model.os_xss, model.os_xfd)
+    }
+
+    /// A Linux user process's control state (as [`Control::user`]) with the
+    /// given XCR0, IA32_XSS and IA32_XFD.
+    pub fn user_with(xcr0: u64, xss: u64, xfd: u64) -> Control {
         Control {
-            xcr0: model.os_xcr0,
-            xss: model.os_xss,
-            xfd: model.os_xfd,
+            xcr0,
+            xss,
+            xfd,
             cpl: 3,
             cr0_ts: false,
             cr0_em: false,

@@ -39,7 +39,7 @@ use crate::Refusal;
 use std::fmt;
 use std::io::{BufRead, Write};
 use xsave_emu::model::{parse_u64, CpuidDump};
-use xsave_emu::{Case, Control, CpuModel, Fault, FaultAt, Memory, Mode, Outcome, Prot};
+use xsave_emu::{Case, Control, CpuModel, Fault, FaultAt, Memory, Outcome, Prot};
 
 pub const VERSION: u32 = 1;
 const CASES_MAGIC: &str = "xsave-harness-cases";
@@ -270,20 +270,7 @@ impl<R: BufRead> Lines<R> {
 }
 
 fn parse_control(l: &Lines<impl BufRead>, s: &str) -> Result<Control, ProtocolError> {
-    let mut c = Control {
-        xcr0: 0,
-        xss: 0,
-        xfd: 0,
-        cpl: 3,
-        cr0_ts: false,
-        cr0_em: false,
-        cr0_am: true,
-        cr4_osxsave: true,
-        cr4_osfxsr: true,
-        eflags_ac: false,
-        vmx_nonroot: false,
-        mode: Mode::Long64,
-    };
+    let mut c = Control::user_with(0, 0, 0);
     let mut seen = 0u32;
     for item in s.split_whitespace() {
         let (k, v) = item.split_once('=').map_or_else(
