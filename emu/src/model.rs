@@ -49,9 +49,13 @@ pub struct Quirks {
     /// `pf-last-byte`: before any access, an XSAVE-family instruction, FXSAVE or
     /// FXRSTOR probes the last byte of the region it operates on (saves: with a
     /// write); a #PF there is reported with CR2 = that byte and nothing is written.
-    /// The region ends with the highest component of RFBM (XFD-armed components
-    /// left out, except for XSAVE, which writes them), at least at byte 575 (the
-    /// header); 511 for FXSAVE/FXRSTOR (Intel recording, 41 #PF cases).
+    /// The region ends with the highest component of RFBM, at least at byte 575
+    /// (the header); 511 for FXSAVE/FXRSTOR (Intel recording, 41 #PF cases).
+    /// XFD-armed components count in full for XSAVE (it writes them) and XRSTOR
+    /// (both forms, even with XSTATE_BV[i] = 0), only up to their start for
+    /// XSAVEOPT and XSAVEC. XRSTOR probes right after reading the header, before
+    /// the header #GP checks and XFD's #NM; the compacted form first checks
+    /// XCOMP_BV against XCR0 (corpus/silicon/xrstor-*-probe-*.case).
     pub pf_last_byte: bool,
     /// `linux-signal-fpsse`: not silicon but the OS under a ring-3 runner: a fault
     /// is delivered as a Linux signal and sigreturn restores the FPU state from a

@@ -2,11 +2,19 @@
 //! compacted form is in `xrstor_compacted.rs`.
 //!
 //! Order of checks (reference §5.2): #UD, #NM (CR0.TS), canonical/alignment
-//! (#GP, or #AC with alignment checking), #PF on the header, header #GP, XFD #NM,
+//! (#GP, or #AC with alignment checking), #PF on the header, (Intel,
+//! `pf-last-byte`) #PF on the last byte of the region, header #GP, XFD #NM,
 //! #PF on the components, MXCSR #GP; nothing is changed before every check has
 //! passed (the standard form checks MXCSR first on Intel silicon too).
+//!
+//! The region is that of every RFBM component, XFD-armed ones included in
+//! full, and a #PF on any of its bytes may come before the header #GP (SDM
+//! silent on the order, reference §5.2 items 5 and 7), so the envelope notes it
+//! as soon as the header is read. Intel silicon probes its last byte right
+//! after reading the header, before any header #GP and before XFD's #NM
+//! (corpus/silicon/xrstor-*-probe-*.case).
 
-use crate::area::{read, read_header};
+use crate::area::{read, read_header, Header};
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::layout;
@@ -20,28 +28,27 @@ pub fn xrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.note_region(op.addr, layout::EXTENDED_START as u64, false);
     let h = read_header(m, op.addr)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
-    if h.xcomp_bv >> 63 == 1 {
-        if !m.model.xsavec {
-            // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR; SDM1 §13.8
-            // footnote: such a CPU reads XCOMP_BV as the standard form would, and
-            // bytes 15:8 != 0 is #GP(0) there too).
-            return Err(Fault::gp0());
-        }
-        if m.quirks().xrstor_compacted_xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
-            return Err(Fault::gp0());
-        }
-        return crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, m.ctl.xcr0);
+    if h.xcomp_bv >> 63 == 1 && m.model.xsavec {
+        let bv63_gp = m.quirks().xrstor_compacted_xstate_bv_63_gp;
+        return crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, m.ctl.xcr0, bv63_gp);
     }
-    restore_standard(m, op, rfbm, h.xstate_bv, &h.bytes)
+    restore_standard(m, op, rfbm, &h)
 }
 
-fn restore_standard(
-    m: &mut Machine,
-    op: &Operand,
-    rfbm: u64,
-    xstate_bv: u64,
-    header: &[u8],
-) -> Result<(), Fault> {
+fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Result<(), Fault> {
+    // The region: every RFBM component in the standard format, XFD-armed ones
+    // included (Intel host: XRSTOR with RFBM = TILEDATA, armed, XSTATE_BV = 0 and
+    // one arena page faults at base + 2AFFH, TILEDATA's last byte; with a header
+    // #GP or XSTATE_BV[18] = 1 (#NM) likewise).
+    let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
+    m.access_region(op.addr, end as u64, false)?;
+    if h.xcomp_bv >> 63 == 1 {
+        // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR; SDM1 §13.8
+        // footnote: such a CPU reads XCOMP_BV as the standard form would, and
+        // bytes 15:8 != 0 is #GP(0) there too).
+        return Err(Fault::gp0());
+    }
+    let (xstate_bv, header) = (h.xstate_bv, &h.bytes[..]);
     // #GP: XSTATE_BV sets a bit not in XCR0 (bit 63 included).
     if xstate_bv & !m.ctl.xcr0 != 0 {
         return Err(Fault::gp0());
@@ -58,11 +65,6 @@ fn restore_standard(
     if to_restore & m.ctl.xfd_armed() != 0 {
         return Err(Fault::Nm);
     }
-    let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
-    m.note_region(op.addr, end as u64, false);
-    let armed = Xfeatures::from_bits_retain(m.ctl.xfd_armed());
-    let end = layout::standard_region_end(m.model, Xfeatures::from_bits_retain(rfbm), armed);
-    m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
         Some(read(m, base, 160)?)

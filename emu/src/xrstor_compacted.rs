@@ -10,17 +10,35 @@ use crate::layout;
 use crate::legacy;
 use crate::Xfeatures;
 
-/// `allowed` is XCR0 for XRSTOR and XCR0 | IA32_XSS for XRSTORS.
+/// `allowed` is XCR0 for XRSTOR and XCR0 | IA32_XSS for XRSTORS;
+/// `xstate_bv_63_gp`: XSTATE_BV[63] = 1 is #GP(0) (the quirk
+/// `xrstor-compacted-xstate-bv-63-gp`, seen for XRSTOR).
+///
+/// Order: XCOMP_BV[62:0] against `allowed` (#GP), then the region (every RFBM
+/// component of the XCOMP_BV layout, XFD-armed ones in full; Intel probes its
+/// last byte), then the other header checks, XFD's #NM, the reads. Intel host
+/// (`xsdiff record`, TILEDATA armed, one arena page): XCOMP_BV = 2^63 | 600E7H
+/// with XSTATE_BV = 0, with XSTATE_BV = 100H (not a subset), with header byte 23
+/// set, with XSTATE_BV = 2^63 | 1, with XSTATE_BV = 40000H (#NM otherwise): all
+/// #PF at base + 29BFH, TILEDATA's last compacted byte; XCOMP_BV = 2^63 | 1E7H
+/// (bit 8 not in XCR0) #GP(0). XRSTORS takes the same path (not measured).
 pub fn restore_compacted(
     m: &mut Machine,
     op: &Operand,
     h: &Header,
     rfbm: u64,
     allowed: u64,
+    xstate_bv_63_gp: bool,
 ) -> Result<(), Fault> {
     let format = h.xcomp_bv & !(1 << 63);
     // #GP: XCOMP_BV[62:0] not a subset of what is enabled.
     if format & !allowed != 0 {
+        return Err(Fault::gp0());
+    }
+    let fmt = Xfeatures::from_bits_retain(format);
+    let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
+    m.access_region(op.addr, end as u64, false)?;
+    if xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
         return Err(Fault::gp0());
     }
     // #GP: XSTATE_BV not a subset of XCOMP_BV (bit 63 may be set: XCOMP_BV[63] = 1).
@@ -36,12 +54,6 @@ pub fn restore_compacted(
     if to_restore & m.ctl.xfd_armed() != 0 {
         return Err(Fault::Nm);
     }
-    let fmt = Xfeatures::from_bits_retain(format);
-    let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
-    m.note_region(op.addr, end as u64, false);
-    let armed = Xfeatures::from_bits_retain(m.ctl.xfd_armed());
-    let end = layout::compacted_region_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm), armed);
-    m.probe_last_byte(op.addr, end as u64, false)?;
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
         Some(crate::area::read(m, base, 160)?)

@@ -21,7 +21,7 @@ pub fn xrstors(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     }
     let allowed = m.ctl.xcr0 | m.ctl.xss;
     let rfbm = allowed & m.edx_eax();
-    crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, allowed)
+    crate::xrstor_compacted::restore_compacted(m, op, &h, rfbm, allowed, false)
 }
 
 fn canonical48(v: u64) -> bool {

@@ -533,3 +533,133 @@ fn intel_saves_probe_x87_and_mxcsr_by_rfbm_not_by_what_they_write() {
         );
     }
 }
+
+#[test]
+fn intel_xrstor_probe_counts_armed_components_in_full() {
+    // Quirk pf-last-byte, Intel host (`xsdiff record`, TILEDATA armed, its end on an
+    // absent page; corpus/silicon/xrstor-probe-armed-tiledata-xstate-bv-0.case,
+    // xrstor-compacted-probe-armed-tiledata.case): XRSTOR probes TILEDATA's last
+    // byte although TILEDATA is armed and XSTATE_BV = 0 (standard: 2AFFH;
+    // compacted with XCOMP_BV = 2^63 | 600E7H: 29BFH). XSAVEC with RFBM = TILEDATA
+    // does not (xsavec-armed-tiledata-not-probed.case: the header's end, 23FH).
+    let mut t = T::user("xeon-amx-vm");
+    t.ctl().xfd = 1 << 18;
+    t.prot(2, Prot::None).rfbm(1 << 18);
+    t.code(|a| a.xrstor64(ptr(rbx)));
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 4,
+            addr: B + 0x2aff
+        })
+    );
+    t.rfbm(!0).put_u64(520, 1 << 63 | 0x600e7);
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 4,
+            addr: B + 0x29bf
+        })
+    );
+    // TILEDATA outside XCOMP_BV: only initialized, nothing past the header probed.
+    t.put_u64(520, 1 << 63 | 3);
+    assert_eq!(t.fault(), None);
+    let mut t = T::user("xeon-amx-vm");
+    t.ctl().xfd = 1 << 18;
+    t.case.gprs[3] = B + 0xe00;
+    t.prot(1, Prot::None).rfbm(1 << 18);
+    t.code(|a| a.xsavec64(ptr(rbx)));
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 6,
+            addr: B + 0xe00 + 0x23f
+        })
+    );
+}
+
+#[test]
+fn intel_xrstor_probe_comes_before_header_gp_and_xfd_nm() {
+    // Quirk pf-last-byte, Intel host (corpus/silicon/xrstor-probe-before-*.case,
+    // xrstor-compacted-probe-before-bit63-gp.case, -xcomp-bv-gp-before-probe.case):
+    // after reading the header, XRSTOR probes the region's last byte before the
+    // header #GP checks and before XFD's #NM; the compacted form checks
+    // XCOMP_BV[62:0] against XCR0 first. The area at B + 800H, page 1 absent,
+    // RFBM = 0E7H: the region ends at B + 800H + A7FH (standard) or + 97FH
+    // (compacted 0E7H).
+    let case = |xstate_bv: u64, xcomp_bv: u64, byte23: u8| {
+        let mut t = T::user("xeon-amx-vm");
+        t.case.gprs[3] = B + 0x800;
+        t.prot(1, Prot::None).rfbm(0xe7);
+        t.put_u64(0x800 + 512, xstate_bv)
+            .put_u64(0x800 + 520, xcomp_bv);
+        t.put(0x800 + 535, &[byte23]);
+        t.code(|a| a.xrstor64(ptr(rbx)));
+        t.fault()
+    };
+    let pf = |off: u64| {
+        Some(Fault::Pf {
+            err: 4,
+            addr: B + 0x800 + off,
+        })
+    };
+    assert_eq!(case(0, 0, 0x80), pf(0xa7f), "header byte 23");
+    assert_eq!(case(0x100, 0, 0), pf(0xa7f), "XSTATE_BV not in XCR0");
+    assert_eq!(case(0, 1, 0), pf(0xa7f), "XCOMP_BV != 0 without bit 63");
+    assert_eq!(
+        case(1 << 63 | 1, 1 << 63 | 0xe7, 0),
+        pf(0x97f),
+        "XSTATE_BV[63]"
+    );
+    assert_eq!(
+        case(0x100, 1 << 63 | 0xe7, 0),
+        pf(0x97f),
+        "XSTATE_BV not in XCOMP_BV"
+    );
+    assert_eq!(
+        case(0, 1 << 63 | 0x1e7, 0),
+        Some(Fault::Gp(0)),
+        "XCOMP_BV not in XCR0"
+    );
+    // XFD: loading the armed TILEDATA is #NM, after the probe (its end absent: #PF).
+    let mut t = T::user("xeon-amx-vm");
+    t.ctl().xfd = 1 << 18;
+    t.prot(2, Prot::None).rfbm(!0).put_u64(512, 0x40003);
+    t.code(|a| a.xrstor64(ptr(rbx)));
+    assert_eq!(
+        t.fault(),
+        Some(Fault::Pf {
+            err: 4,
+            addr: B + 0x2aff
+        })
+    );
+    t.prot(2, Prot::ReadWrite);
+    assert_eq!(t.fault(), Some(Fault::Nm));
+}
+
+#[test]
+fn the_envelope_admits_a_restore_pf_before_the_header_gp() {
+    // SDM silent on whether a #PF on the area's other pages precedes the header
+    // #GP (reference §5.2 item 5): for a model without the probe (zen5) the
+    // prediction is #GP(0), and Intel's #PF on the region's last byte is inside
+    // the envelope; a #PF past the region is not.
+    let mut t = T::user("zen5");
+    t.case.gprs[3] = B + 0x800;
+    t.prot(1, Prot::None).rfbm(0xe7).put(0x800 + 535, &[0x80]);
+    t.code(|a| a.xrstor64(ptr(rbx)));
+    let o = t.predict();
+    assert_eq!(o.fault.map(|f| f.fault), Some(Fault::Gp(0)));
+    let end =
+        xsave_emu::layout::standard_end(&t.model, xsave_emu::Xfeatures::from_bits_retain(0xe7));
+    let mut pf = o.clone();
+    let at = |addr| {
+        Some(FaultAt {
+            fault: Fault::Pf { err: 4, addr },
+            insn: Some(0),
+        })
+    };
+    pf.fault = at(B + 0x800 + end as u64 - 1);
+    assert_eq!(xsave_emu::check(&t.model, &t.case, &pf).unwrap(), Ok(()));
+    pf.fault = at(B + 0x800 + end as u64);
+    assert!(xsave_emu::check(&t.model, &t.case, &pf).unwrap().is_err());
+}
