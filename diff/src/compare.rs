@@ -53,6 +53,10 @@ impl Verdict {
 pub struct Comparison {
     pub diffs: Vec<Diff>,
     pub noise: Vec<Diff>,
+    /// Differences not counted because the model cannot know them (the P bit of
+    /// a #PF outside the case's pages: the OS's page tables,
+    /// `xsave_emu::foreign_page`), kept visible in the rendered output.
+    pub notes: Vec<Diff>,
 }
 
 impl Comparison {
@@ -179,7 +183,18 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
         xinuse: model.quirks.xinuse_noise,
     };
     let mut d = Vec::new();
-    if left.fault != right.fault {
+    let present_bit_only = match (left.fault, right.fault) {
+        (Some(a), Some(b)) => xsave_emu::foreign_page::differ_only_in_present_bit(case, &a, &b),
+        _ => false,
+    };
+    if present_bit_only {
+        c.notes.push(Diff {
+            field: "fault".into(),
+            class: "fault #PF P bit outside the case's pages".into(),
+            left: fmt_fault(&left.fault),
+            right: fmt_fault(&right.fault),
+        });
+    } else if left.fault != right.fault {
         let kind = |f: &Option<xsave_emu::FaultAt>| match f {
             None => "none".to_string(),
             Some(f) => crate::casefile::fmt_fault_kind(&f.fault)
@@ -444,6 +459,12 @@ pub fn render(cmp: &Comparison, left_name: &str, right_name: &str) -> String {
             d.field, d.left, d.right
         ));
     }
+    for d in &cmp.notes {
+        s.push_str(&format!(
+            "  (not compared: the #PF P bit outside the case's pages is the OS's page tables) {}: {} vs {}\n",
+            d.field, d.left, d.right
+        ));
+    }
     s
 }
 
@@ -494,5 +515,43 @@ mod tests {
             assert_eq!(c.is_match(), noisy, "{name}: {c:?}");
             assert_eq!(c.noise.is_empty(), !noisy, "{name}");
         }
+    }
+
+    #[test]
+    fn the_pf_present_bit_outside_the_case_pages_is_not_compared() {
+        // xsave_emu::foreign_page: whether a page outside the arena and the code page
+        // is present is the OS's page tables (diff_native on the Intel host: err 5 at
+        // a kernel-half address, the model 4): a difference in that bit alone is no
+        // mismatch, and the rendered output says why. On an arena page it counts.
+        let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+        let (case, mut a) = outcome(&m);
+        let pf = |err, addr| {
+            Some(FaultAt {
+                fault: Fault::Pf { err, addr },
+                insn: Some(0),
+            })
+        };
+        let k = 0xffff_ffff_0000_0208;
+        a.fault = pf(4, k);
+        let mut b = a.clone();
+        b.fault = pf(5, k);
+        let c = compare(&m, &case, &a, &b);
+        assert!(c.is_match(), "{c:?}");
+        assert_eq!(c.notes.len(), 1);
+        let text = render(&c, "emu", "native");
+        assert_eq!(
+            text,
+            "  (not compared: the #PF P bit outside the case's pages is the OS's page tables) \
+             fault: #PF(err=0x4, cr2=0xffffffff00000208) at 0 vs #PF(err=0x5, cr2=0xffffffff00000208) at 0\n"
+        );
+        // Another error-code bit, or an arena address: a difference.
+        b.fault = pf(6, k);
+        assert_eq!(compare(&m, &case, &a, &b).diffs.len(), 1);
+        let arena = case.memory.base + 0x10;
+        a.fault = pf(4, arena);
+        b.fault = pf(5, arena);
+        let c = compare(&m, &case, &a, &b);
+        assert_eq!(c.diffs.len(), 1);
+        assert!(c.notes.is_empty());
     }
 }

@@ -129,6 +129,18 @@ pub fn check(
     case: &Case,
     obs: &Outcome,
 ) -> Result<Result<(), Violation>, Unsupported> {
+    // A #PF outside the case's pages: its P bit is the OS's (foreign_page.rs),
+    // judged as the model's.
+    let normalized;
+    let obs = match obs.fault {
+        Some(f) if crate::foreign_page::present_bit_unknown(case, &f.fault) => {
+            let mut o = obs.clone();
+            o.fault = Some(crate::foreign_page::with_model_present_bit(case, f));
+            normalized = o;
+            &normalized
+        }
+        _ => obs,
+    };
     let (arch, lat) = envelope(model, case)?;
     if let Some(
         o @ FaultAt {

@@ -13,6 +13,7 @@ pub mod control;
 pub mod envelope;
 pub mod exec;
 pub mod fault;
+pub mod foreign_page;
 pub mod fxrstor;
 pub mod fxsave;
 pub mod helpers;

@@ -1,6 +1,7 @@
 //! The case's memory: an arena of 4 KiB pages at a fixed linear address, each
 //! absent, read-only or read-write, so that a fault on a partly mapped area is an
-//! ordinary case. Accesses outside the arena fault as absent pages.
+//! ordinary case. Accesses outside the arena fault as absent pages (P = 0; whether
+//! the OS maps such a page is not the model's to know, see `foreign_page.rs`).
 
 use crate::fault::Fault;
 

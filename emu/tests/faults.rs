@@ -663,3 +663,65 @@ fn the_envelope_admits_a_restore_pf_before_the_header_gp() {
     pf.fault = at(B + 0x800 + end as u64);
     assert!(xsave_emu::check(&t.model, &t.case, &pf).unwrap().is_err());
 }
+
+#[test]
+fn the_pf_present_bit_outside_the_case_pages_is_the_oss() {
+    // foreign_page.rs: a #PF on a page outside the arena and the code page reports
+    // P from the OS's page tables (diff_native on the Intel host: XRSTOR64 at
+    // FFFFFFFF00000000H, a kernel mapping, err 5). The prediction says P = 0; the
+    // envelope admits either. On an arena page P is the case's: 5 is outside.
+    for model in ["xeon-amx-vm", "zen5"] {
+        let mut t = T::user(model);
+        let k = 0xffff_ffff_0000_0000u64;
+        t.case.gprs[3] = k;
+        t.code(|a| a.xrstor64(ptr(rbx)));
+        let o = t.predict();
+        let first = if t.model.quirks.xrstor_header_xcomp_first {
+            520
+        } else {
+            512
+        };
+        let pf = |err| {
+            Some(FaultAt {
+                fault: Fault::Pf {
+                    err,
+                    addr: k + first,
+                },
+                insn: Some(0),
+            })
+        };
+        assert_eq!(o.fault, pf(4), "{model}");
+        let mut obs = o.clone();
+        obs.fault = pf(5);
+        assert_eq!(
+            xsave_emu::check(&t.model, &t.case, &obs).unwrap(),
+            Ok(()),
+            "{model}"
+        );
+        obs.fault = pf(6);
+        assert!(
+            xsave_emu::check(&t.model, &t.case, &obs).unwrap().is_err(),
+            "{model}"
+        );
+        // An absent arena page: P = 0 is the case's own, P = 1 is outside.
+        let mut t = T::user(model);
+        t.prot(0, Prot::None).code(|a| a.xrstor64(ptr(rbx)));
+        let o = t.predict();
+        let mut obs = o.clone();
+        let Some(FaultAt {
+            fault: Fault::Pf { err: 4, addr },
+            insn,
+        }) = o.fault
+        else {
+            panic!("{model}: {:?}", o.fault)
+        };
+        obs.fault = Some(FaultAt {
+            fault: Fault::Pf { err: 5, addr },
+            insn,
+        });
+        assert!(
+            xsave_emu::check(&t.model, &t.case, &obs).unwrap().is_err(),
+            "{model}"
+        );
+    }
+}
