@@ -350,18 +350,44 @@ pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
         .collect()
 }
 
-/// Whether the (invalid) instruction at `ins` starts with 15 or more prefix
-/// bytes (legacy prefixes and REX), so that it cannot end within 15 bytes.
+/// Whether the (invalid) instruction at `ins` is longer than 15 bytes (SDM
+/// Vol.2 §2.3.11: #GP(0)). iced-x86 rejects such an instruction without saying
+/// how long it is; its length is measured by decoding it again with the run of
+/// prefixes collapsed (one copy of each distinct legacy prefix, in the order of
+/// its last occurrence, so the last segment or F2/F3 prefix still wins, and the
+/// REX prefix if it is the last byte before the opcode), then adding back the
+/// bytes removed. 15 or more prefix bytes can never end within 15 bytes.
+/// An opcode that is invalid even collapsed stays #UD.
 fn too_long(code: &[u8], ins: &Instruction) -> bool {
     let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
+    let Some(rest) = code.get(start..) else {
+        return false;
+    };
+    let is_rex = |b: u8| (0x40..=0x4f).contains(&b);
     let is_prefix = |b: u8| {
         matches!(
             b,
             0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
-        ) || (0x40..=0x4f).contains(&b)
+        ) || is_rex(b)
     };
-    code.get(start..)
-        .is_some_and(|rest| rest.iter().take(15).filter(|&&b| is_prefix(b)).count() == 15)
+    let run = rest.iter().take_while(|&&b| is_prefix(b)).count();
+    if run >= 15 {
+        return true;
+    }
+    let (prefixes, tail) = rest.split_at(run);
+    let mut kept: Vec<u8> = Vec::new();
+    for &b in prefixes.iter().filter(|&&b| !is_rex(b)) {
+        kept.retain(|&k| k != b);
+        kept.push(b);
+    }
+    if let Some(&last) = prefixes.last().filter(|&&b| is_rex(b)) {
+        kept.push(last);
+    }
+    let removed = run - kept.len();
+    kept.extend_from_slice(tail);
+    let mut d = Decoder::with_ip(64, &kept, CODE_BASE, DecoderOptions::NONE);
+    let collapsed = d.decode();
+    !collapsed.is_invalid() && collapsed.len() + removed > 15
 }
 
 /// Decodes the case's code with iced-x86's verdict on each instruction

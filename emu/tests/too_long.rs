@@ -28,3 +28,34 @@ fn a_fifteen_byte_instruction_is_legal() {
     code.push(0x90);
     assert_eq!(run(&code), None);
 }
+
+/// diff_native fuzz finding on the Intel host (fuzz/artifacts-found/
+/// diff_native-imul-18-bytes-gp.case): thirteen 66H prefixes, then IMUL r16,
+/// r/m16, imm16 with a disp8 (69 66 xx ii ii): 18 bytes, #GP(0) on silicon; iced
+/// calls it invalid, which had made the model predict #UD.
+#[test]
+fn thirteen_prefixes_and_a_five_byte_imul_is_gp0() {
+    let mut code = vec![0x66; 13];
+    code.extend_from_slice(&[0x69, 0x66, 0x66, 0x66, 0x66]);
+    assert_eq!(run(&code), Some((Fault::Gp(0), Some(0))));
+}
+
+/// The same IMUL after ten prefixes is 15 bytes: legal, so no #GP; the model
+/// does not run IMUL (not an XSAVE-family or helper instruction) and says so.
+#[test]
+fn ten_prefixes_and_a_five_byte_imul_is_not_too_long() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let mut c = Case::new(&m, Control::user(&m));
+    c.code = vec![0x66; 10];
+    c.code.extend_from_slice(&[0x69, 0x66, 0x66, 0x66, 0x66]);
+    assert!(predict(&m, &c).is_err(), "a legal IMUL is not modelled");
+}
+
+/// A REX prefix counts as one of the bytes too (REX.W IMUL r64 takes imm32):
+/// 10 x 66H, REX.W, 69 /r disp8 imm32 = 10 + 1 + 7 = 18 bytes.
+#[test]
+fn rex_w_imul_with_imm32_after_ten_prefixes_is_gp0() {
+    let mut code = vec![0x66; 10];
+    code.extend_from_slice(&[0x48, 0x69, 0x46, 0x10, 1, 2, 3, 4]);
+    assert_eq!(run(&code), Some((Fault::Gp(0), Some(0))));
+}
