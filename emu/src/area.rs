@@ -5,18 +5,101 @@
 
 use crate::exec::{Machine, Policy};
 use crate::fault::Fault;
+use crate::memory::Memory;
+use crate::state::XState;
 
+/// Where a piece's bytes come from: copied into the collection (the legacy
+/// region, the header), or read from the state when the writes are made (an
+/// extended component, thousands of bytes, never copied twice), or a
+/// component's initial configuration.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    /// `Writes::buf[start..start + len]`.
+    Buf(usize),
+    /// The contents of component i (`XState::comp`).
+    Comp(usize),
+    /// Component i in its initial configuration (zero but for its first qword).
+    Init(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    addr: u64,
+    len: usize,
+    src: Src,
+}
+
+/// A save's writes, collected before any is made. Pieces never overlap; the
+/// state they name must not change before they are written.
 #[derive(Debug, Default)]
 pub struct Writes {
-    pub pieces: Vec<(u64, Vec<u8>)>,
+    pieces: Vec<Piece>,
+    buf: Vec<u8>,
 }
 
 impl Writes {
     pub fn put(&mut self, addr: u64, bytes: &[u8]) {
-        self.pieces.push((addr, bytes.to_vec()));
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.pieces.push(Piece {
+            addr,
+            len: bytes.len(),
+            src: Src::Buf(start),
+        });
     }
     pub fn put_u64(&mut self, addr: u64, v: u64) {
         self.put(addr, &v.to_le_bytes());
+    }
+    /// Component `i` of the state as it is when the writes are made.
+    pub fn put_comp(&mut self, st: &XState, addr: u64, i: usize) {
+        self.pieces.push(Piece {
+            addr,
+            len: st.comp(i).len(),
+            src: Src::Comp(i),
+        });
+    }
+    /// Component `i` in its initial configuration, `len` bytes.
+    pub fn put_init(&mut self, addr: u64, i: usize, len: usize) {
+        self.pieces.push(Piece {
+            addr,
+            len,
+            src: Src::Init(i),
+        });
+    }
+
+    /// Writes each piece into `out` (indexed by `addr - base`).
+    fn write_to(&self, st: &XState, out: &mut [u8], base: u64) {
+        for p in &self.pieces {
+            let o = p.addr.wrapping_sub(base) as usize;
+            let dst = &mut out[o..o + p.len];
+            match p.src {
+                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Comp(i) => dst.copy_from_slice(st.comp(i)),
+                Src::Init(i) => init_bytes(i, dst),
+            }
+        }
+    }
+
+    /// Calls `f` with each piece's address and bytes.
+    pub fn for_each(&self, st: &XState, mut f: impl FnMut(u64, &[u8])) {
+        let mut init = Vec::new();
+        for p in &self.pieces {
+            match p.src {
+                Src::Buf(s) => f(p.addr, &self.buf[s..s + p.len]),
+                Src::Comp(i) => f(p.addr, st.comp(i)),
+                Src::Init(i) => {
+                    init.resize(p.len, 0);
+                    init_bytes(i, &mut init);
+                    f(p.addr, &init)
+                }
+            }
+        }
+    }
+
+    /// Writes the pieces into a buffer that stands for addresses 0.. (the
+    /// runner's capture area).
+    pub fn store(&self, st: &XState, area: &mut [u8]) {
+        self.write_to(st, area, 0);
     }
 
     /// Checks every piece in address order, then writes them all.
@@ -39,50 +122,85 @@ impl Writes {
         self.commit_area(m, order)
     }
 
-    fn commit_area(mut self, m: &mut Machine, intel: Option<(u64, u64)>) -> Result<(), Fault> {
-        let intel_base = intel.map(|(b, _)| b);
-        let probes: Vec<u64> = intel.map_or(Vec::new(), |(b, rfbm)| {
-            [(0u64, 0), (24, 1)]
+    fn commit_area(self, m: &mut Machine, intel: Option<(u64, u64)>) -> Result<(), Fault> {
+        let cpl = m.ctl.cpl;
+        let mut fault = None;
+        if let Some((b, rfbm)) = intel {
+            fault = [(0u64, 0), (24, 1)]
                 .iter()
                 .filter(|(_, bit)| rfbm >> bit & 1 != 0)
-                .map(|(off, _)| b.wrapping_add(*off))
-                .collect()
-        });
-        self.pieces.sort_by_key(|p| {
-            let rank = intel_base.map_or(0, |b| match p.0.wrapping_sub(b) {
-                0..160 => 0,
-                512..576 => 1,
-                _ => 2,
-            });
-            (rank, p.0)
-        });
-        let cpl = m.ctl.cpl;
-        let first = probes
-            .iter()
-            .find_map(|&a| m.mem.check(a, 1, true, cpl).err());
-        let fault = first.or_else(|| {
-            self.pieces
-                .iter()
-                .find_map(|(a, b)| m.mem.check(*a, b.len() as u64, true, cpl).err())
-        });
-        if let Some(f) = fault {
-            if m.policy == Policy::Architectural {
-                for (a, b) in &self.pieces {
-                    for (k, &v) in b.iter().enumerate() {
-                        let addr = a.wrapping_add(k as u64);
-                        if m.mem.check(addr, 1, true, cpl).is_ok() {
-                            m.lat.alt(addr, &[v]);
-                        }
+                .find_map(|(off, _)| m.mem.check(b.wrapping_add(*off), 1, true, cpl).err());
+        }
+        if fault.is_none() {
+            // The first faulting piece in the order (rank, address): the same as
+            // sorting the pieces and checking them in turn.
+            let rank = |a: u64| {
+                intel.map_or(0, |(b, _)| match a.wrapping_sub(b) {
+                    0..160 => 0,
+                    512..576 => 1,
+                    _ => 2,
+                })
+            };
+            let mut first: Option<((u8, u64), Fault)> = None;
+            for p in &self.pieces {
+                if let Err(f) = m.mem.check(p.addr, p.len as u64, true, cpl) {
+                    let key = (rank(p.addr), p.addr);
+                    if first.is_none_or(|(k, _)| key < k) {
+                        first = Some((key, f));
                     }
                 }
             }
+            fault = first.map(|(_, f)| f);
+        }
+        if let Some(f) = fault {
+            if m.policy == Policy::Architectural {
+                let Machine { st, mem, lat, .. } = m;
+                self.for_each(st, |a, b| {
+                    for (k, &v) in b.iter().enumerate() {
+                        let addr = a.wrapping_add(k as u64);
+                        if mem.check(addr, 1, true, cpl).is_ok() {
+                            lat.alt(addr, &[v]);
+                        }
+                    }
+                });
+            }
             return Err(f);
         }
-        for (a, b) in &self.pieces {
-            m.mem.put(*a, b);
-        }
+        let Machine { st, mem, .. } = m;
+        write_checked(&self, st, mem);
         Ok(())
     }
+}
+
+/// Makes the writes, every piece already checked.
+fn write_checked(w: &Writes, st: &XState, mem: &mut Memory) {
+    let base = mem.base;
+    w.write_to(st, &mut mem.bytes, base);
+}
+
+/// Component `i`'s initial configuration into `out`: zero but for its first
+/// qword (`COMPONENTS[i].init_qword0`).
+fn init_bytes(i: usize, out: &mut [u8]) {
+    out.fill(0);
+    let q = crate::component::COMPONENTS
+        .get(i)
+        .map_or(0, |c| c.init_qword0);
+    if q != 0 && out.len() >= 8 {
+        out[..8].copy_from_slice(&q.to_le_bytes());
+    }
+}
+
+/// #PF if any of the `len` bytes at `addr` is not readable.
+pub fn check_read(m: &Machine, addr: u64, len: usize) -> Result<(), Fault> {
+    m.mem.check(addr, len as u64, false, m.ctl.cpl)
+}
+
+/// Reads `N` bytes at `addr` into an array (a #PF if any is not readable).
+pub fn read_array<const N: usize>(m: &Machine, addr: u64) -> Result<[u8; N], Fault> {
+    check_read(m, addr, N)?;
+    let mut b = [0u8; N];
+    b.copy_from_slice(m.mem.slice(addr, N));
+    Ok(b)
 }
 
 /// Reads `len` bytes at `addr` (a #PF if any byte is not readable).

@@ -35,21 +35,11 @@ impl Layout {
 /// The size is that of an area holding every such component: the largest
 /// offset + size, at least 576 (CPUID.(0DH,0):EBX for XCR0 = `mask`).
 pub fn standard(model: &CpuModel, mask: Xfeatures) -> Layout {
-    let mut slots = Vec::new();
-    let mut size = EXTENDED_START;
-    for i in mask.indices().filter(|&i| i >= 2) {
-        if let Some(c) = model.component(i) {
-            if c.supervisor {
-                continue;
-            }
-            slots.push(Slot {
-                index: i,
-                offset: c.offset,
-                size: c.size,
-            });
-            size = size.max(c.offset.saturating_add(c.size));
-        }
-    }
+    let slots: Vec<Slot> = standard_slots(model, mask).collect();
+    let size = slots
+        .iter()
+        .map(|s| s.offset.saturating_add(s.size))
+        .fold(EXTENDED_START, u32::max);
     Layout {
         compacted: false,
         slots,
@@ -61,40 +51,58 @@ pub fn standard(model: &CpuModel, mask: Xfeatures) -> Layout {
 /// next one right after the previous present one, rounded up to 64 when
 /// CPUID.(0DH,i).ECX[1] = 1. Components the model does not support take no space.
 pub fn compacted(model: &CpuModel, mask: Xfeatures) -> Layout {
-    let mut slots = Vec::new();
-    let mut off = EXTENDED_START;
-    for i in mask.indices().filter(|&i| i >= 2) {
-        if let Some(c) = model.component(i) {
-            if c.align64 {
-                off = off.saturating_add(63) & !63;
-            }
-            slots.push(Slot {
-                index: i,
-                offset: off,
-                size: c.size,
-            });
-            off = off.saturating_add(c.size);
-        }
-    }
+    let slots: Vec<Slot> = compacted_slots(model, mask).collect();
+    let size = slots
+        .last()
+        .map_or(EXTENDED_START, |s| s.offset.saturating_add(s.size));
     Layout {
         compacted: true,
         slots,
-        size: off,
+        size,
     }
+}
+
+/// The slots of [`standard`], without building the layout.
+pub fn standard_slots(model: &CpuModel, mask: Xfeatures) -> impl Iterator<Item = Slot> + '_ {
+    mask.indices().filter(|&i| i >= 2).filter_map(move |i| {
+        model.component(i).filter(|c| !c.supervisor).map(|c| Slot {
+            index: i,
+            offset: c.offset,
+            size: c.size,
+        })
+    })
+}
+
+/// The slots of [`compacted`], without building the layout.
+pub fn compacted_slots(model: &CpuModel, mask: Xfeatures) -> impl Iterator<Item = Slot> + '_ {
+    let mut off = EXTENDED_START;
+    mask.indices().filter(|&i| i >= 2).filter_map(move |i| {
+        let c = model.component(i)?;
+        if c.align64 {
+            off = off.saturating_add(63) & !63;
+        }
+        let s = Slot {
+            index: i,
+            offset: off,
+            size: c.size,
+        };
+        off = off.saturating_add(c.size);
+        Some(s)
+    })
 }
 
 /// The end of the bytes a standard-format area holds for `mask`: 576 (legacy
 /// region and header) or the end of the highest user component of `mask`.
 pub fn standard_end(model: &CpuModel, mask: Xfeatures) -> u32 {
-    standard(model, mask).size
+    standard_slots(model, mask)
+        .map(|s| s.offset.saturating_add(s.size))
+        .fold(EXTENDED_START, u32::max)
 }
 
 /// The end of the bytes of the components `sub` in the compacted layout of
 /// `format` (at least 576: legacy region and header).
 pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32 {
-    compacted(model, format)
-        .slots
-        .iter()
+    compacted_slots(model, format)
         .filter(|s| sub.has(s.index))
         .map(|s| s.offset.saturating_add(s.size))
         .fold(EXTENDED_START, u32::max)
@@ -106,9 +114,7 @@ pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32
 /// probes the last byte of exactly this region (XSAVEOPT with RFBM = TILEDATA
 /// armed faults at 2815, the byte before TILEDATA's offset 2816).
 pub fn standard_region_end(model: &CpuModel, mask: Xfeatures, skipped: Xfeatures) -> u32 {
-    standard(model, mask)
-        .slots
-        .iter()
+    standard_slots(model, mask)
         .map(|s| {
             if skipped.has(s.index) {
                 s.offset
@@ -126,9 +132,7 @@ pub fn compacted_region_end(
     mask: Xfeatures,
     skipped: Xfeatures,
 ) -> u32 {
-    compacted(model, format)
-        .slots
-        .iter()
+    compacted_slots(model, format)
         .filter(|s| mask.has(s.index))
         .map(|s| {
             if skipped.has(s.index) {

@@ -46,14 +46,9 @@ pub fn standard_writes(
         }
         if armed & (1 << i) != 0 {
             // An armed component is written in its initial configuration.
-            let mut init = vec![0u8; c.size as usize];
-            let q = crate::component::COMPONENTS[i].init_qword0;
-            if q != 0 {
-                init[..8].copy_from_slice(&q.to_le_bytes());
-            }
-            w.put(base.wrapping_add(c.offset as u64), &init);
+            w.put_init(base.wrapping_add(c.offset as u64), i, c.size as usize);
         } else {
-            w.put(base.wrapping_add(c.offset as u64), m.st.comp(i));
+            w.put_comp(&m.st, base.wrapping_add(c.offset as u64), i);
         }
     }
 }
@@ -63,9 +58,7 @@ pub fn store_standard(m: &Machine, area: &mut [u8], rfbm: u64, rex_w: bool, mxcs
     let mut w = Writes::default();
     let mx = mxcsr_rule && rfbm & 0b110 != 0;
     standard_writes(m, &mut w, 0, rfbm, rex_w, mx);
-    for (a, b) in w.pieces {
-        area[a as usize..a as usize + b.len()].copy_from_slice(&b);
-    }
+    w.store(&m.st, area);
 }
 
 pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {

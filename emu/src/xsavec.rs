@@ -23,10 +23,9 @@ pub fn compacted_writes(m: &Machine, w: &mut Writes, base: u64, rfbm: u64, save:
         w.put(base.wrapping_add(24), &legacy::mxcsr_bytes(m));
         w.put(base.wrapping_add(160), &legacy::xmm_bytes(m));
     }
-    let lay = layout::compacted(m.model, Xfeatures::from_bits_retain(rfbm));
-    for s in &lay.slots {
+    for s in layout::compacted_slots(m.model, Xfeatures::from_bits_retain(rfbm)) {
         if save & (1 << s.index) != 0 {
-            w.put(base.wrapping_add(s.offset as u64), m.st.comp(s.index));
+            w.put_comp(&m.st, base.wrapping_add(s.offset as u64), s.index);
         }
     }
 }
@@ -52,9 +51,8 @@ pub fn compacted_latitude(m: &mut Machine, base: u64, rfbm: u64, rex_w: bool, mu
     let optional = rfbm & !must & !m.ctl.xfd_armed();
     let mut all = Writes::default();
     compacted_writes(m, &mut all, base, rfbm, optional, rex_w);
-    for (a, b) in &all.pieces {
-        m.lat.alt_or_old(&m.mem, *a, b);
-    }
+    let Machine { st, mem, lat, .. } = m;
+    all.for_each(st, |a, b| lat.alt_or_old(mem, a, b));
     m.lat.header_bits(base.wrapping_add(512), free);
 }
 

@@ -44,9 +44,8 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let optional = rfbm & !must & !m.ctl.xfd_armed();
         let mut all = Writes::default();
         standard_writes(m, &mut all, op.addr, optional, op.rex_w, false);
-        for (a, b) in &all.pieces {
-            m.lat.alt_or_old(&m.mem, *a, b);
-        }
+        let Machine { st, mem, lat, .. } = &mut *m;
+        all.for_each(st, |a, b| lat.alt_or_old(mem, a, b));
         m.lat.header_bits(
             op.addr.wrapping_add(512),
             rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
