@@ -19,6 +19,7 @@
 //! TILEDATA is loaded in full whatever TILECFG says.
 
 use crate::exec::Machine;
+use crate::state::XState;
 
 /// Palette 1 limits (CPUID.(1DH,1)).
 pub const MAX_NAMES: usize = 8;
@@ -57,11 +58,16 @@ pub fn tilecfg_supported(b: &[u8]) -> bool {
 /// and XSAVE's XSTATE_BV[17] = 0; native case
 /// `xrstor64_tilecfg_in_use_with_zero_palette`).
 pub fn load_component(m: &mut Machine, i: usize, b: &[u8]) -> bool {
+    load_component_into(&mut m.st, i, b)
+}
+
+/// [`load_component`] on a state.
+pub fn load_component_into(st: &mut XState, i: usize, b: &[u8]) -> bool {
     if i == 17 && (!tilecfg_supported(b) || b[0] == 0) {
-        m.st.init_component(17);
+        st.init_component(17);
         return false;
     }
-    let c = m.st.comp_mut(i);
+    let c = st.comp_mut(i);
     if c.len() == b.len() {
         c.copy_from_slice(b);
     }

@@ -14,7 +14,7 @@
 //! after reading the header, before any header #GP and before XFD's #NM
 //! (corpus/silicon/xrstor-*-probe-*.case).
 
-use crate::area::{read, read_header, Header};
+use crate::area::{check_read, read_array, read_header, Header};
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::layout;
@@ -67,65 +67,67 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     }
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
-        Some(read(m, base, 160)?)
+        Some(read_array::<160>(m, base)?)
     } else {
         None
     };
     // MXCSR is loaded when RFBM[1] or RFBM[2] is set, whatever XSTATE_BV says.
     let mxcsr = if rfbm & 0b110 != 0 {
-        let b = read(m, base.wrapping_add(24), 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Some(u32::from_le_bytes(read_array(m, base.wrapping_add(24))?))
     } else {
         None
     };
     let xmm = if to_restore & 2 != 0 {
-        Some(read(m, base.wrapping_add(160), 256)?)
+        Some(read_array::<256>(m, base.wrapping_add(160))?)
     } else {
         None
     };
-    let mut ext = Vec::new();
-    for s in layout::standard(m.model, Xfeatures::from_bits_retain(to_restore)).slots {
-        ext.push((
-            s.index,
-            read(m, base.wrapping_add(s.offset as u64), s.size as usize)?,
-        ));
+    let ext = || layout::standard_slots(m.model, Xfeatures::from_bits_retain(to_restore));
+    for s in ext() {
+        check_read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
     }
     if let Some(v) = mxcsr {
         if let Err(f) = legacy::check_mxcsr(m, v) {
             // The SDM is silent on partial user state before this #GP (reference S2):
             // the envelope admits x87 and XMM already loaded or initialized.
-            let (x, s) = (x87.clone(), xmm.clone());
             m.alternative(|m| {
-                legacy_part(m, op.rex_w, to_init, x.as_deref(), s.as_deref(), false);
+                legacy_part(m, op.rex_w, to_init, x87.as_ref(), xmm.as_ref(), false);
             });
             return Err(f);
         }
     }
     // Commit.
-    legacy_part(m, op.rex_w, to_init, x87.as_deref(), xmm.as_deref(), false);
+    legacy_part(m, op.rex_w, to_init, x87.as_ref(), xmm.as_ref(), false);
     if let Some(v) = mxcsr {
         m.st.mxcsr = v;
     }
-    commit_extended(m, op, rfbm, to_restore, to_init, ext, 0);
+    let model = m.model;
+    let ext = layout::standard_slots(model, Xfeatures::from_bits_retain(to_restore));
+    commit_extended(m, op, rfbm, to_restore, to_init, base, ext, 0);
     Ok(())
 }
 
-/// The last step of both forms: loads the extended components read from the
-/// image, initializes the others of `to_init`, then updates XINUSE (a TILECFG
-/// that loads as palette 0 is not in use), XMODIFIED and XRSTOR_INFO.
+/// The last step of both forms: loads the extended components of `ext` (their
+/// slots in the image at `base`, already checked readable), initializes the
+/// others of `to_init`, then updates XINUSE (a TILECFG that loads as palette 0
+/// is not in use), XMODIFIED and XRSTOR_INFO.
+#[allow(clippy::too_many_arguments)]
 pub fn commit_extended(
     m: &mut Machine,
     op: &Operand,
     rfbm: u64,
     to_restore: u64,
     to_init: u64,
-    ext: Vec<(usize, Vec<u8>)>,
+    base: u64,
+    ext: impl Iterator<Item = layout::Slot>,
     xcomp_bv: u64,
 ) {
     let mut inuse = to_restore;
-    for (i, b) in ext {
-        if !crate::amx::load_component(m, i, &b) {
-            inuse &= !(1 << i);
+    for s in ext {
+        let Machine { st, mem, .. } = &mut *m;
+        let b = mem.slice(base.wrapping_add(s.offset as u64), s.size as usize);
+        if !crate::amx::load_component_into(st, s.index, b) {
+            inuse &= !(1 << s.index);
         }
     }
     for i in Xfeatures::from_bits_retain(to_init)
@@ -146,8 +148,8 @@ pub fn legacy_part(
     m: &mut Machine,
     rex_w: bool,
     to_init: u64,
-    x87: Option<&[u8]>,
-    xmm: Option<&[u8]>,
+    x87: Option<&[u8; 160]>,
+    xmm: Option<&[u8; 256]>,
     compacted_mxcsr_init: bool,
 ) {
     if let Some(b) = x87 {

@@ -3,7 +3,7 @@
 //! even when XSTATE_BV does not say so (FORCE_INIT); SSE init sets MXCSR to
 //! 1F80H; MXCSR is loaded only with SSE.
 
-use crate::area::Header;
+use crate::area::{check_read, read_array, Header};
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::layout;
@@ -56,32 +56,27 @@ pub fn restore_compacted(
     }
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
-        Some(crate::area::read(m, base, 160)?)
+        Some(read_array::<160>(m, base)?)
     } else {
         None
     };
     let sse = if to_restore & 2 != 0 {
-        let mx = crate::area::read(m, base.wrapping_add(24), 4)?;
-        let mx = u32::from_le_bytes([mx[0], mx[1], mx[2], mx[3]]);
-        Some((mx, crate::area::read(m, base.wrapping_add(160), 256)?))
+        let mx = u32::from_le_bytes(read_array(m, base.wrapping_add(24))?);
+        Some((mx, read_array::<256>(m, base.wrapping_add(160))?))
     } else {
         None
     };
-    let lay = layout::compacted(m.model, fmt);
-    let mut ext = Vec::new();
-    for s in &lay.slots {
-        if to_restore & (1 << s.index) != 0 {
-            let b = crate::area::read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
-            ext.push((s.index, b));
-        }
+    let model = m.model;
+    let ext =
+        move || layout::compacted_slots(model, fmt).filter(move |s| to_restore >> s.index & 1 != 0);
+    for s in ext() {
+        check_read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
     }
     if let Some((mx, xmm)) = &sse {
         if let Err(f) = legacy::check_mxcsr(m, *mx) {
-            let x = x87.clone();
-            let xmm = xmm.clone();
+            let (x, xmm) = (x87, *xmm);
             let partial = move |m: &mut Machine| {
-                let xmm = Some(&xmm[..]);
-                crate::xrstor::legacy_part(m, op.rex_w, to_init, x.as_deref(), xmm, true);
+                crate::xrstor::legacy_part(m, op.rex_w, to_init, x.as_ref(), Some(&xmm), true);
                 for i in Xfeatures::from_bits_retain(to_init)
                     .indices()
                     .filter(|&i| i >= 2)
@@ -92,9 +87,9 @@ pub fn restore_compacted(
                 m.st.xinuse &= !to_init;
             };
             if m.quirks().xrstor_compacted_mxcsr_late {
-                let before = m.st.clone();
+                let before = (m.policy == crate::exec::Policy::Architectural).then(|| m.st.clone());
                 partial(m);
-                if m.policy == crate::exec::Policy::Architectural {
+                if let Some(before) = before {
                     m.lat.partial_states.push(before);
                 }
             } else {
@@ -103,22 +98,26 @@ pub fn restore_compacted(
             return Err(f);
         }
     }
-    for (i, b) in &ext {
+    for s in ext() {
         // SDM1 §13.12: a supervisor component may be partly loaded when XRSTORS
         // faults; the prediction changes nothing before the #GP.
-        crate::xrstors::check_supervisor_value(m, *i, b)?;
+        let b = m
+            .mem
+            .slice(base.wrapping_add(s.offset as u64), s.size as usize);
+        crate::xrstors::check_supervisor_value(m, s.index, b)?;
     }
     crate::xrstor::legacy_part(
         m,
         op.rex_w,
         to_init,
-        x87.as_deref(),
-        sse.as_ref().map(|(_, b)| &b[..]),
+        x87.as_ref(),
+        sse.as_ref().map(|(_, b)| b),
         true,
     );
     if let Some((mx, _)) = sse {
         m.st.mxcsr = mx;
     }
-    crate::xrstor::commit_extended(m, op, rfbm, to_restore, to_init, ext, h.xcomp_bv);
+    let (xcomp_bv, ext) = (h.xcomp_bv, ext());
+    crate::xrstor::commit_extended(m, op, rfbm, to_restore, to_init, base, ext, xcomp_bv);
     Ok(())
 }
