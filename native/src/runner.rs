@@ -1,11 +1,25 @@
 //! The ring-3 runner: runs one [`Case`] on this CPU with the stub of
 //! [`crate::stub`] and returns the same [`Outcome`] the emulator predicts.
 //!
-//! Fixed mappings, made once per process with `MAP_FIXED_NOREPLACE` and reused:
-//! the case's code page at `CODE_BASE`, the arena at `ARENA_BASE` (each page given
-//! the case's protection before the run), the initial image at `INIT_BASE`, and the
-//! runner's private region (stub, data page, host and final XSAVE areas). Runs are
-//! serialised by a process-wide lock, so any number of [`Runner`]s may exist.
+//! # Memory
+//! Fixed mappings, made once per process with `MAP_FIXED_NOREPLACE` and reused.
+//! The case's arena at `ARENA_BASE` and its initial image at `INIT_BASE` are views
+//! of one memfd file, each with the protection the case sees: each arena page the
+//! case's [`Prot`], the initial image readable for its length (absent after). The
+//! runner writes and reads both through a second, read-write view of the same
+//! file (the alias), so it never changes a protection to fill or read a page: a
+//! run calls `mprotect` only for the arena pages whose protection differs from
+//! the previous run's (none when two cases have the same pattern), and no case
+//! can write its initial image. What a run leaves behind is tracked
+//! ([`Residue`]), so the next run zeroes only the bytes that may be nonzero (the
+//! previous initial image's tail, the previous capture) instead of whole pages.
+//! The code page at `CODE_BASE` is an ordinary private mapping, readable, writable
+//! and executable, written (and zeroed whole) at its own address each run: a
+//! user-mode emulator running the harness (qemu-user, valgrind) notices a store
+//! to the code it translated only at that address, not through an alias. The
+//! runner's private region (stub, data page, host and final XSAVE areas) is an
+//! ordinary mapping too. Runs are serialised by a process-wide lock, so any
+//! number of [`Runner`]s may exist.
 //!
 //! A context switch during a run (RUSAGE_THREAD nvcsw + nivcsw changed) makes the
 //! runner run the case again, up to [`Runner::max_tries`] times; and an outcome
@@ -21,17 +35,41 @@ use std::sync::{Mutex, OnceLock};
 use xsave_emu::case::{ARENA_BASE, CODE_BASE, INIT_BASE, MAX_ARENA_PAGES, MAX_CODE};
 use xsave_emu::{layout, Case, Control, CpuModel, Fault, FaultAt, Mode, Outcome, Prot, Xfeatures};
 
+/// Offsets of the two case views in the memfd file (and in the alias).
+const ARENA_OFF: usize = 0;
+const INIT_OFF: usize = ARENA_OFF + MAX_ARENA_PAGES * PAGE as usize;
+
 /// The process-wide mappings and the assembled stub.
 struct Region {
     stub: Stub,
-    /// Bytes of each of the host and final areas (a multiple of the page size).
-    area_bytes: usize,
     /// Pages at INIT_BASE.
     init_pages: usize,
+    /// Bytes of the host and final areas an XSAVE may write.
+    std_size: usize,
+    /// The runner's read-write view of the arena and the initial image.
+    alias: u64,
+}
+
+/// What earlier runs left in the mappings (guarded by [`RUN_LOCK`]).
+struct Residue {
+    /// The protection of each arena page in the case's view now.
+    arena: [Prot; MAX_ARENA_PAGES],
+    /// Readable pages at INIT_BASE in the case's view now (the rest absent).
+    init_readable: usize,
+    /// Bytes from the start of the initial image and of the final area that may
+    /// be nonzero (everything after them is zero; the memfd and the private region
+    /// start zeroed).
+    init_dirty: usize,
+    final_dirty: usize,
 }
 
 static REGION: OnceLock<Result<Region, String>> = OnceLock::new();
-static RUN_LOCK: Mutex<()> = Mutex::new(());
+static RUN_LOCK: Mutex<Residue> = Mutex::new(Residue {
+    arena: [Prot::None; MAX_ARENA_PAGES],
+    init_readable: 0,
+    init_dirty: 0,
+    final_dirty: 0,
+});
 
 thread_local! {
     /// The thread's last trap may have been a #UD (trap_nr = 6): take a #BP first.
@@ -40,18 +78,28 @@ thread_local! {
     static NEEDS_AMX_FIRST_USE: Cell<bool> = const { Cell::new(true) };
 }
 
-fn map_fixed(addr: u64, len: usize, prot: libc::c_int) -> Result<(), String> {
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-    // SAFETY: an anonymous mapping at an address nothing else uses (NOREPLACE
-    // refuses to replace an existing mapping); no Rust object refers to it yet.
+/// Maps `len` bytes at `addr` exactly: anonymous (`fd` None) or `fd` from `off`,
+/// shared.
+fn map_fixed(
+    addr: u64,
+    len: usize,
+    prot: libc::c_int,
+    fd: Option<(libc::c_int, usize)>,
+) -> Result<(), String> {
+    let (flags, fd, off) = match fd {
+        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0),
+        Some((fd, off)) => (libc::MAP_SHARED, fd, off as libc::off_t),
+    };
+    // SAFETY: a mapping at an address nothing else uses (NOREPLACE refuses to
+    // replace an existing mapping); no Rust object refers to it yet.
     let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len,
             prot,
             flags | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
+            fd,
+            off,
         )
     };
     if p as u64 == addr {
@@ -72,7 +120,7 @@ fn map_fixed(addr: u64, len: usize, prot: libc::c_int) -> Result<(), String> {
     }
     // Without MAP_FIXED_NOREPLACE support: ask for the address as a hint.
     // SAFETY: as above, without the fixed flag the kernel never replaces a mapping.
-    let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, -1, 0) };
+    let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, fd, off) };
     if p as u64 == addr {
         return Ok(());
     }
@@ -81,6 +129,37 @@ fn map_fixed(addr: u64, len: usize, prot: libc::c_int) -> Result<(), String> {
         unsafe { libc::munmap(p, len) };
     }
     Err(format!("mmap at {addr:#x}: {err}"))
+}
+
+/// A memfd of `len` bytes and a read-write view of all of it where the kernel
+/// chooses: (fd, address of the view).
+fn memfd_with_alias(len: usize) -> Result<(libc::c_int, u64), String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: the name is a NUL-terminated C string; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"xsave-runner".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os("memfd_create"));
+    }
+    // SAFETY: `fd` is the memfd just created.
+    if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+        return Err(os("ftruncate of the runner's memfd"));
+    }
+    // SAFETY: a new shared mapping of the whole file at an address the kernel
+    // picks; nothing refers to it yet.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(os("mmap of the runner's memfd"));
+    }
+    Ok((fd, p as u64))
 }
 
 fn protect(addr: u64, len: usize, prot: libc::c_int) {
@@ -96,8 +175,9 @@ fn protect(addr: u64, len: usize, prot: libc::c_int) {
 }
 
 fn poke(addr: u64, bytes: &[u8]) {
-    // SAFETY: callers write inside the runner's own mappings after making the pages
-    // writable; the ranges never overlap `bytes`, which is ordinary heap memory.
+    // SAFETY: callers write inside the runner's own writable mappings (the alias,
+    // the private region); the ranges never overlap `bytes`, which is ordinary
+    // heap memory.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
 }
 
@@ -106,20 +186,22 @@ fn fill_zero(addr: u64, len: usize) {
     unsafe { std::ptr::write_bytes(addr as *mut u8, 0, len) }
 }
 
+/// A copy of `len` bytes at `addr` (one allocation).
 fn peek(addr: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    // SAFETY: callers read inside the runner's own mappings after making the
-    // pages readable.
-    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, v.as_mut_ptr(), len) };
-    v
+    // SAFETY: callers read inside the runner's own readable mappings (the alias,
+    // the private region), which nothing writes while the run lock is held.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
 }
 
 fn put_u64(off: u64, v: u64) {
-    poke(DATA_PAGE + off, &v.to_le_bytes());
+    // SAFETY: the data page is mapped read-write for the process's lifetime and
+    // `off` is one of the `stub::data` offsets inside it.
+    unsafe { std::ptr::write_volatile((DATA_PAGE + off) as *mut u64, v) }
 }
 
 fn get_u64(off: u64) -> u64 {
-    u64::from_le_bytes(peek(DATA_PAGE + off, 8).try_into().unwrap())
+    // SAFETY: as in `put_u64`.
+    unsafe { std::ptr::read_volatile((DATA_PAGE + off) as *const u64) }
 }
 
 fn round_pages(n: usize) -> usize {
@@ -138,30 +220,47 @@ fn region(model: &CpuModel) -> Result<&'static Region, String> {
             if stub.bytes.len() > PAGE as usize {
                 return Err(format!("stub of {} bytes", stub.bytes.len()));
             }
-            // The code page stays writable and the initial image's pages readable and
-            // writable for the whole process: no mprotect per run for them (they were
-            // 4 of ~8 syscalls a run). A case's own code never addresses either.
+            let file_len = INIT_OFF + init_pages * PAGE as usize;
+            let (fd, alias) = memfd_with_alias(file_len)?;
+            let views = (|| {
+                map_fixed(
+                    ARENA_BASE,
+                    MAX_ARENA_PAGES * PAGE as usize,
+                    libc::PROT_NONE,
+                    Some((fd, ARENA_OFF)),
+                )?;
+                map_fixed(
+                    INIT_BASE,
+                    init_pages * PAGE as usize,
+                    libc::PROT_NONE,
+                    Some((fd, INIT_OFF)),
+                )
+            })();
+            // SAFETY: the mappings keep the file alive; the descriptor is ours.
+            unsafe { libc::close(fd) };
+            views?;
             map_fixed(
                 CODE_BASE,
                 PAGE as usize,
                 libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-            )?;
-            map_fixed(ARENA_BASE, MAX_ARENA_PAGES * PAGE as usize, libc::PROT_NONE)?;
-            map_fixed(
-                INIT_BASE,
-                init_pages * PAGE as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
+                None,
             )?;
             let priv_len = 2 * PAGE as usize + 2 * area_bytes;
-            map_fixed(PRIV_BASE, priv_len, libc::PROT_READ | libc::PROT_WRITE)?;
+            map_fixed(
+                PRIV_BASE,
+                priv_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                None,
+            )?;
             poke(PRIV_BASE, &stub.bytes);
             poke(stub::RESET_IMAGE + 24, &0x1F80u32.to_le_bytes());
             protect(PRIV_BASE, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC);
             signal::install(stub.init_xrstor, stub.recovery, stub.prime_resume)?;
             Ok(Region {
                 stub,
-                area_bytes,
                 init_pages,
+                std_size,
+                alias,
             })
         })
         .as_ref()
@@ -181,6 +280,9 @@ pub struct Runner {
     model: CpuModel,
     /// XFD is disarmed for this process (AMX permission granted).
     amx_permitted: bool,
+    /// Bytes of the capture: the standard format's size for the host's XCR0 (the
+    /// only XCR0 cases run with here).
+    final_size: usize,
     /// How many times a case is run when each run sees a context switch.
     pub max_tries: u32,
     /// Total reruns caused by context switches (for reporting).
@@ -202,13 +304,14 @@ impl Runner {
             return Err("no XSAVE (CPUID.01H:ECX[26] or OSXSAVE is 0)".into());
         }
         region(&model)?;
-        let armed_capable = host::linux_xfd(&model, model.os_xcr0);
         let perm = host::xcomp_perm().unwrap_or(0);
         let amx_permitted = model.xfd && perm & (1 << host::XFEATURE_XTILEDATA) != 0;
-        let _ = armed_capable;
+        let final_size =
+            layout::standard(&model, Xfeatures::from_bits_retain(model.os_xcr0)).size as usize;
         Ok(Runner {
             model,
             amx_permitted,
+            final_size,
             max_tries: 20,
             reruns: 0,
             confirm: true,
@@ -299,14 +402,14 @@ impl Runner {
     pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
         self.refusal(case)?;
         let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
-        let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut res = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if self.amx_permitted && NEEDS_AMX_FIRST_USE.with(|c| c.get()) {
-            self.amx_first_use(reg)?;
+            self.amx_first_use(reg, &mut res)?;
         }
         let mut last: Option<Outcome> = None;
         let mut clean_runs = 0;
         for _ in 0..self.max_tries {
-            let (clean, rec) = run_once(reg, case, None)?;
+            let (clean, rec) = run_once(reg, &mut res, case, None)?;
             if !clean {
                 self.reruns += 1;
                 continue;
@@ -331,10 +434,10 @@ impl Runner {
     /// With AMX permission, the kernel disarms XFD for a thread at its first
     /// TILEDATA use (inside its #NM handler, which also saves and reloads the
     /// thread's state): make that happen here, not inside a case.
-    fn amx_first_use(&self, reg: &Region) -> Result<(), Refusal> {
+    fn amx_first_use(&self, reg: &Region, res: &mut Residue) -> Result<(), Refusal> {
         let mut c = Case::new(&self.model, self.control());
         c.set_init_xstate_bv(1 << host::XFEATURE_XTILEDATA);
-        let (_, rec) = run_once(reg, &c, None)?;
+        let (_, rec) = run_once(reg, res, &c, None)?;
         if let Some(r) = rec {
             return Err(Refusal::new(&format!(
                 "runner: first AMX use faulted (signal {}, trapno {})",
@@ -345,24 +448,22 @@ impl Runner {
         Ok(())
     }
 
+    /// The outcome the last run left (its fault record `rec`).
     fn outcome(
         &self,
         reg: &Region,
         case: &Case,
         rec: Option<FaultRecord>,
     ) -> Result<Outcome, Refusal> {
-        let size = layout::standard(&self.model, Xfeatures::from_bits_retain(case.control.xcr0))
-            .size as usize;
-        let final_image = peek(reg.stub.final_area, size);
+        let final_image = peek(reg.stub.final_area, self.final_size);
         let xinuse = self.model.xgetbv1.then(|| get_u64(stub::data::XINUSE));
         let mut gprs = [0u64; 16];
         for (k, g) in gprs.iter_mut().enumerate() {
             *g = get_u64(stub::data::GPRS_OUT + 8 * k as u64);
         }
-        let pages = case.memory.prot.len();
-        protect(ARENA_BASE, pages * PAGE as usize, libc::PROT_READ);
-        let memory = peek(ARENA_BASE, pages * PAGE as usize);
-        protect(ARENA_BASE, MAX_ARENA_PAGES * PAGE as usize, libc::PROT_NONE);
+        // Only read-write pages can have changed; the alias holds every page's
+        // bytes as the run left them.
+        let memory = peek(reg.alias + ARENA_OFF as u64, case.memory.bytes.len());
         let fault = match rec {
             None => None,
             Some(r) => {
@@ -482,8 +583,8 @@ impl Runner {
     ) -> Result<Option<Fault>, Refusal> {
         self.refusal(case)?;
         let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
-        let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, rec) = run_once(reg, case, Some(rt))?;
+        let mut res = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, rec) = run_once(reg, &mut res, case, Some(rt))?;
         let f = rec
             .map(|r| decode_fault(&r, case.control.xfd_armed()))
             .transpose()?;
@@ -619,42 +720,97 @@ fn prime(reg: &Region) {
     NEEDS_PRIME.with(|c| c.set(false));
 }
 
+/// Gives the arena pages `first..first + n` the protection `p` in the case's view.
+fn protect_arena(res: &mut Residue, first: usize, n: usize, p: Prot) {
+    if n == 0 {
+        return;
+    }
+    protect(
+        ARENA_BASE + first as u64 * PAGE,
+        n * PAGE as usize,
+        prot_bits(p),
+    );
+    res.arena[first..first + n].fill(p);
+}
+
+/// Makes the case's view of the arena have `want` (absent after it), with one
+/// mprotect per run of consecutive pages whose protection must change to the
+/// same value, and none where it is already right.
+fn set_arena_prot(res: &mut Residue, want: &[Prot]) {
+    let target = |k: usize| want.get(k).copied().unwrap_or(Prot::None);
+    let mut k = 0;
+    while k < MAX_ARENA_PAGES {
+        let p = target(k);
+        if res.arena[k] == p {
+            k += 1;
+            continue;
+        }
+        let mut n = 1;
+        while k + n < MAX_ARENA_PAGES && target(k + n) == p && res.arena[k + n] != p {
+            n += 1;
+        }
+        protect_arena(res, k, n, p);
+        k += n;
+    }
+}
+
 /// One run: prepares every mapping from the case, runs the stub, and says
 /// whether no context switch happened; the fault record if it faulted.
 fn run_once(
     reg: &Region,
+    res: &mut Residue,
     case: &Case,
     roundtrip: Option<&mut HostRoundtrip>,
 ) -> Result<(bool, Option<FaultRecord>), Refusal> {
     if NEEDS_PRIME.with(|c| c.get()) {
         prime(reg);
     }
-    // Code.
-    let code = stub::case_code(&case.code, reg.stub.after_code)
+    // Code, then `jmp after_code`, on a zeroed page (the case may have written
+    // its code page; 4 KiB of zeros cost less than telling).
+    let jmp = stub::jmp_back(case.code.len(), reg.stub.after_code)
         .map_err(|e| Refusal::new(&format!("runner: {e}")))?;
     fill_zero(CODE_BASE, PAGE as usize);
-    poke(CODE_BASE, &code);
-    signal::CODE_END.store(CODE_BASE + code.len() as u64, Ordering::SeqCst);
-    // Initial image.
-    let init_len = round_pages(case.init.len());
-    fill_zero(INIT_BASE, init_len);
-    poke(INIT_BASE, &case.init);
-    // Arena.
-    let pages = case.memory.prot.len();
-    protect(
-        ARENA_BASE,
-        pages * PAGE as usize,
-        libc::PROT_READ | libc::PROT_WRITE,
-    );
-    poke(ARENA_BASE, &case.memory.bytes);
-    for (k, &p) in case.memory.prot.iter().enumerate() {
-        if p != Prot::ReadWrite {
-            protect(ARENA_BASE + k as u64 * PAGE, PAGE as usize, prot_bits(p));
-        }
+    poke(CODE_BASE, &case.code);
+    poke(CODE_BASE + case.code.len() as u64, &jmp);
+    let code_len = case.code.len() + jmp.len();
+    signal::CODE_END.store(CODE_BASE + code_len as u64, Ordering::SeqCst);
+    // Initial image: readable for its pages, absent after; zeros after its end.
+    let init_at = reg.alias + INIT_OFF as u64;
+    poke(init_at, &case.init);
+    if res.init_dirty > case.init.len() {
+        fill_zero(
+            init_at + case.init.len() as u64,
+            res.init_dirty - case.init.len(),
+        );
     }
-    // Data page and areas.
-    fill_zero(reg.stub.final_area, reg.area_bytes);
-    fill_zero(reg.stub.host_area, reg.area_bytes);
+    res.init_dirty = case.init.len();
+    let init_pages = round_pages(case.init.len()) / PAGE as usize;
+    if res.init_readable != init_pages {
+        let (lo, hi) = if res.init_readable < init_pages {
+            (res.init_readable, init_pages)
+        } else {
+            (init_pages, res.init_readable)
+        };
+        protect(
+            INIT_BASE + lo as u64 * PAGE,
+            (hi - lo) * PAGE as usize,
+            if res.init_readable < init_pages {
+                libc::PROT_READ
+            } else {
+                libc::PROT_NONE
+            },
+        );
+        res.init_readable = init_pages;
+    }
+    // Arena: the bytes through the alias, then the protections that differ.
+    poke(reg.alias + ARENA_OFF as u64, &case.memory.bytes);
+    set_arena_prot(res, &case.memory.prot);
+    // Data page and areas: the final area zeroed where the last capture wrote;
+    // the host area's XSAVE header zeroed (XSAVE writes only XSTATE_BV there, and
+    // XRSTOR wants XCOMP_BV and the reserved bytes zero); its other bytes are
+    // whatever the stub's XSAVE of the host writes.
+    fill_zero(reg.stub.final_area, res.final_dirty);
+    fill_zero(reg.stub.host_area + 512, 64);
     for (k, g) in case.gprs.iter().enumerate() {
         put_u64(stub::data::GPRS_IN + 8 * k as u64, *g);
         put_u64(stub::data::GPRS_OUT + 8 * k as u64, 0);
@@ -684,6 +840,7 @@ fn run_once(
     signal::ACTIVE.store(false, Ordering::SeqCst);
     let after = switches();
     drop(sig);
+    res.final_dirty = reg.std_size;
     let rec = signal::take_record();
     Ok((before == after, rec))
 }

@@ -209,14 +209,33 @@ pub fn assemble(host_area: u64, final_area: u64, xgetbv1: bool) -> Result<Stub, 
     })
 }
 
-/// The case's code followed by `jmp after_code`, to be placed at `CODE_BASE`.
-pub fn case_code(code: &[u8], after_code: u64) -> Result<Vec<u8>, String> {
-    let mut a = CodeAssembler::new(64).map_err(|e| e.to_string())?;
-    a.jmp(after_code).map_err(|e| e.to_string())?;
-    let tail = a
-        .assemble(CODE_BASE + code.len() as u64)
-        .map_err(|e| e.to_string())?;
-    let mut v = code.to_vec();
-    v.extend_from_slice(&tail);
-    Ok(v)
+/// The `jmp after_code` (E9 rel32) that follows a case's `code_len` bytes of
+/// code at `CODE_BASE`: encoded by hand, as no assembler is needed for one
+/// fixed-form instruction on every run.
+pub fn jmp_back(code_len: usize, after_code: u64) -> Result<[u8; 5], String> {
+    let next = CODE_BASE + code_len as u64 + 5;
+    let rel = i32::try_from(after_code.wrapping_sub(next) as i64)
+        .map_err(|_| format!("jmp from {next:#x} to {after_code:#x} out of rel32 range"))?;
+    let r = rel.to_le_bytes();
+    Ok([0xE9, r[0], r[1], r[2], r[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-made jump is the instruction iced-x86 decodes as `jmp after_code`.
+    #[test]
+    fn jmp_back_decodes_as_the_jump() {
+        let stub = assemble(PRIV_BASE + 0x2000, PRIV_BASE + 0x5000, true).unwrap();
+        for len in [0usize, 1, 17, 256] {
+            let j = jmp_back(len, stub.after_code).unwrap();
+            let ip = CODE_BASE + len as u64;
+            let mut d = iced_x86::Decoder::with_ip(64, &j, ip, iced_x86::DecoderOptions::NONE);
+            let i = d.decode();
+            assert_eq!(i.code(), Code::Jmp_rel32_64);
+            assert_eq!(i.near_branch_target(), stub.after_code);
+            assert_eq!(i.len(), 5);
+        }
+    }
 }
