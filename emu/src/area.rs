@@ -38,6 +38,10 @@ pub struct Writes {
 }
 
 impl Writes {
+    pub fn clear(&mut self) {
+        self.pieces.clear();
+        self.buf.clear();
+    }
     pub fn put(&mut self, addr: u64, bytes: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
@@ -164,10 +168,12 @@ impl Writes {
                     }
                 });
             }
+            m.recycle_writes(self);
             return Err(f);
         }
-        let Machine { st, mem, .. } = m;
+        let Machine { st, mem, .. } = &mut *m;
         write_checked(&self, st, mem);
+        m.recycle_writes(self);
         Ok(())
     }
 }

@@ -40,6 +40,8 @@ pub struct Machine<'m> {
     pub gprs: [u64; 16],
     pub policy: Policy,
     pub lat: Latitude,
+    /// A save's write collection, kept between instructions for its capacity.
+    spare_writes: crate::area::Writes,
 }
 
 /// The decoded memory operand of an XSAVE-family instruction.
@@ -53,6 +55,17 @@ pub struct Operand {
 }
 
 impl<'m> Machine<'m> {
+    /// An empty write collection (the machine's spare one: no allocation once
+    /// it has grown).
+    pub fn writes(&mut self) -> crate::area::Writes {
+        let mut w = std::mem::take(&mut self.spare_writes);
+        w.clear();
+        w
+    }
+    /// Gives a write collection back for the next instruction.
+    pub fn recycle_writes(&mut self, w: crate::area::Writes) {
+        self.spare_writes = w;
+    }
     pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
         Machine {
             model,
@@ -62,6 +75,7 @@ impl<'m> Machine<'m> {
             gprs: [0; 16],
             policy,
             lat: Latitude::default(),
+            spare_writes: crate::area::Writes::default(),
         }
     }
 

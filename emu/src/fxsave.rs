@@ -2,7 +2,6 @@
 //! the form REX.W selects, MXCSR and MXCSR_MASK, XMM0..15 (CR4.OSFXSR = 1).
 //! Bytes 160+256..511 are not written. Independent of XCR0 and CR4.OSXSAVE.
 
-use crate::area::Writes;
 use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::legacy;
@@ -22,7 +21,7 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     fx_gate(m)?;
     m.check_area(op, 16)?;
     m.access_region(op.addr, 512, true)?;
-    let mut w = Writes::default();
+    let mut w = m.writes();
     let b = legacy::x87_bytes(m, op.rex_w);
     w.put(op.addr, &b[0..24]);
     w.put(op.addr.wrapping_add(32), &b[32..160]);

@@ -70,7 +70,7 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     // `Writes::commit_save` (native cases `xsave64_straddles_into_*`).
     let end = crate::layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
     m.access_region(op.addr, end as u64, true)?;
-    let mut w = Writes::default();
+    let mut w = m.writes();
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.
     standard_writes(m, &mut w, op.addr, rfbm, op.rex_w, rfbm & 0b110 != 0);
     // XSTATE_BV := (old AND NOT RFBM) OR (XINUSE AND RFBM): a read-modify-write,

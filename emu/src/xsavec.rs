@@ -74,7 +74,7 @@ pub fn xsavec(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let rfbm = m.ctl.xcr0 & m.edx_eax();
     compacted_region(m, op.addr, rfbm)?;
     let to_be_saved = compacted_in_use(m, rfbm);
-    let mut w = Writes::default();
+    let mut w = m.writes();
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
     w.put_u64(op.addr.wrapping_add(512), to_be_saved);
     w.put_u64(op.addr.wrapping_add(520), rfbm | 1 << 63);

@@ -31,7 +31,7 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         to_be_saved &= m.st.xmodified;
     }
     let old = crate::area::read_header_qword(m, op.addr);
-    let mut w = Writes::default();
+    let mut w = m.writes();
     standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
     w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
     if rfbm & 1 != 0 {

@@ -3,7 +3,6 @@
 //! XRSTOR_INFO = <CPL, VMX mode, linear address, RFBM OR 2^63>). SSE is saved
 //! whenever MXCSR != 1F80H, applied after the modified optimization.
 
-use crate::area::Writes;
 use crate::exec::{Machine, Operand, Policy};
 use crate::fault::Fault;
 use crate::state::MXCSR_INIT;
@@ -32,7 +31,7 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     if rfbm & 2 != 0 && m.st.mxcsr != MXCSR_INIT {
         to_be_saved |= 2;
     }
-    let mut w = Writes::default();
+    let mut w = m.writes();
     compacted_writes(m, &mut w, op.addr, rfbm, to_be_saved, op.rex_w);
     w.put_u64(op.addr.wrapping_add(512), header);
     w.put_u64(op.addr.wrapping_add(520), compmask);
