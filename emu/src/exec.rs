@@ -291,8 +291,16 @@ impl<'m> Machine<'m> {
 
     fn load_initial_image(&mut self, init: &[u8]) -> Result<Result<(), Fault>, Unsupported> {
         let pages = init.len().div_ceil(crate::memory::PAGE as usize);
-        let mut m = Memory::new(INIT_BASE, pages);
-        m.bytes[..init.len()].copy_from_slice(init);
+        // The image, zero to the end of its last page (no zeroing of what the
+        // image covers).
+        let mut bytes = Vec::with_capacity(pages * crate::memory::PAGE as usize);
+        bytes.extend_from_slice(init);
+        bytes.resize(pages * crate::memory::PAGE as usize, 0);
+        let m = Memory {
+            base: INIT_BASE,
+            bytes,
+            prot: vec![crate::memory::Prot::ReadWrite; pages],
+        };
         let arena = std::mem::replace(&mut self.mem, m);
         let saved = self.gprs;
         self.gprs[0] = 0xFFFF_FFFF;
@@ -319,9 +327,8 @@ impl<'m> Machine<'m> {
     /// The runner's capture: XSAVE64 with RFBM = all ones into a zeroed
     /// standard-format area, and XGETBV(1).
     pub fn capture(&mut self) -> (Vec<u8>, Option<u64>) {
-        let size =
-            layout::standard(self.model, Xfeatures::from_bits_retain(self.ctl.xcr0)).size as usize;
-        let mut area = vec![0u8; size];
+        let size = layout::standard_end(self.model, Xfeatures::from_bits_retain(self.ctl.xcr0));
+        let mut area = vec![0u8; size as usize];
         crate::xsave::store_standard(self, &mut area, self.ctl.xcr0, true, true);
         let hdr = crate::xsave::xinuse_for_xstate_bv(self, self.ctl.xcr0);
         area[512..520].copy_from_slice(&hdr.to_le_bytes());
@@ -426,8 +433,10 @@ pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
 /// least 576 bytes, a page-aligned arena with one protection per page that does
 /// not wrap the address space, and code of at most [`crate::case::MAX_CODE`] bytes.
 pub fn validate(model: &CpuModel, case: &Case) -> Result<(), Unsupported> {
-    let all = layout::compacted(model, model.supported()).size;
-    let std = layout::standard(model, Xfeatures::from_bits_retain(model.xcr0_supported)).size;
+    let all = layout::compacted_slots(model, model.supported())
+        .last()
+        .map_or(layout::EXTENDED_START, |s| s.offset.saturating_add(s.size));
+    let std = layout::standard_end(model, Xfeatures::from_bits_retain(model.xcr0_supported));
     if all.max(std) > 1 << 20 {
         return Err(Unsupported(format!(
             "model {} describes an XSAVE area of {} bytes (at most 1 MiB)",
@@ -613,7 +622,7 @@ pub fn run_forced(
         final_image,
         xinuse,
         gprs: m.gprs,
-        memory: m.mem.bytes.clone(),
+        memory: std::mem::take(&mut m.mem.bytes),
         supervisor: m.supervisor_contents(),
     };
     Ok((out, m.lat))

@@ -77,14 +77,15 @@ impl XState {
     /// Power-on state: every component in its init configuration, XINUSE = 0,
     /// XMODIFIED all ones, no XRSTOR_INFO.
     pub fn reset(model: &CpuModel) -> XState {
-        let lay = layout::compacted(model, model.supported());
         let mut ext_off = [0; MAX_COMPONENT + 1];
         let mut ext_size = [0; MAX_COMPONENT + 1];
-        for s in &lay.slots {
+        let mut end = layout::EXTENDED_START;
+        for s in layout::compacted_slots(model, model.supported()) {
             ext_off[s.index] = s.offset - layout::EXTENDED_START;
             ext_size[s.index] = s.size;
+            end = s.offset.saturating_add(s.size);
         }
-        let len = (lay.size - layout::EXTENDED_START) as usize;
+        let len = (end - layout::EXTENDED_START) as usize;
         let mut st = XState {
             x87: X87::init(),
             mxcsr: MXCSR_INIT,
@@ -96,8 +97,12 @@ impl XState {
             xmodified: !0,
             xrstor_info: None,
         };
-        for i in 2..=MAX_COMPONENT {
-            st.init_component(i);
+        // `ext` is zero: only the components whose init configuration is not
+        // all zero need their first qword.
+        for (i, c) in COMPONENTS.iter().enumerate().skip(2) {
+            if c.init_qword0 != 0 {
+                st.init_component(i);
+            }
         }
         st
     }
