@@ -201,10 +201,7 @@ impl<'m> Machine<'m> {
                 _ => None,
             })
             .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
-        let ss = matches!(
-            ins.memory_base(),
-            Register::RSP | Register::RBP | Register::ESP | Register::EBP
-        ) || seg == Register::SS;
+        let ss = stack_based(ins);
         Ok(Operand {
             addr,
             rex_w: false,
@@ -369,6 +366,18 @@ pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
         .into_iter()
         .map(|(ins, e)| (ins, e == DecoderError::NoMoreBytes))
         .collect()
+}
+
+/// Whether a memory operand's access uses SS: in 64-bit mode the ES, CS, SS and
+/// DS overrides are ignored (SDM1 §3.3.7.1), so SS is used exactly when the base
+/// register is RSP or RBP (ESP/EBP with a 67H prefix). Intel host: a
+/// non-canonical `ds: ldmxcsr [rbp]` and `ds: xsave64 [rbp]` give #SS(0), `ss:
+/// ldmxcsr [rbx]` gives #GP(0) (corpus/silicon/non-canonical-stack-base-ss.case).
+pub fn stack_based(ins: &Instruction) -> bool {
+    matches!(
+        ins.memory_base(),
+        Register::RSP | Register::RBP | Register::ESP | Register::EBP
+    )
 }
 
 /// Whether the (invalid) instruction at `ins` is longer than 15 bytes (SDM

@@ -32,8 +32,14 @@ fn data_addr(m: &Machine, ins: &Instruction, size: u64) -> Result<Result<u64, Fa
             _ => None,
         })
         .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
+    // SDM2 (LDMXCSR, MOV, ... 64-bit mode exceptions): a non-canonical address is
+    // #SS(0) when the access uses SS, #GP(0) otherwise.
     if !m.canonical(a) {
-        return Ok(Err(Fault::gp0()));
+        return Ok(Err(if crate::exec::stack_based(ins) {
+            Fault::Ss
+        } else {
+            Fault::gp0()
+        }));
     }
     if m.ctl.alignment_checking() && a % size != 0 {
         return Ok(Err(Fault::Ac));
