@@ -1,10 +1,14 @@
 //! This CPU in ring 3, through xsave-native's runner. The runner serialises
 //! runs within a process (fixed mappings), so one runner per thread is safe.
+//! A batch is run inside one runner batch (one lock and signal setup for all
+//! its cases); with expected outcomes, a case whose single run agrees is not
+//! run again (`Batch::run_expecting`: a disagreement is always confirmed).
 
 use super::{Backend, Skip};
 use std::sync::Mutex;
 use xsave_emu::{Case, Control, CpuModel, Outcome};
 use xsave_native::runner::Runner;
+use xsave_native::Refusal;
 
 /// Held for a whole batch: threads take turns by batch rather than by case,
 /// so the runner's own per-case lock is never contended (a campaign's other
@@ -34,12 +38,41 @@ impl Backend for NativeBackend {
         self.runner.control()
     }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
-        self.runner
-            .run(case)
-            .map_err(|r| Skip(format!("native: {}", r.reason)))
+        self.runner.run(case).map_err(skip)
     }
     fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {
         let _turn = BATCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        cases.iter().map(|c| self.run(c)).collect()
+        let mut b = match self.runner.batch() {
+            Ok(b) => b,
+            Err(r) => return cases.iter().map(|_| Err(skip(r.clone()))).collect(),
+        };
+        cases.iter().map(|c| b.run(c).map_err(skip)).collect()
     }
+    fn run_batch_expecting(
+        &mut self,
+        cases: &[Case],
+        expected: &[Result<Outcome, Skip>],
+        agrees: &dyn Fn(&Case, &Outcome, &Outcome) -> bool,
+    ) -> Vec<Result<Outcome, Skip>> {
+        let _turn = BATCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = match self.runner.batch() {
+            Ok(b) => b,
+            Err(r) => return cases.iter().map(|_| Err(skip(r.clone()))).collect(),
+        };
+        cases
+            .iter()
+            .zip(expected)
+            .map(|(c, e)| {
+                match e {
+                    Ok(e) => b.run_expecting(c, |o| agrees(c, e, o)),
+                    Err(_) => b.run(c),
+                }
+                .map_err(skip)
+            })
+            .collect()
+    }
+}
+
+fn skip(r: Refusal) -> Skip {
+    Skip(format!("native: {}", r.reason))
 }

@@ -1,0 +1,113 @@
+//! The runner's fast path (`run_expecting`: one run, kept when the caller's
+//! comparison with its prediction accepts it) against the careful path (`run`:
+//! reruns until two clean runs agree). On every agreement case both give the
+//! same outcome (but for the model's declared noise); a fast run that is not
+//! accepted is never the answer: the case is run again until two clean runs
+//! agree, and that confirmed observation is returned.
+
+mod common;
+#[macro_use]
+mod cases;
+
+use common::*;
+use iced_x86::code_asm::*;
+
+macro_rules! fast_and_careful {
+    ($($name:ident),* $(,)?) => {
+        #[test]
+        fn fast_and_careful_paths_agree_on_every_agreement_case() {
+            let m = model();
+            // Built before the runner is held: the case builders ask it too.
+            let mut all = vec![];
+            $(
+                if let Some((c, _)) = cases::$name() {
+                    all.push((stringify!($name), c));
+                }
+            )*
+            let mut r = runner();
+            let (runs0, rejected0) = (r.runs, r.rejected);
+            let mut b = r.batch().expect("runner batch");
+            for (name, c) in &all {
+                let emu = xsave_emu::predict(&m, c).unwrap_or_else(|u| panic!("{name}: emu: {u}"));
+                let careful = b.run(c).unwrap_or_else(|e| panic!("{name}: refused: {e}"));
+                let fast = b
+                    .run_expecting(c, |o| real_differences(&m, c, &emu, o).is_empty())
+                    .unwrap_or_else(|e| panic!("{name}: refused: {e}"));
+                let d = real_differences(&m, c, &careful, &fast);
+                assert!(
+                    d.is_empty(),
+                    "{name}: careful and fast paths differ (careful vs fast):\n  {}",
+                    d.join("\n  ")
+                );
+            }
+            drop(b);
+            println!(
+                "{} cases: {} runs for both paths, {} fast runs not accepted",
+                all.len(),
+                r.runs - runs0,
+                r.rejected - rejected0
+            );
+        }
+    };
+}
+
+all_case_names!(fast_and_careful);
+
+/// A case with no fault whose outcome is the same on every run on both
+/// silicons: XSAVE64 of the init state's x87 and SSE (RFBM = 3) to the arena.
+fn plain_case() -> xsave_emu::Case {
+    let mut c = case(4, asm(|a| a.xsave64(ptr(rdi))));
+    c.gprs[0] = 3;
+    c.gprs[2] = 0;
+    c
+}
+
+/// An expectation the CPU does not meet (RBX off by one, as a wrong model
+/// would predict) is not accepted: the runner confirms its own observation by
+/// reruns (one fast run, then at least two careful ones that agree) and returns
+/// that, never the expectation.
+#[test]
+fn a_disagreeing_fast_run_is_confirmed_by_reruns() {
+    let c = plain_case();
+    let m = model();
+    let mut r = runner();
+    let observed = r.run(&c).unwrap();
+    let mut wrong = observed.clone();
+    wrong.gprs[3] ^= 1;
+    let (runs0, rejected0) = (r.runs, r.rejected);
+    let o = r.run_expecting(&c, |o| o == &wrong).unwrap();
+    assert_eq!(r.rejected - rejected0, 1, "the fast run was not accepted");
+    assert!(
+        r.runs - runs0 >= 3,
+        "{} runs: one fast and two careful at least",
+        r.runs - runs0
+    );
+    assert_ne!(o, wrong);
+    assert_eq!(o.gprs[3], c.gprs[3], "RBX as the case left it");
+    let d = real_differences(&m, &c, &observed, &o);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+/// An accepted fast run is one run of the stub, and its outcome is the careful
+/// path's.
+#[test]
+fn an_accepted_fast_run_is_one_run() {
+    let c = plain_case();
+    let m = model();
+    let mut r = runner();
+    let careful = r.run(&c).unwrap();
+    let emu = xsave_emu::predict(&m, &c).unwrap();
+    let (runs0, rejected0) = (r.runs, r.rejected);
+    let fast = r
+        .run_expecting(&c, |o| real_differences(&m, &c, &emu, o).is_empty())
+        .unwrap();
+    let d = real_differences(&m, &c, &careful, &fast);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    // A rare asynchronous XINUSE[1] flip makes the one run disagree; then the
+    // careful path ran (and agreed with the prediction, checked above).
+    if r.rejected == rejected0 {
+        assert_eq!(r.runs - runs0, 1);
+    } else {
+        println!("the fast run was hit by noise and rerun carefully");
+    }
+}
