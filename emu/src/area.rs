@@ -100,10 +100,26 @@ impl Writes {
         }
     }
 
-    /// Writes the pieces into a buffer that stands for addresses 0.. (the
-    /// runner's capture area).
+    /// Writes the pieces into a zeroed buffer that stands for addresses 0..
+    /// (the runner's capture area): an initial configuration needs only its
+    /// first qword there.
     pub fn store(&self, st: &XState, area: &mut [u8]) {
-        self.write_to(st, area, 0);
+        for p in &self.pieces {
+            let o = p.addr as usize;
+            let dst = &mut area[o..o + p.len];
+            match p.src {
+                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Comp(i) => dst.copy_from_slice(st.comp(i)),
+                Src::Init(i) => {
+                    let q = crate::component::COMPONENTS
+                        .get(i)
+                        .map_or(0, |c| c.init_qword0);
+                    if q != 0 && p.len >= 8 {
+                        dst[..8].copy_from_slice(&q.to_le_bytes());
+                    }
+                }
+            }
+        }
     }
 
     /// Checks every piece in address order, then writes them all.

@@ -54,11 +54,12 @@ pub fn standard_writes(
 }
 
 /// Writes a standard-format save of `rfbm` into a buffer (the runner's capture).
-pub fn store_standard(m: &Machine, area: &mut [u8], rfbm: u64, rex_w: bool, mxcsr_rule: bool) {
-    let mut w = Writes::default();
+pub fn store_standard(m: &mut Machine, area: &mut [u8], rfbm: u64, rex_w: bool, mxcsr_rule: bool) {
+    let mut w = m.writes();
     let mx = mxcsr_rule && rfbm & 0b110 != 0;
     standard_writes(m, &mut w, 0, rfbm, rex_w, mx);
     w.store(&m.st, area);
+    m.recycle_writes(w);
 }
 
 pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
