@@ -234,18 +234,29 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
         }
         // The reference first; the others are told what it gave, so a backend
         // may trust an observation that agrees (what the loop below does not
-        // count as a mismatch) without confirming it.
+        // count as a mismatch) without confirming it, and say so (`agreed`: no
+        // second comparison below).
         let mut outs: Vec<Vec<Result<Outcome, Skip>>> = Vec::with_capacity(rig.backends.len());
+        let mut agreed: Vec<Vec<bool>> = Vec::with_capacity(rig.backends.len());
         let judge = &rig.judge;
         let agrees =
             |c: &Case, r: &Outcome, o: &Outcome| o == r || compare(judge, c, r, o).is_match();
         for (bi, b) in rig.backends.iter_mut().enumerate() {
-            let out = if bi == 0 {
-                b.run_batch(&cases)
+            if bi == 0 {
+                outs.push(b.run_batch(&cases));
+                agreed.push(vec![false; cases.len()]);
             } else {
-                b.run_batch_expecting(&cases, &outs[0], &agrees)
-            };
-            outs.push(out);
+                let (o, a) = b
+                    .run_batch_expecting(&cases, &outs[0], &agrees)
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok((o, a)) => (Ok(o), a),
+                        Err(s) => (Err(s), false),
+                    })
+                    .unzip();
+                outs.push(o);
+                agreed.push(a);
+            }
         }
         for (ci, case) in cases.iter().enumerate() {
             st.generated += 1;
@@ -257,7 +268,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
             let reference = outs[0][ci].as_ref().unwrap();
             for bi in 1..outs.len() {
                 let obs = outs[bi][ci].as_ref().unwrap();
-                if obs == reference {
+                if agreed[bi][ci] || obs == reference {
                     continue;
                 }
                 let cmp = compare(&rig.judge, case, reference, obs);

@@ -42,16 +42,21 @@ pub trait Backend {
     /// per case); `agrees(case, expected, observed)` is the caller's comparison.
     /// A backend may trust an observation that agrees more cheaply than one that
     /// does not (native: one run instead of two that confirm each other; an
-    /// observation that disagrees is still confirmed). By default, as
-    /// [`Backend::run_batch`].
+    /// observation that disagrees is still confirmed). Each outcome comes with
+    /// whether `agrees` accepted it, so the caller need not compare again (false:
+    /// not compared, or not accepted). By default, [`Backend::run_batch`] with
+    /// nothing compared.
     fn run_batch_expecting(
         &mut self,
         cases: &[Case],
         expected: &[Result<Outcome, Skip>],
         agrees: &dyn Fn(&Case, &Outcome, &Outcome) -> bool,
-    ) -> Vec<Result<Outcome, Skip>> {
+    ) -> Vec<Result<(Outcome, bool), Skip>> {
         let _ = (expected, agrees);
         self.run_batch(cases)
+            .into_iter()
+            .map(|r| r.map(|o| (o, false)))
+            .collect()
     }
 }
 

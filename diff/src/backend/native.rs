@@ -53,7 +53,7 @@ impl Backend for NativeBackend {
         cases: &[Case],
         expected: &[Result<Outcome, Skip>],
         agrees: &dyn Fn(&Case, &Outcome, &Outcome) -> bool,
-    ) -> Vec<Result<Outcome, Skip>> {
+    ) -> Vec<Result<(Outcome, bool), Skip>> {
         let _turn = BATCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut b = match self.runner.batch() {
             Ok(b) => b,
@@ -62,12 +62,16 @@ impl Backend for NativeBackend {
         cases
             .iter()
             .zip(expected)
-            .map(|(c, e)| {
-                match e {
-                    Ok(e) => b.run_expecting(c, |o| agrees(c, e, o)),
-                    Err(_) => b.run(c),
+            .map(|(c, e)| match e {
+                Ok(e) => {
+                    let mut agreed = false;
+                    let o = b.run_expecting(c, |o| {
+                        agreed = agrees(c, e, o);
+                        agreed
+                    });
+                    o.map(|o| (o, agreed)).map_err(skip)
                 }
-                .map_err(skip)
+                Err(_) => b.run(c).map(|o| (o, false)).map_err(skip),
             })
             .collect()
     }
