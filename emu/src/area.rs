@@ -214,21 +214,21 @@ fn init_bytes(i: usize, out: &mut [u8]) {
 
 /// #PF if any of the `len` bytes at `addr` is not readable.
 pub fn check_read(m: &Machine, addr: u64, len: usize) -> Result<(), Fault> {
-    m.mem.check(addr, len as u64, false, m.ctl.cpl)
+    m.read_check(addr, len as u64)
 }
 
 /// Reads `N` bytes at `addr` into an array (a #PF if any is not readable).
 pub fn read_array<const N: usize>(m: &Machine, addr: u64) -> Result<[u8; N], Fault> {
     check_read(m, addr, N)?;
     let mut b = [0u8; N];
-    b.copy_from_slice(m.mem.slice(addr, N));
+    b.copy_from_slice(&m.read_slice(addr, N));
     Ok(b)
 }
 
 /// Reads `len` bytes at `addr` (a #PF if any byte is not readable).
 pub fn read(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
-    m.mem.check(addr, len as u64, false, m.ctl.cpl)?;
-    Ok(m.mem.slice(addr, len).to_vec())
+    m.read_check(addr, len as u64)?;
+    Ok(m.read_slice(addr, len).into_owned())
 }
 
 /// The XSAVE header at `base + 512`: XSTATE_BV, XCOMP_BV and bytes 16..63.

@@ -42,6 +42,10 @@ pub struct Machine<'m> {
     pub lat: Latitude,
     /// A save's write collection, kept between instructions for its capacity.
     spare_writes: crate::area::Writes,
+    /// While the runner's initial XRSTOR runs from a borrowed image: that image
+    /// at [`INIT_BASE`] (reads come from it, not from the arena; see
+    /// [`Machine::read_check`]).
+    image: Option<&'m [u8]>,
 }
 
 /// The decoded memory operand of an XSAVE-family instruction.
@@ -62,6 +66,44 @@ impl<'m> Machine<'m> {
         w.clear();
         w
     }
+    /// #PF if any of the `len` bytes at `addr` cannot be read: from the arena,
+    /// or, during [`Machine::load_initial_borrowed`], from the initial image
+    /// mapped the way [`Machine::load_initial`] maps it (read-write pages from
+    /// [`INIT_BASE`] to the end of the image's last page, nothing else).
+    pub fn read_check(&self, addr: u64, len: u64) -> Result<(), Fault> {
+        let cpl = self.ctl.cpl;
+        match self.image {
+            None => self.mem.check(addr, len, false, cpl),
+            Some(img) => {
+                let end = INIT_BASE
+                    + (img.len() as u64).div_ceil(crate::memory::PAGE) * crate::memory::PAGE;
+                let fault = |a| Fault::Pf {
+                    err: ((cpl == 3) as u32) << 2,
+                    addr: a,
+                };
+                if len == 0 {
+                    Ok(())
+                } else if !(INIT_BASE..end).contains(&addr) {
+                    Err(fault(addr))
+                } else if len > end - addr {
+                    Err(fault(end))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The borrowed initial image while [`Machine::load_initial_borrowed`] runs.
+    pub fn image(&self) -> Option<&'m [u8]> {
+        self.image
+    }
+
+    /// The `len` bytes at `addr`, already checked by [`Machine::read_check`].
+    pub fn read_slice(&self, addr: u64, len: usize) -> std::borrow::Cow<'_, [u8]> {
+        read_source(self.image, &self.mem, addr, len)
+    }
+
     /// Gives a write collection back for the next instruction.
     pub fn recycle_writes(&mut self, w: crate::area::Writes) {
         self.spare_writes = w;
@@ -76,6 +118,7 @@ impl<'m> Machine<'m> {
             policy,
             lat: Latitude::default(),
             spare_writes: crate::area::Writes::default(),
+            image: None,
         }
     }
 
@@ -160,6 +203,9 @@ impl<'m> Machine<'m> {
     pub fn probe_last_byte(&self, base: u64, len: u64, write: bool) -> Result<(), Fault> {
         if !self.quirks().pf_last_byte || len == 0 {
             return Ok(());
+        }
+        if !write {
+            return self.read_check(base.wrapping_add(len - 1), 1);
         }
         let cpl = self.ctl.cpl;
         self.mem.check(base.wrapping_add(len - 1), 1, write, cpl)
@@ -286,6 +332,46 @@ impl<'m> Machine<'m> {
         r
     }
 
+    /// [`Machine::load_initial`] reading the image where it is, without copying
+    /// it into memory of its own.
+    pub fn load_initial_borrowed(
+        &mut self,
+        init: &'m [u8],
+    ) -> Result<Result<(), Fault>, Unsupported> {
+        let ctl = self.ctl;
+        self.ctl.cr4_osxsave = true;
+        self.ctl.cr0_ts = false;
+        self.ctl.eflags_ac = false;
+        self.image = Some(init);
+        let saved = self.gprs;
+        self.gprs[0] = 0xFFFF_FFFF;
+        self.gprs[2] = 0xFFFF_FFFF;
+        let r = self.initial_restore(init);
+        self.gprs = saved;
+        self.image = None;
+        self.ctl = ctl;
+        Ok(r)
+    }
+
+    /// The runner's XRSTOR64 (XRSTORS64 for a compacted image at CPL 0) of the
+    /// image at [`INIT_BASE`].
+    fn initial_restore(&mut self, init: &[u8]) -> Result<(), Fault> {
+        let op = Operand {
+            addr: INIT_BASE,
+            rex_w: true,
+            ss: false,
+        };
+        let xcomp = init
+            .get(520..528)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        if xcomp >> 63 == 1 && self.ctl.cpl == 0 && self.model.xsaves {
+            crate::xrstors::xrstors(self, &op)
+        } else {
+            crate::xrstor::xrstor(self, &op)
+        }
+    }
+
     fn load_initial_image(&mut self, init: &[u8]) -> Result<Result<(), Fault>, Unsupported> {
         let pages = init.len().div_ceil(crate::memory::PAGE as usize);
         // The image, zero to the end of its last page (no zeroing of what the
@@ -302,20 +388,7 @@ impl<'m> Machine<'m> {
         let saved = self.gprs;
         self.gprs[0] = 0xFFFF_FFFF;
         self.gprs[2] = 0xFFFF_FFFF;
-        let op = Operand {
-            addr: INIT_BASE,
-            rex_w: true,
-            ss: false,
-        };
-        let xcomp = init
-            .get(520..528)
-            .and_then(|s| s.try_into().ok())
-            .map_or(0, u64::from_le_bytes);
-        let r = if xcomp >> 63 == 1 && self.ctl.cpl == 0 && self.model.xsaves {
-            crate::xrstors::xrstors(self, &op)
-        } else {
-            crate::xrstor::xrstor(self, &op)
-        };
+        let r = self.initial_restore(init);
         self.gprs = saved;
         self.mem = arena;
         Ok(r)
@@ -534,7 +607,7 @@ pub fn run_forced(
     validate(model, case)?;
     let mut m = Machine::new(model, case.control, case.memory.clone(), policy);
     let mut fault = None;
-    if let Err(f) = m.load_initial(&case.init)? {
+    if let Err(f) = m.load_initial_borrowed(&case.init)? {
         fault = Some(FaultAt {
             fault: f,
             insn: None,
@@ -635,4 +708,29 @@ pub fn run_forced(
         supervisor: m.supervisor_contents(),
     };
     Ok((out, m.lat))
+}
+
+/// The `len` bytes at `addr` of the image (zero past its end, to the end of
+/// its last page) or else of the arena; the range is already checked readable.
+pub fn read_source<'a>(
+    image: Option<&'a [u8]>,
+    mem: &'a Memory,
+    addr: u64,
+    len: usize,
+) -> std::borrow::Cow<'a, [u8]> {
+    match image {
+        None => std::borrow::Cow::Borrowed(mem.slice(addr, len)),
+        Some(img) => {
+            let o = (addr - INIT_BASE) as usize;
+            if o + len <= img.len() {
+                std::borrow::Cow::Borrowed(&img[o..o + len])
+            } else {
+                let mut v = vec![0u8; len];
+                if o < img.len() {
+                    v[..img.len() - o].copy_from_slice(&img[o..]);
+                }
+                std::borrow::Cow::Owned(v)
+            }
+        }
+    }
 }

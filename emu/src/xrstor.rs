@@ -124,9 +124,14 @@ pub fn commit_extended(
 ) {
     let mut inuse = to_restore;
     for s in ext {
-        let Machine { st, mem, .. } = &mut *m;
-        let b = mem.slice(base.wrapping_add(s.offset as u64), s.size as usize);
-        if !crate::amx::load_component_into(st, s.index, b) {
+        let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
+        let b = crate::exec::read_source(
+            image,
+            mem,
+            base.wrapping_add(s.offset as u64),
+            s.size as usize,
+        );
+        if !crate::amx::load_component_into(st, s.index, &b) {
             inuse &= !(1 << s.index);
         }
     }

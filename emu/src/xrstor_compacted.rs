@@ -101,10 +101,8 @@ pub fn restore_compacted(
     for s in ext() {
         // SDM1 §13.12: a supervisor component may be partly loaded when XRSTORS
         // faults; the prediction changes nothing before the #GP.
-        let b = m
-            .mem
-            .slice(base.wrapping_add(s.offset as u64), s.size as usize);
-        crate::xrstors::check_supervisor_value(m, s.index, b)?;
+        let b = m.read_slice(base.wrapping_add(s.offset as u64), s.size as usize);
+        crate::xrstors::check_supervisor_value(m, s.index, &b)?;
     }
     crate::xrstor::legacy_part(
         m,
