@@ -125,13 +125,15 @@ pub fn commit_extended(
     let mut inuse = to_restore;
     for s in ext {
         let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
-        let b = crate::exec::read_source(
-            image,
-            mem,
-            base.wrapping_add(s.offset as u64),
-            s.size as usize,
-        );
-        if !crate::amx::load_component_into(st, s.index, &b) {
+        let addr = base.wrapping_add(s.offset as u64);
+        let loaded = match image {
+            None => crate::amx::load_component_into(st, s.index, mem.slice(addr, s.size as usize)),
+            Some(_) => {
+                let b = crate::exec::read_source(image, mem, addr, s.size as usize);
+                crate::amx::load_component_into(st, s.index, &b)
+            }
+        };
+        if !loaded {
             inuse &= !(1 << s.index);
         }
     }
