@@ -42,6 +42,12 @@ impl Writes {
         self.pieces.clear();
         self.buf.clear();
     }
+    /// Room for a full save (every component a piece; the legacy region and
+    /// the header copied) in one allocation each, instead of growing.
+    pub fn reserve(&mut self) {
+        self.pieces.reserve(32);
+        self.buf.reserve(1024);
+    }
     pub fn put(&mut self, addr: u64, bytes: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);

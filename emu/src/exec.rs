@@ -64,6 +64,7 @@ impl<'m> Machine<'m> {
     pub fn writes(&mut self) -> crate::area::Writes {
         let mut w = std::mem::take(&mut self.spare_writes);
         w.clear();
+        w.reserve();
         w
     }
     /// #PF if any of the `len` bytes at `addr` cannot be read: from the arena,
