@@ -912,16 +912,42 @@ fn set_arena_prot(res: &mut Residue, want: &[Prot]) {
 /// held: prepares every mapping from the case, runs the stub, and says whether
 /// no context switch happened (always true unless `count_switches`); the fault
 /// record if it faulted.
+///
+/// A SIGILL with trapno 6 while the thread's last trap may have been a #UD
+/// (the case may then be a real #UD or XFD's #NM with a stale trap number, see
+/// [`crate::signal`]) makes it take a #BP (the prime) and run the case again;
+/// so the prime is paid only by such cases, not by every case after a #UD.
 fn run_once(
+    reg: &Region,
+    res: &mut Residue,
+    case: &Case,
+    mut roundtrip: Option<&mut HostRoundtrip>,
+    count_switches: bool,
+) -> Result<(bool, Option<FaultRecord>), Refusal> {
+    let stale_possible = NEEDS_PRIME.with(|c| c.get());
+    let first = run_prepared(reg, res, case, roundtrip.as_deref_mut(), count_switches)?;
+    match first.1 {
+        Some(r)
+            if stale_possible
+                && r.signo == libc::SIGILL
+                && r.trapno == 6
+                && case.control.xfd_armed() != 0 =>
+        {
+            prime(reg);
+            run_prepared(reg, res, case, roundtrip, count_switches)
+        }
+        _ => Ok(first),
+    }
+}
+
+/// [`run_once`] without the prime.
+fn run_prepared(
     reg: &Region,
     res: &mut Residue,
     case: &Case,
     roundtrip: Option<&mut HostRoundtrip>,
     count_switches: bool,
 ) -> Result<(bool, Option<FaultRecord>), Refusal> {
-    if NEEDS_PRIME.with(|c| c.get()) {
-        prime(reg);
-    }
     // Code, then `jmp after_code`, on a zeroed page (the case may have written
     // its code page; 4 KiB of zeros cost less than telling).
     let jmp = stub::jmp_back(case.code.len(), reg.stub.after_code)
@@ -997,5 +1023,9 @@ fn run_once(
     let after = if count_switches { switches() } else { 0 };
     res.final_dirty = reg.std_size;
     let rec = signal::take_record();
+    if rec.is_some_and(|r| r.signo == libc::SIGILL) {
+        // Possibly a #UD: the thread's trap number may be 6 from now on.
+        NEEDS_PRIME.with(|c| c.set(true));
+    }
     Ok((before == after, rec))
 }

@@ -11,10 +11,13 @@
 //! SIGILL with `si_code` ILL_ILLOPC, exactly like #UD, and does not update the
 //! thread's `trap_nr`/`error_code` (the ucontext's trapno and err are whatever the
 //! thread's previous trap left there). A real #UD goes through `do_trap`, which
-//! sets `trap_nr = 6`. So the runner makes sure `trap_nr` is never 6 when a case
-//! starts: after any #UD it takes a cheap #BP (`int3`, SIGTRAP, `trap_nr = 3`) in
-//! the stub's prime. Then, for a SIGILL from a case, trapno 6 means #UD and any
-//! other trapno means XFD's #NM. Tests in `tests/runner.rs` show both orders.
+//! sets `trap_nr = 6`. So for a SIGILL from a case, trapno 6 means #UD and any
+//! other trapno means XFD's #NM, provided `trap_nr` was not 6 when the case
+//! started. The runner knows when it may have been (a #UD since the thread's last
+//! prime); only then, and only when a case's SIGILL comes with trapno 6 and a
+//! component is XFD-armed, it takes a cheap #BP (`int3`, SIGTRAP, `trap_nr = 3`)
+//! in the stub's prime and runs the case again. Tests in `tests/runner.rs` show
+//! both orders.
 
 use crate::stub::{data, DATA_PAGE, EFLAGS_AC};
 use std::cell::RefCell;
