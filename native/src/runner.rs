@@ -470,7 +470,8 @@ impl Runner {
     /// Starts a batch of runs: takes the run lock and enters the case signal
     /// setup until the batch is dropped (see the module's documentation).
     /// Meanwhile other threads' runs wait, and this thread's asynchronous signals
-    /// stay pending.
+    /// stay pending. The run lock is not reentrant: while a batch is alive, this
+    /// thread must not start another one (with any runner).
     pub fn batch(&mut self) -> Result<Batch<'_>, Refusal> {
         let reg = region(&self.model).map_err(|e| Refusal::new(&format!("runner: {e}")))?;
         let res = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
