@@ -241,7 +241,7 @@ pub fn read(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
 pub struct Header {
     pub xstate_bv: u64,
     pub xcomp_bv: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: [u8; 64],
 }
 
 /// Reads the header. With the `xrstor-header-xcomp-first` quirk the first access
@@ -251,9 +251,9 @@ pub struct Header {
 /// it never straddles a page and the rest follows.
 pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
     if m.quirks().xrstor_header_xcomp_first {
-        read(m, base.wrapping_add(520), 8)?;
+        check_read(m, base.wrapping_add(520), 8)?;
     }
-    let b = read(m, base.wrapping_add(512), 64)?;
+    let b: [u8; 64] = read_array(m, base.wrapping_add(512))?;
     Ok(Header {
         xstate_bv: u64::from_le_bytes(b[0..8].try_into().unwrap()),
         xcomp_bv: u64::from_le_bytes(b[8..16].try_into().unwrap()),
@@ -265,8 +265,5 @@ pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
 /// header cannot be read, in which case the save's commit faults on it (a page
 /// that cannot be read cannot be written).
 pub fn read_header_qword(m: &Machine, base: u64) -> u64 {
-    read(m, base.wrapping_add(512), 8)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    read_array(m, base.wrapping_add(512)).map_or(0, u64::from_le_bytes)
 }
