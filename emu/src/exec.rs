@@ -261,8 +261,11 @@ impl<'m> Machine<'m> {
         if ins.is_invalid() {
             return Ok(Err(Fault::Ud));
         }
-        if ins.has_lock_prefix() {
-            // LOCK on any of these is #UD (SDM2 exception tables).
+        if ins.has_lock_prefix() && !ins.op_code().can_use_lock_prefix() {
+            // LOCK on an instruction that does not take it (every one modelled
+            // here) is #UD (SDM2 exception tables). A lockable one with a memory
+            // destination (`lock inc [rcx]`) is legal and not modelled: it falls
+            // through to the helpers, which decline it.
             return Ok(Err(Fault::Ud));
         }
         let mem_op = |m: &Self, w: bool| -> Result<Operand, Unsupported> {
