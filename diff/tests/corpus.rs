@@ -1,4 +1,5 @@
-//! Every case file under corpus/ passes `xsdiff repro` on this machine (the
+//! Every case file under corpus/ and fuzz/artifacts-found/ (fuzz findings, each
+//! fixed in the model since) passes `xsdiff repro` on this machine (the
 //! emulator with the file's model, and this CPU where the file is for it), and
 //! the seeds' expectations hold for both silicons' models (zen5, xeon-amx-vm).
 use std::path::{Path, PathBuf};
@@ -21,9 +22,10 @@ fn case_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn corpus() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut v = Vec::new();
-    case_files(&root, &mut v);
+    case_files(&root.join("corpus"), &mut v);
+    case_files(&root.join("fuzz/artifacts-found"), &mut v);
     v.sort();
     v
 }
