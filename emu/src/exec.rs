@@ -490,11 +490,26 @@ fn too_long(code: &[u8], ins: &Instruction) -> bool {
     if let Some(&last) = prefixes.last().filter(|&&b| is_rex(b)) {
         kept.push(last);
     }
-    let removed = run - kept.len();
-    kept.extend_from_slice(tail);
-    let mut d = Decoder::with_ip(64, &kept, CODE_BASE, DecoderOptions::NONE);
-    let collapsed = d.decode();
-    !collapsed.is_invalid() && collapsed.len() + removed > 15
+    // The length decoder sizes an opcode before anything checks that it is
+    // valid: an undefined form (66H 0F 78 /6 on Intel) still has the length of
+    // its opcode map entry. When the collapsed bytes do not decode, they are
+    // sized again without the mandatory prefixes (66H, F2H, F3H), which select
+    // the form but not the ModRM and displacement (NP 0F 78 /r is VMREAD).
+    let without_mandatory: Vec<u8> = kept
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, 0x66 | 0xf2 | 0xf3))
+        .collect();
+    // Sized by the first candidate that decodes.
+    [kept, without_mandatory]
+        .into_iter()
+        .find_map(|mut p| {
+            let removed = run - p.len();
+            p.extend_from_slice(tail);
+            let ins = Decoder::with_ip(64, &p, CODE_BASE, DecoderOptions::NONE).decode();
+            (!ins.is_invalid()).then(|| ins.len() + removed > 15)
+        })
+        .unwrap_or(false)
 }
 
 /// Decodes the case's code with iced-x86's verdict on each instruction

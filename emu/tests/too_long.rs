@@ -59,3 +59,22 @@ fn rex_w_imul_with_imm32_after_ten_prefixes_is_gp0() {
     code.extend_from_slice(&[0x48, 0x69, 0x46, 0x10, 1, 2, 3, 4]);
     assert_eq!(run(&code), Some((Fault::Gp(0), Some(0))));
 }
+
+/// diff_native fuzz finding on the Intel host: twelve 66H prefixes, then 0F 78
+/// with ModRM 73H and a disp8: 66H 0F 78 /6 is no instruction on Intel (EXTRQ is
+/// AMD's /0 form), but the length decoder sizes it first: 12 + 4 = 16 bytes, so
+/// #GP(0), not #UD (corpus/silicon/insn-16-bytes-undefined-opcode-gp.case).
+#[test]
+fn an_undefined_opcode_sized_past_15_bytes_is_gp0() {
+    let mut code = vec![0x66; 12];
+    code.extend_from_slice(&[0x0f, 0x78, 0x73, 0xec]);
+    assert_eq!(run(&code), Some((Fault::Gp(0), Some(0))));
+}
+
+/// The same undefined form within 15 bytes is #UD (nothing to size past).
+#[test]
+fn an_undefined_opcode_within_15_bytes_is_ud() {
+    let mut code = vec![0x66; 2];
+    code.extend_from_slice(&[0x0f, 0x78, 0x73, 0xec]);
+    assert_eq!(run(&code), Some((Fault::Ud, Some(0))));
+}
