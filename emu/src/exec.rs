@@ -464,11 +464,11 @@ pub fn stack_based(ins: &Instruction) -> bool {
 /// its last occurrence, so the last segment or F2/F3 prefix still wins, and the
 /// REX prefix if it is the last byte before the opcode), then adding back the
 /// bytes removed. 15 or more prefix bytes can never end within 15 bytes.
-/// An opcode that is invalid even collapsed stays #UD.
-fn too_long(code: &[u8], ins: &Instruction) -> bool {
+/// `None`: the length cannot be told (see the end).
+fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
     let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let Some(rest) = code.get(start..) else {
-        return false;
+        return Some(false);
     };
     let is_rex = |b: u8| (0x40..=0x4f).contains(&b);
     let is_prefix = |b: u8| {
@@ -479,7 +479,7 @@ fn too_long(code: &[u8], ins: &Instruction) -> bool {
     };
     let run = rest.iter().take_while(|&&b| is_prefix(b)).count();
     if run >= 15 {
-        return true;
+        return Some(true);
     }
     let (prefixes, tail) = rest.split_at(run);
     let mut kept: Vec<u8> = Vec::new();
@@ -509,7 +509,10 @@ fn too_long(code: &[u8], ins: &Instruction) -> bool {
             let ins = Decoder::with_ip(64, &p, CODE_BASE, DecoderOptions::NONE).decode();
             (!ins.is_invalid()).then(|| ins.len() + removed > 15)
         })
-        .unwrap_or(false)
+        // Neither decodes: the length is the hardware length decoder's. The
+        // longest form (3-byte opcode, ModRM, SIB, disp32, imm32) is 13 bytes, so
+        // after at most two prefixes it cannot pass 15 bytes.
+        .or((run <= 2).then_some(false))
 }
 
 /// Decodes the case's code with iced-x86's verdict on each instruction
@@ -640,13 +643,23 @@ pub fn run_forced(
                     "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
                 )));
             }
-            if *error == DecoderError::InvalidInstruction && too_long(&case.code, ins) {
-                // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
-                fault = Some(FaultAt {
-                    fault: Fault::gp0(),
-                    insn: Some(k),
-                });
-                break;
+            if *error == DecoderError::InvalidInstruction {
+                match too_long(&case.code, ins) {
+                    // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
+                    Some(true) => {
+                        fault = Some(FaultAt {
+                            fault: Fault::gp0(),
+                            insn: Some(k),
+                        });
+                        break;
+                    }
+                    Some(false) => {}
+                    None => {
+                        return Err(Unsupported(format!(
+                            "instruction {k}: an undefined opcode after prefixes, whose length (#GP(0) past 15 bytes, else #UD) is the hardware length decoder's"
+                        )))
+                    }
+                }
             }
             m.lat.pf_region = None;
             m.lat.alt_fault.clear();

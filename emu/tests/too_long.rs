@@ -78,3 +78,20 @@ fn an_undefined_opcode_within_15_bytes_is_ud() {
     code.extend_from_slice(&[0x0f, 0x78, 0x73, 0xec]);
     assert_eq!(run(&code), Some((Fault::Ud, Some(0))));
 }
+
+/// An opcode neither iced-x86 nor the collapsed-prefix sizing can decode (0F 0A
+/// is unassigned) after five prefixes: 5 + 2 bytes could, with a ModRM form, pass
+/// 15, and only the hardware's length decoder knows, so the model declines it
+/// instead of guessing #UD or #GP(0).
+#[test]
+fn an_unsizable_opcode_after_prefixes_is_declined() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let mut c = Case::new(&m, Control::user(&m));
+    c.code = vec![0x66, 0x66, 0x66, 0x66, 0x66, 0x0f, 0x0a, 0x90];
+    assert!(predict(&m, &c).is_err());
+    c.code = vec![0x66, 0x66, 0x0f, 0x0a, 0x90];
+    assert_eq!(
+        predict(&m, &c).unwrap().fault.map(|f| (f.fault, f.insn)),
+        Some((Fault::Ud, Some(0)))
+    );
+}
