@@ -23,7 +23,7 @@ use xsave_diff::generate::{generate, Target};
 use xsave_emu::case::ARENA_BASE;
 use xsave_emu::exec::{decode, Machine};
 use xsave_emu::{layout, predict, Case, Control, CpuModel, Memory, Outcome, Policy, Xfeatures};
-use xsave_native::runner::Runner;
+use xsave_native::runner::{Check, Runner};
 
 /// Generated cases per measurement.
 const CASES: u64 = 2000;
@@ -363,8 +363,9 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
         cases.len(),
         quiet.len()
     );
-    // As a campaign runs them: the prediction, then one run on this CPU kept if
-    // it agrees (`run_expecting`), confirmed by reruns if it does not; a case the
+    // As a campaign runs them: the prediction, then one run on this CPU, equal
+    // to the prediction (compared where it lies, nothing copied) or kept if it
+    // agrees (`check_expecting`), confirmed by reruns if it does not; a case the
     // emulator cannot predict runs carefully.
     let emu_vs_native = |runner: &mut Runner, set: &[Case]| {
         let mut mismatches = 0u32;
@@ -373,14 +374,9 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
             match predict(&model, c) {
                 Ok(p) => {
                     let agrees = |o: &Outcome| o == &p || compare(&model, c, &p, o).is_match();
-                    let first_agreed = std::cell::Cell::new(false);
-                    let o = b.run_expecting(c, |o| {
-                        first_agreed.set(agrees(o));
-                        first_agreed.get()
-                    });
                     // Compared again only when the first run did not agree.
-                    if let Ok(o) = o {
-                        mismatches += !(first_agreed.get() || agrees(&o)) as u32;
+                    if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
+                        mismatches += !agrees(&o) as u32;
                     }
                 }
                 Err(_) => {

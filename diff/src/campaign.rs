@@ -6,7 +6,7 @@
 //! nothing. Case n of a campaign depends only on (seed, n); `--shard K/N`
 //! takes the n with n mod N = K, so shards never overlap.
 
-use crate::backend::{self, Backend, Skip};
+use crate::backend::{self, Backend, Observed, Skip};
 use crate::casefile::{write_case, write_outcome};
 use crate::compare::{compare, render, verdict, Comparison, Verdict};
 use crate::generate::{generate, Target};
@@ -235,42 +235,39 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
         // The reference first; the others are told what it gave, so a backend
         // may trust an observation that agrees (what the loop below does not
         // count as a mismatch) without confirming it, and say so (`agreed`: no
-        // second comparison below).
-        let mut outs: Vec<Vec<Result<Outcome, Skip>>> = Vec::with_capacity(rig.backends.len());
-        let mut agreed: Vec<Vec<bool>> = Vec::with_capacity(rig.backends.len());
+        // second comparison below), or say that it equals the reference
+        // (`Observed::Same`: nothing copied, nothing to compare).
         let judge = &rig.judge;
         let agrees =
             |c: &Case, r: &Outcome, o: &Outcome| o == r || compare(judge, c, r, o).is_match();
-        for (bi, b) in rig.backends.iter_mut().enumerate() {
-            if bi == 0 {
-                outs.push(b.run_batch(&cases));
-                agreed.push(vec![false; cases.len()]);
-            } else {
-                let (o, a) = b
-                    .run_batch_expecting(&cases, &outs[0], &agrees)
-                    .into_iter()
-                    .map(|r| match r {
-                        Ok((o, a)) => (Ok(o), a),
-                        Err(s) => (Err(s), false),
-                    })
-                    .unzip();
-                outs.push(o);
-                agreed.push(a);
-            }
-        }
+        let mut backends = rig.backends.iter_mut();
+        let reference_outs = backends
+            .next()
+            .expect("a rig has backends")
+            .run_batch(&cases);
+        let others: Vec<Vec<Result<Observed, Skip>>> = backends
+            .map(|b| b.run_batch_expecting(&cases, &reference_outs, &agrees))
+            .collect();
         for (ci, case) in cases.iter().enumerate() {
             st.generated += 1;
-            if let Some(Err(s)) = outs.iter().map(|o| &o[ci]).find(|o| o.is_err()) {
+            let skipped = std::iter::once(reference_outs[ci].as_ref().err())
+                .chain(others.iter().map(|o| o[ci].as_ref().err()))
+                .flatten()
+                .next();
+            if let Some(s) = skipped {
                 *st.skipped.entry(s.0.clone()).or_default() += 1;
                 continue;
             }
             st.cases += 1;
-            let reference = outs[0][ci].as_ref().unwrap();
-            for bi in 1..outs.len() {
-                let obs = outs[bi][ci].as_ref().unwrap();
-                if agreed[bi][ci] || obs == reference {
-                    continue;
-                }
+            let reference = reference_outs[ci].as_ref().unwrap();
+            for (oi, other) in others.iter().enumerate() {
+                let bi = oi + 1;
+                let obs = match other[ci].as_ref().unwrap() {
+                    Observed::Same => continue,
+                    Observed::Outcome { agreed: true, .. } => continue,
+                    Observed::Outcome { outcome, .. } if outcome == reference => continue,
+                    Observed::Outcome { outcome, .. } => outcome,
+                };
                 let cmp = compare(&rig.judge, case, reference, obs);
                 if cmp.is_match() {
                     continue;

@@ -35,7 +35,9 @@
 //! the Intel host) XINUSE[1] turns from 0 to 1 during a run with no context
 //! switch counted.
 //!
-//! [`Batch::run_expecting`] is fast where an outcome was predicted: it runs the
+//! [`Batch::run_expecting`] (and [`Batch::check_expecting`], which is given the
+//! prediction itself and compares the observation with it where it lies,
+//! without copying it out) is fast where an outcome was predicted: it runs the
 //! case once, without counting context switches, and the outcome stands if the
 //! caller's `accept` (its comparison with the prediction) takes it; otherwise it
 //! runs the careful path from scratch and returns that confirmed outcome, so a
@@ -214,7 +216,18 @@ fn fill_zero(addr: u64, len: usize) {
 fn peek(addr: u64, len: usize) -> Vec<u8> {
     // SAFETY: callers read inside the runner's own readable mappings (the alias,
     // the private region), which nothing writes while the run lock is held.
-    unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
+    unsafe { view(addr, len) }.to_vec()
+}
+
+/// The `len` bytes at `addr`, borrowed.
+///
+/// # Safety
+/// `addr..addr + len` must be readable memory of the runner's own mappings that
+/// nothing writes while the slice lives (callers hold the run lock and drop the
+/// slice before the next run).
+unsafe fn view<'a>(addr: u64, len: usize) -> &'a [u8] {
+    // SAFETY: the caller's promise above.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len) }
 }
 
 fn put_u64(off: u64, v: u64) {
@@ -346,6 +359,9 @@ pub struct Runner {
     /// Bytes of the capture: the standard format's size for the host's XCR0 (the
     /// only XCR0 cases run with here).
     final_size: usize,
+    /// [`supervisor_init`] for the host's IA32_XSS (the only IA32_XSS cases run
+    /// with here): every outcome's supervisor state.
+    supervisor: Vec<u8>,
     /// How many times a case is run when each run sees a context switch.
     pub max_tries: u32,
     /// Total reruns caused by context switches (for reporting).
@@ -376,10 +392,12 @@ impl Runner {
         let amx_permitted = model.xfd && perm & (1 << host::XFEATURE_XTILEDATA) != 0;
         let final_size =
             layout::standard(&model, Xfeatures::from_bits_retain(model.os_xcr0)).size as usize;
+        let supervisor = supervisor_init(&model, Control::user(&model).xss);
         Ok(Runner {
             model,
             amx_permitted,
             final_size,
+            supervisor,
             max_tries: 20,
             reruns: 0,
             confirm: true,
@@ -522,22 +540,18 @@ impl Runner {
         Ok(())
     }
 
-    /// The outcome the last run left (its fault record `rec`).
-    fn outcome(
+    /// The fault and the GPRs the last run left (its fault record `rec`): the
+    /// small fields of its outcome.
+    fn observed_head(
         &self,
         reg: &Region,
         case: &Case,
         rec: Option<FaultRecord>,
-    ) -> Result<Outcome, Refusal> {
-        let final_image = peek(reg.stub.final_area, self.final_size);
-        let xinuse = self.model.xgetbv1.then(|| get_u64(stub::data::XINUSE));
+    ) -> Result<(Option<FaultAt>, [u64; 16]), Refusal> {
         let mut gprs = [0u64; 16];
         for (k, g) in gprs.iter_mut().enumerate() {
             *g = get_u64(stub::data::GPRS_OUT + 8 * k as u64);
         }
-        // Only read-write pages can have changed; the alias holds every page's
-        // bytes as the run left them.
-        let memory = peek(reg.alias + ARENA_OFF as u64, case.memory.bytes.len());
         let fault = match rec {
             None => None,
             Some(r) => {
@@ -558,14 +572,61 @@ impl Runner {
                 Some(FaultAt { fault, insn })
             }
         };
+        Ok((fault, gprs))
+    }
+
+    /// XGETBV(1) as the last run left it.
+    fn observed_xinuse(&self) -> Option<u64> {
+        self.model.xgetbv1.then(|| get_u64(stub::data::XINUSE))
+    }
+
+    /// The outcome the last run left (its fault record `rec`).
+    fn outcome(
+        &self,
+        reg: &Region,
+        case: &Case,
+        rec: Option<FaultRecord>,
+    ) -> Result<Outcome, Refusal> {
+        let (fault, gprs) = self.observed_head(reg, case, rec)?;
         Ok(Outcome {
             fault,
-            final_image,
-            xinuse,
+            final_image: peek(reg.stub.final_area, self.final_size),
+            xinuse: self.observed_xinuse(),
             gprs,
-            memory,
-            supervisor: supervisor_init(&self.model, case.control.xss),
+            // Only read-write pages can have changed; the alias holds every
+            // page's bytes as the run left them.
+            memory: peek(reg.alias + ARENA_OFF as u64, case.memory.bytes.len()),
+            supervisor: self.supervisor.clone(),
         })
+    }
+
+    /// Whether the outcome the last run left (its fault record `rec`) equals
+    /// `expected` in every field, judged where the observation lies (the data
+    /// page, the final area, the arena through the alias) without copying it:
+    /// exactly `self.outcome(reg, case, rec) == Ok(expected)`.
+    fn observed_equals(
+        &self,
+        reg: &Region,
+        case: &Case,
+        rec: Option<FaultRecord>,
+        expected: &Outcome,
+    ) -> bool {
+        let Ok((fault, gprs)) = self.observed_head(reg, case, rec) else {
+            return false;
+        };
+        fault == expected.fault
+            && gprs == expected.gprs
+            && self.observed_xinuse() == expected.xinuse
+            && expected.supervisor == self.supervisor
+            // SAFETY (both views): the final area and the alias are the runner's
+            // own mappings, readable for these lengths (the final area is
+            // `final_size` <= `std_size` bytes, the arena view holds the case's
+            // pages, checked in `refusal`); nothing writes them while the run
+            // lock is held and the slices live only for this comparison.
+            && expected.final_image.as_slice()
+                == unsafe { view(reg.stub.final_area, self.final_size) }
+            && expected.memory.as_slice()
+                == unsafe { view(reg.alias + ARENA_OFF as u64, case.memory.bytes.len()) }
     }
 }
 
@@ -646,6 +707,60 @@ impl Batch<'_> {
         }
         self.runner.rejected += 1;
         self.careful(case)
+    }
+
+    /// [`Batch::run_expecting`] against a prediction given as an outcome: runs
+    /// `case` once and first compares the observation with `predicted` where it
+    /// lies, field by field, copying nothing; equal in every field is
+    /// [`Check::Same`]. Otherwise the outcome is built and `accept` (the caller's
+    /// comparison, which may allow noise) decides as in `run_expecting`:
+    /// [`Check::Accepted`] with that one run's outcome, or [`Check::Confirmed`]
+    /// with the careful path's. So the answer is always what `run_expecting(case,
+    /// |o| o == predicted || accept(o))` gives, without building the outcome
+    /// when it equals the prediction.
+    pub fn check_expecting(
+        &mut self,
+        case: &Case,
+        predicted: &Outcome,
+        accept: impl FnOnce(&Outcome) -> bool,
+    ) -> Result<Check, Refusal> {
+        self.runner.refusal(case)?;
+        self.runner.runs += 1;
+        let (_, rec) = run_once(self.reg, &mut self.res, case, None, false)?;
+        if self.runner.observed_equals(self.reg, case, rec, predicted) {
+            return Ok(Check::Same);
+        }
+        if let Ok(o) = self.runner.outcome(self.reg, case, rec) {
+            if accept(&o) {
+                return Ok(Check::Accepted(o));
+            }
+        }
+        self.runner.rejected += 1;
+        self.careful(case).map(Check::Confirmed)
+    }
+}
+
+/// What [`Batch::check_expecting`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// The one run's outcome equals the prediction in every field (not copied:
+    /// the prediction is the outcome).
+    Same,
+    /// The one run's outcome differs from the prediction and the caller's
+    /// comparison accepted it (noise its model allows).
+    Accepted(Outcome),
+    /// The one run's outcome was not accepted: the careful path's confirmed
+    /// outcome (whatever the comparison says of it).
+    Confirmed(Outcome),
+}
+
+impl Check {
+    /// The outcome observed, given the prediction it was checked against.
+    pub fn outcome(self, predicted: &Outcome) -> Outcome {
+        match self {
+            Check::Same => predicted.clone(),
+            Check::Accepted(o) | Check::Confirmed(o) => o,
+        }
     }
 }
 

@@ -111,3 +111,53 @@ fn an_accepted_fast_run_is_one_run() {
         println!("the fast run was hit by noise and rerun carefully");
     }
 }
+
+/// `check_expecting` against the careful path's own observation finds it equal
+/// where it lies (`Same`, one run, nothing rejected); against that observation
+/// with RBX off by one it builds the run's outcome and hands it to the caller's
+/// comparison: accepted, it is the observation (RBX as the case left it), not
+/// the expectation; refused, the careful path confirms it.
+#[test]
+fn check_expecting_judges_in_place_and_builds_only_on_a_difference() {
+    use xsave_native::runner::Check;
+    let c = plain_case();
+    let m = model();
+    let mut r = runner();
+    let observed = r.run(&c).unwrap();
+    let mut b = r.batch().unwrap();
+    let (runs0, rejected0) = (b.runner().runs, b.runner().rejected);
+    let same = b.check_expecting(&c, &observed, |_| false).unwrap();
+    let (runs1, rejected1) = (b.runner().runs, b.runner().rejected);
+    if same == Check::Same {
+        assert_eq!((runs1 - runs0, rejected1 - rejected0), (1, 0));
+    } else {
+        // The rare asynchronous XINUSE[1] flip: the careful path ran.
+        println!("the fast run was hit by noise: {same:?}");
+    }
+    let mut wrong = observed.clone();
+    wrong.gprs[3] ^= 1;
+    match b
+        .check_expecting(&c, &wrong, |o| o.gprs[3] == c.gprs[3])
+        .unwrap()
+    {
+        Check::Accepted(o) => {
+            let d = real_differences(&m, &c, &observed, &o);
+            assert!(d.is_empty(), "{}", d.join("\n"));
+        }
+        other => panic!("not accepted: {other:?}"),
+    }
+    let (runs2, rejected2) = (b.runner().runs, b.runner().rejected);
+    match b.check_expecting(&c, &wrong, |_| false).unwrap() {
+        Check::Confirmed(o) => {
+            assert_eq!(o.gprs[3], c.gprs[3], "RBX as the case left it");
+            let d = real_differences(&m, &c, &observed, &o);
+            assert!(d.is_empty(), "{}", d.join("\n"));
+        }
+        other => panic!("not confirmed: {other:?}"),
+    }
+    assert_eq!(b.runner().rejected - rejected2, 1);
+    assert!(
+        b.runner().runs - runs2 >= 3,
+        "one fast and two careful runs"
+    );
+}

@@ -42,21 +42,48 @@ pub trait Backend {
     /// per case); `agrees(case, expected, observed)` is the caller's comparison.
     /// A backend may trust an observation that agrees more cheaply than one that
     /// does not (native: one run instead of two that confirm each other; an
-    /// observation that disagrees is still confirmed). Each outcome comes with
-    /// whether `agrees` accepted it, so the caller need not compare again (false:
-    /// not compared, or not accepted). By default, [`Backend::run_batch`] with
-    /// nothing compared.
+    /// observation that disagrees is still confirmed), and may report an
+    /// observation equal to the expected outcome as [`Observed::Same`] without
+    /// building it. By default, [`Backend::run_batch`] with nothing compared.
     fn run_batch_expecting(
         &mut self,
         cases: &[Case],
         expected: &[Result<Outcome, Skip>],
         agrees: &dyn Fn(&Case, &Outcome, &Outcome) -> bool,
-    ) -> Vec<Result<(Outcome, bool), Skip>> {
+    ) -> Vec<Result<Observed, Skip>> {
         let _ = (expected, agrees);
         self.run_batch(cases)
             .into_iter()
-            .map(|r| r.map(|o| (o, false)))
+            .map(|r| {
+                r.map(|outcome| Observed::Outcome {
+                    outcome,
+                    agreed: false,
+                })
+            })
             .collect()
+    }
+}
+
+/// What [`Backend::run_batch_expecting`] observed for one case.
+// `Same` is small and `Outcome` is not: boxing the outcome would cost an
+// allocation per observed case to save stack bytes in a Vec of one batch.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Equal to the expected outcome in every field (so not copied).
+    Same,
+    /// The observed outcome; `agreed`: the caller's comparison accepted it
+    /// (false: not compared, or not accepted).
+    Outcome { outcome: Outcome, agreed: bool },
+}
+
+impl Observed {
+    /// The observed outcome, given the expected one it was checked against.
+    pub fn into_outcome(self, expected: &Outcome) -> Outcome {
+        match self {
+            Observed::Same => expected.clone(),
+            Observed::Outcome { outcome, .. } => outcome,
+        }
     }
 }
 
