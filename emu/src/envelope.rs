@@ -14,7 +14,7 @@
 //! alone; for a silicon model the envelope is centred on that silicon.
 
 use crate::case::Case;
-use crate::exec::{run, run_forced, Policy, Unsupported};
+use crate::exec::{run_forced, Policy, Unsupported};
 use crate::fault::Fault;
 use crate::fault::FaultAt;
 use crate::memory::{Memory, Prot};
@@ -115,12 +115,27 @@ pub struct Violation {
 
 /// The prediction for `model` (quirks included).
 pub fn predict(model: &CpuModel, case: &Case) -> Result<Outcome, Unsupported> {
-    run(model, case, Policy::Predict).map(|(o, _)| o)
+    run_canonical(model, case, Policy::Predict, None).map(|(o, _)| o)
+}
+
+/// [`run_forced`] with a #PF on a non-canonical address raised as the CPU does
+/// ([`crate::non_canonical`]).
+fn run_canonical(
+    model: &CpuModel,
+    case: &Case,
+    policy: Policy,
+    forced: Option<FaultAt>,
+) -> Result<(Outcome, Latitude), Unsupported> {
+    let (mut o, lat) = run_forced(model, case, policy, forced)?;
+    o.fault = o
+        .fault
+        .map(|f| crate::non_canonical::fault_for(model, case, f));
+    Ok((o, lat))
 }
 
 /// The architectural outcome and the latitude around it.
 pub fn envelope(model: &CpuModel, case: &Case) -> Result<(Outcome, Latitude), Unsupported> {
-    run(model, case, Policy::Architectural)
+    run_canonical(model, case, Policy::Architectural, None)
 }
 
 /// Whether `obs` is inside the envelope of `case` on `model`.
@@ -159,7 +174,7 @@ pub fn check(
             .is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr));
         let later = arch.fault.is_none_or(|a| a.insn.is_some_and(|ak| ak >= k));
         if arch.fault != obs.fault && allowed && later {
-            let (arch, lat) = run_forced(model, case, Policy::Architectural, Some(o))?;
+            let (arch, lat) = run_canonical(model, case, Policy::Architectural, Some(o))?;
             return Ok(check_against(model, case, &arch, &lat, obs));
         }
     }

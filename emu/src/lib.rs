@@ -21,6 +21,7 @@ pub mod layout;
 pub mod legacy;
 pub mod memory;
 pub mod model;
+pub mod non_canonical;
 pub mod outcome;
 pub mod state;
 pub mod xgetbv;

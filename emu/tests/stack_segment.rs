@@ -37,3 +37,27 @@ fn an_ss_override_on_another_base_is_ignored() {
     assert_eq!(fault(&[0x36, 0x48, 0x0f, 0xae, 0x2b]), Some(Fault::gp0())); // ss: xrstor64 [rbx]
     assert_eq!(fault(&[0x36, 0x48, 0x8b, 0x03]), Some(Fault::gp0())); // ss: mov rax, [rbx]
 }
+
+/// An area whose canonical base runs past the canonical boundary: the access
+/// that crosses it is #GP(0), not #PF; #SS(0) from an RBP base (Intel host:
+/// corpus/silicon/xrstor-area-crosses-canonical-boundary-gp.case and
+/// xrstor-rbp-area-crosses-canonical-boundary-ss.case; SDM2 XRSTOR 64-bit mode
+/// exceptions).
+#[test]
+fn an_area_running_past_the_canonical_boundary_is_gp0_or_ss0() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    for (base_reg, want) in [(7usize, Fault::gp0()), (5, Fault::Ss)] {
+        let mut c = Case::new(&m, Control::user(&m));
+        c.gprs[0] = 0xFFFF_FFFF;
+        c.gprs[2] = 0xFFFF_FFFF;
+        c.gprs[base_reg] = 0x7FFF_FFFF_FF00;
+        // xrstor [rdi] / xrstor [rbp+0]
+        c.code = if base_reg == 7 {
+            vec![0x0f, 0xae, 0x2f]
+        } else {
+            vec![0x0f, 0xae, 0x6d, 0x00]
+        };
+        let f = predict(&m, &c).unwrap().fault.map(|f| f.fault);
+        assert_eq!(f, Some(want), "base register {base_reg}");
+    }
+}
