@@ -110,15 +110,29 @@ impl<'m> Machine<'m> {
         self.spare_writes = w;
     }
     pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
+        let st = XState::reset(model);
+        Machine::with_buffers(model, ctl, mem, policy, st, crate::area::Writes::default())
+    }
+
+    /// [`Machine::new`] from a power-on state `st` of `model` and an empty
+    /// write collection (`run` reuses the last run's, see `reuse.rs`).
+    fn with_buffers(
+        model: &'m CpuModel,
+        ctl: Control,
+        mem: Memory,
+        policy: Policy,
+        st: XState,
+        spare_writes: crate::area::Writes,
+    ) -> Machine<'m> {
         Machine {
             model,
             ctl,
-            st: XState::reset(model),
+            st,
             mem,
             gprs: [0; 16],
             policy,
             lat: Latitude::default(),
-            spare_writes: crate::area::Writes::default(),
+            spare_writes,
             image: None,
         }
     }
@@ -627,7 +641,8 @@ pub fn run_forced(
     forced: Option<FaultAt>,
 ) -> Result<(Outcome, Latitude), Unsupported> {
     validate(model, case)?;
-    let mut m = Machine::new(model, case.control, case.memory.clone(), policy);
+    let (st, writes) = crate::reuse::take(model);
+    let mut m = Machine::with_buffers(model, case.control, case.memory.clone(), policy, st, writes);
     let mut fault = None;
     if let Err(f) = m.load_initial_borrowed(&case.init)? {
         fault = Some(FaultAt {
@@ -739,6 +754,7 @@ pub fn run_forced(
         memory: std::mem::take(&mut m.mem.bytes),
         supervisor: m.supervisor_contents(),
     };
+    crate::reuse::give(m.st, m.spare_writes);
     Ok((out, m.lat))
 }
 

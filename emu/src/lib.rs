@@ -23,6 +23,7 @@ pub mod memory;
 pub mod model;
 pub mod non_canonical;
 pub mod outcome;
+pub mod reuse;
 pub mod state;
 pub mod xgetbv;
 pub mod xrstor;

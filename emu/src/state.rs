@@ -58,7 +58,7 @@ pub struct XrstorInfo {
 }
 
 /// Everything the XSAVE family reads or writes, apart from memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct XState {
     pub x87: X87,
     pub mxcsr: u32,
@@ -71,21 +71,34 @@ pub struct XState {
     pub xinuse: u64,
     pub xmodified: u64,
     pub xrstor_info: Option<XrstorInfo>,
+    /// Extended components whose bytes in `ext` may differ from their init
+    /// configuration (set by [`XState::comp_mut`]); a component whose bit is
+    /// clear holds its init configuration, so [`XState::init_component`] and
+    /// [`XState::reset_in_place`] leave it alone. Not part of the state: equal
+    /// states may differ here.
+    dirty: u64,
 }
+
+impl PartialEq for XState {
+    fn eq(&self, o: &XState) -> bool {
+        self.x87 == o.x87
+            && self.mxcsr == o.mxcsr
+            && self.xmm == o.xmm
+            && self.ext == o.ext
+            && self.ext_off == o.ext_off
+            && self.ext_size == o.ext_size
+            && self.xinuse == o.xinuse
+            && self.xmodified == o.xmodified
+            && self.xrstor_info == o.xrstor_info
+    }
+}
+impl Eq for XState {}
 
 impl XState {
     /// Power-on state: every component in its init configuration, XINUSE = 0,
     /// XMODIFIED all ones, no XRSTOR_INFO.
     pub fn reset(model: &CpuModel) -> XState {
-        let mut ext_off = [0; MAX_COMPONENT + 1];
-        let mut ext_size = [0; MAX_COMPONENT + 1];
-        let mut end = layout::EXTENDED_START;
-        for s in layout::compacted_slots(model, model.supported()) {
-            ext_off[s.index] = s.offset - layout::EXTENDED_START;
-            ext_size[s.index] = s.size;
-            end = s.offset.saturating_add(s.size);
-        }
-        let len = (end - layout::EXTENDED_START) as usize;
+        let (ext_off, ext_size, len) = Self::private_layout(model);
         let mut st = XState {
             x87: X87::init(),
             mxcsr: MXCSR_INIT,
@@ -96,15 +109,54 @@ impl XState {
             xinuse: 0,
             xmodified: !0,
             xrstor_info: None,
+            dirty: 0,
         };
         // `ext` is zero: only the components whose init configuration is not
         // all zero need their first qword.
         for (i, c) in COMPONENTS.iter().enumerate().skip(2) {
             if c.init_qword0 != 0 {
-                st.init_component(i);
+                st.write_init(i);
             }
         }
         st
+    }
+
+    /// Puts this state in the power-on state of `model` ([`XState::reset`]),
+    /// reusing its buffer: when the model's private layout is the one `ext`
+    /// already has, only the components changed since they were last in their
+    /// init configuration are rewritten.
+    pub fn reset_in_place(&mut self, model: &CpuModel) {
+        let (ext_off, ext_size, len) = Self::private_layout(model);
+        if ext_off != self.ext_off || ext_size != self.ext_size || len != self.ext.len() {
+            *self = XState::reset(model);
+            return;
+        }
+        for i in Xfeatures::from_bits_retain(self.dirty).indices() {
+            self.write_init(i);
+        }
+        self.x87 = X87::init();
+        self.mxcsr = MXCSR_INIT;
+        self.xmm = [[0; 16]; 16];
+        self.xinuse = 0;
+        self.xmodified = !0;
+        self.xrstor_info = None;
+    }
+
+    /// Offsets and sizes of the components in `ext` (the compacted layout of
+    /// every component the model supports, less the legacy region and header),
+    /// and the length of `ext`.
+    fn private_layout(
+        model: &CpuModel,
+    ) -> ([u32; MAX_COMPONENT + 1], [u32; MAX_COMPONENT + 1], usize) {
+        let mut ext_off = [0; MAX_COMPONENT + 1];
+        let mut ext_size = [0; MAX_COMPONENT + 1];
+        let mut end = layout::EXTENDED_START;
+        for s in layout::compacted_slots(model, model.supported()) {
+            ext_off[s.index] = s.offset - layout::EXTENDED_START;
+            ext_size[s.index] = s.size;
+            end = s.offset.saturating_add(s.size);
+        }
+        (ext_off, ext_size, (end - layout::EXTENDED_START) as usize)
     }
 
     /// The bytes of extended component i (empty if the model lacks it).
@@ -113,6 +165,7 @@ impl XState {
         &self.ext[o..o + n]
     }
     pub fn comp_mut(&mut self, i: usize) -> &mut [u8] {
+        self.dirty |= 1u64.checked_shl(i as u32).unwrap_or(0);
         let (o, n) = self.span(i);
         &mut self.ext[o..o + n]
     }
@@ -126,14 +179,30 @@ impl XState {
         }
     }
 
-    /// Puts extended component i (i >= 2) in its init configuration.
+    /// Puts extended component i (i >= 2) in its init configuration (nothing to
+    /// do when it has not changed since it last was).
     pub fn init_component(&mut self, i: usize) {
+        if self.is_dirty(i) {
+            self.write_init(i);
+        }
+    }
+
+    /// Whether component i may differ from its init configuration; `false`
+    /// means its bytes are its init configuration.
+    pub fn is_dirty(&self, i: usize) -> bool {
+        self.dirty >> i.min(63) & 1 != 0 || i >= 64
+    }
+
+    /// Writes component i's init configuration.
+    fn write_init(&mut self, i: usize) {
         let q = COMPONENTS.get(i).map_or(0, |c| c.init_qword0);
-        let c = self.comp_mut(i);
+        let (o, n) = self.span(i);
+        let c = &mut self.ext[o..o + n];
         c.fill(0);
         if q != 0 && c.len() >= 8 {
             c[..8].copy_from_slice(&q.to_le_bytes());
         }
+        self.dirty &= !1u64.checked_shl(i as u32).unwrap_or(0);
     }
 
     /// Whether component i holds its init configuration (SDM1 §13.6). For SSE
@@ -142,6 +211,7 @@ impl XState {
         match i {
             0 => self.x87.is_init(),
             1 => self.xmm.iter().all(|r| r.iter().all(|&b| b == 0)),
+            _ if !self.is_dirty(i) => true,
             _ => {
                 let q = COMPONENTS.get(i).map_or(0, |c| c.init_qword0).to_le_bytes();
                 self.comp(i)
