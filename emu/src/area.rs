@@ -107,23 +107,17 @@ impl Writes {
     }
 
     /// Writes the pieces into a zeroed buffer that stands for addresses 0..
-    /// (the runner's capture area): an initial configuration needs only its
-    /// first qword there.
+    /// (the runner's capture area): an initial configuration, and a component
+    /// the state holds in its initial configuration ([`XState::is_dirty`]),
+    /// needs only its first qword there.
     pub fn store(&self, st: &XState, area: &mut [u8]) {
         for p in &self.pieces {
             let o = p.addr as usize;
             let dst = &mut area[o..o + p.len];
             match p.src {
                 Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
-                Src::Comp(i) => dst.copy_from_slice(st.comp(i)),
-                Src::Init(i) => {
-                    let q = crate::component::COMPONENTS
-                        .get(i)
-                        .map_or(0, |c| c.init_qword0);
-                    if q != 0 && p.len >= 8 {
-                        dst[..8].copy_from_slice(&q.to_le_bytes());
-                    }
-                }
+                Src::Comp(i) if st.is_dirty(i) => dst.copy_from_slice(st.comp(i)),
+                Src::Comp(i) | Src::Init(i) => init_qword(i, dst),
             }
         }
     }
@@ -210,6 +204,11 @@ fn write_checked(w: &Writes, st: &XState, mem: &mut Memory) {
 /// qword (`COMPONENTS[i].init_qword0`).
 fn init_bytes(i: usize, out: &mut [u8]) {
     out.fill(0);
+    init_qword(i, out);
+}
+
+/// The first qword of component `i`'s initial configuration into zeroed `out`.
+fn init_qword(i: usize, out: &mut [u8]) {
     let q = crate::component::COMPONENTS
         .get(i)
         .map_or(0, |c| c.init_qword0);
