@@ -23,7 +23,7 @@ use xsave_diff::generate::{generate, Target};
 use xsave_emu::case::ARENA_BASE;
 use xsave_emu::exec::{decode, Machine};
 use xsave_emu::{layout, predict, Case, Control, CpuModel, Memory, Outcome, Policy, Xfeatures};
-use xsave_native::runner::{Check, Runner};
+use xsave_native::runner::{protection_key, Check, Runner};
 
 /// Generated cases per measurement.
 const CASES: u64 = 2000;
@@ -344,16 +344,13 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
         .cloned()
         .collect();
     let ran = cases.iter().filter(|c| runner.refusal(c).is_ok()).count();
-    // The native rows take each batch of 64 in the order of its arena
-    // protections, as the native backend does in a campaign (fewer mprotect
-    // calls); emu's row is order-blind.
+    // The native rows take each batch of 64 in the order of its protections
+    // (`protection_key`), as the native backend does in a campaign (fewer
+    // mprotect calls); emu's row is order-blind.
     let by_pattern = |set: &[Case]| -> Vec<Case> {
         let mut v = set.to_vec();
         for chunk in v.chunks_mut(64) {
-            chunk.sort_by(|a, b| {
-                let p = |c: &Case| c.memory.prot.iter().map(|&p| p as u8).collect::<Vec<u8>>();
-                p(a).cmp(&p(b))
-            });
+            chunk.sort_by_key(protection_key);
         }
         v
     };

@@ -10,7 +10,8 @@
 //!
 //! The stub, in order:
 //! 1. push the callee-saved GPRs and RFLAGS, store RSP in the data page;
-//! 2. XSAVE64 the host's full state (EDX:EAX = all ones) into the host area;
+//! 2. save the host's full state (EDX:EAX = all ones) into the host area, with
+//!    the cheapest of XSAVEC64, XSAVEOPT64, XSAVE64 the CPU has ([`HostSave`]);
 //! 3. XRSTOR64 a reset image (XSTATE_BV = 0, MXCSR = 1F80H), then the case's
 //!    initial image from `INIT_BASE` (EDX:EAX = all ones);
 //! 4. OR the case's EFLAGS.AC into RFLAGS, load the 16 GPRs, jump to `CODE_BASE`;
@@ -95,10 +96,45 @@ fn rip_store_rax(addr: u64) -> Result<Instruction, String> {
     .map_err(|e| e.to_string())
 }
 
+/// How the stub saves the host's state (step 2) before the case, restored with
+/// XRSTOR64 (step 8), which takes the standard and the compacted format alike.
+/// Only the runner reads the host area, so the cheapest save the CPU has is
+/// used: the init optimization (XSAVEC, XSAVEOPT) skips every component in its
+/// init configuration (the 8 KiB TILEDATA, AVX state the host is not using),
+/// and XRSTOR puts those back in it from XSTATE_BV = 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostSave {
+    /// XSAVEC64 (CPUID.(EAX=0DH,ECX=1):EAX[1]): compacted, init optimization.
+    Xsavec,
+    /// XSAVEOPT64 (CPUID.(EAX=0DH,ECX=1):EAX[0]): standard format, init and
+    /// modified optimizations.
+    Xsaveopt,
+    /// XSAVE64: every component, in the standard format.
+    Xsave,
+}
+
+impl HostSave {
+    /// The cheapest save `model` offers.
+    pub fn best(model: &xsave_emu::CpuModel) -> HostSave {
+        if model.xsavec {
+            HostSave::Xsavec
+        } else if model.xsaveopt {
+            HostSave::Xsaveopt
+        } else {
+            HostSave::Xsave
+        }
+    }
+}
+
 /// Assembles the stub at [`STUB_PAGE`]. `host_area` and `final_area` are
-/// 64-byte aligned areas of the host's XSAVE size; `xgetbv1` says whether to read
-/// XINUSE.
-pub fn assemble(host_area: u64, final_area: u64, xgetbv1: bool) -> Result<Stub, String> {
+/// 64-byte aligned areas of the host's XSAVE size; `host_save` is how the host's
+/// state is saved; `xgetbv1` says whether to read XINUSE.
+pub fn assemble(
+    host_area: u64,
+    final_area: u64,
+    host_save: HostSave,
+    xgetbv1: bool,
+) -> Result<Stub, String> {
     let e = |e: IcedError| e.to_string();
     let mut a = CodeAssembler::new(64).map_err(e)?;
     let gpr: [AsmRegister64; 16] = [
@@ -122,7 +158,12 @@ pub fn assemble(host_area: u64, final_area: u64, xgetbv1: bool) -> Result<Stub, 
     a.mov(eax, -1i32).map_err(e)?;
     a.mov(edx, -1i32).map_err(e)?;
     a.mov(rcx, host_area).map_err(e)?;
-    a.xsave64(ptr(rcx)).map_err(e)?;
+    match host_save {
+        HostSave::Xsavec => a.xsavec64(ptr(rcx)),
+        HostSave::Xsaveopt => a.xsaveopt64(ptr(rcx)),
+        HostSave::Xsave => a.xsave64(ptr(rcx)),
+    }
+    .map_err(e)?;
     // 3. Every component to its init configuration, then the case's initial image.
     a.mov(rcx, RESET_IMAGE).map_err(e)?;
     a.xrstor64(ptr(rcx)).map_err(e)?;
@@ -227,7 +268,13 @@ mod tests {
     /// The hand-made jump is the instruction iced-x86 decodes as `jmp after_code`.
     #[test]
     fn jmp_back_decodes_as_the_jump() {
-        let stub = assemble(PRIV_BASE + 0x2000, PRIV_BASE + 0x5000, true).unwrap();
+        let stub = assemble(
+            PRIV_BASE + 0x2000,
+            PRIV_BASE + 0x5000,
+            HostSave::Xsave,
+            true,
+        )
+        .unwrap();
         for len in [0usize, 1, 17, 256] {
             let j = jmp_back(len, stub.after_code).unwrap();
             let ip = CODE_BASE + len as u64;
