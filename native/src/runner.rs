@@ -470,7 +470,7 @@ impl Runner {
         if case.code.len() > MAX_CODE {
             return Err(Refusal::new("code longer than MAX_CODE"));
         }
-        if insn_offsets(&case.code).is_none() {
+        if !whole_instructions(&case.code) {
             return Err(Refusal::new("code does not decode into whole instructions"));
         }
         if case.memory.base != ARENA_BASE {
@@ -895,6 +895,20 @@ pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
         }
     }
     v
+}
+
+/// Whether `code` decodes into whole instructions ([`insn_offsets`] is `Some`),
+/// without collecting their offsets (checked for every case run).
+fn whole_instructions(code: &[u8]) -> bool {
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
+    let mut ins = iced_x86::Instruction::default();
+    while d.can_decode() {
+        d.decode_out(&mut ins);
+        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
+            return false;
+        }
+    }
+    true
 }
 
 /// The start offsets of the case's instructions; `None` when the bytes do not
