@@ -35,6 +35,28 @@ pub fn xrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     restore_standard(m, op, rfbm, &h)
 }
 
+/// The `pf-last-byte` quirk, after the last byte: Intel probes byte 0 if
+/// RFBM[0] = 1 and byte 24 (MXCSR) if RFBM[1] or RFBM[2] = 1, whatever
+/// XSTATE_BV says, before any header #GP and before XFD's #NM, in both forms.
+/// Intel host, page 0 absent, header on page 1 (corpus/silicon/xrstor-probe-byte-0-*.case):
+/// RFBM = x87 with XSTATE_BV = 0, with a reserved header byte set, with
+/// XSTATE_BV bit 56, with XCOMP_BV = 2^63 | 1 and with armed TILEDATA in
+/// XSTATE_BV (#NM otherwise): #PF at base + 0; RFBM = SSE or AVX with a reserved
+/// header byte set: #PF at base + 24; RFBM = x87 | SSE: base + 0; with the
+/// region's last byte absent as well, the last byte first.
+pub fn probe_legacy(m: &Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
+    if !m.quirks().pf_last_byte {
+        return Ok(());
+    }
+    if rfbm & 1 != 0 {
+        m.read_check(base, 1)?;
+    }
+    if rfbm & 0b110 != 0 {
+        m.read_check(base.wrapping_add(24), 1)?;
+    }
+    Ok(())
+}
+
 fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Result<(), Fault> {
     // The region: every RFBM component in the standard format, XFD-armed ones
     // included (Intel host: XRSTOR with RFBM = TILEDATA, armed, XSTATE_BV = 0 and
@@ -42,6 +64,7 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     // #GP or XSTATE_BV[18] = 1 (#NM) likewise).
     let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
     m.access_region(op.addr, end as u64, false)?;
+    probe_legacy(m, op.addr, rfbm)?;
     if h.xcomp_bv >> 63 == 1 {
         // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR; SDM1 §13.8
         // footnote: such a CPU reads XCOMP_BV as the standard form would, and

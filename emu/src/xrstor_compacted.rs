@@ -38,6 +38,7 @@ pub fn restore_compacted(
     let fmt = Xfeatures::from_bits_retain(format);
     let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
     m.access_region(op.addr, end as u64, false)?;
+    crate::xrstor::probe_legacy(m, op.addr, rfbm)?;
     if xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
         return Err(Fault::gp0());
     }

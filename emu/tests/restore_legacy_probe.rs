@@ -1,0 +1,64 @@
+//! Intel's XRSTOR probes the legacy region before the header checks (quirk
+//! `pf-last-byte`): after the region's last byte, byte 0 if RFBM[0] = 1 and
+//! byte 24 (MXCSR) if RFBM[1] or RFBM[2] = 1, whatever XSTATE_BV says, before
+//! any header #GP and XFD's #NM (SDM1 §13.13 leaves the order open). Intel host
+//! observations: corpus/silicon/xrstor-probe-byte-*.case and
+//! xrstor-compacted-probe-byte-24-before-header-gp.case.
+use xsave_emu::case::ARENA_BASE;
+use xsave_emu::{check, predict, Case, Control, CpuModel, Fault, Memory, Prot};
+
+const BASE: u64 = ARENA_BASE + 0xFC0;
+
+/// XRSTOR64 [rdi] at arena + FC0H, page 0 absent, page 1 holding the header.
+fn case(m: &CpuModel, rfbm: u64, header: &[(usize, u8)]) -> Case {
+    let mut c = Case::new(m, Control::user(m));
+    c.memory = Memory::new(ARENA_BASE, 2);
+    c.memory.prot[0] = Prot::None;
+    for &(off, b) in header {
+        c.memory.bytes[0xFC0 + 512 + off] = b;
+    }
+    c.gprs[0] = rfbm & 0xFFFF_FFFF;
+    c.gprs[2] = rfbm >> 32;
+    c.gprs[7] = BASE;
+    c.code = vec![0x48, 0x0f, 0xae, 0x2f];
+    c
+}
+
+fn pf_at(m: &CpuModel, c: &Case) -> Option<u64> {
+    match predict(m, c).unwrap().fault.map(|f| f.fault) {
+        Some(Fault::Pf { addr, .. }) => Some(addr - BASE),
+        other => panic!("expected #PF, got {other:?}"),
+    }
+}
+
+#[test]
+fn intel_probes_byte_0_for_x87_with_xstate_bv_0_and_before_header_gp() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    assert_eq!(pf_at(&m, &case(&m, 1, &[])), Some(0));
+    // Header byte 16 set: #GP(0) otherwise (SDM1 §13.8.1).
+    assert_eq!(pf_at(&m, &case(&m, 1, &[(16, 1)])), Some(0));
+    // x87 | SSE: byte 0 first.
+    assert_eq!(pf_at(&m, &case(&m, 3, &[])), Some(0));
+}
+
+#[test]
+fn intel_probes_byte_24_for_sse_or_avx_before_header_gp() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    assert_eq!(pf_at(&m, &case(&m, 2, &[(16, 1)])), Some(24));
+    assert_eq!(pf_at(&m, &case(&m, 4, &[(16, 1)])), Some(24));
+}
+
+#[test]
+fn the_architectural_envelope_admits_the_probe_and_the_plain_gp() {
+    // A model without the quirk predicts the header #GP; the SDM allows the #PF
+    // on byte 0 too (any byte of the region may be accessed first).
+    let intel = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let zen5 = CpuModel::builtin("zen5").unwrap();
+    let c = case(&zen5, 1, &[(16, 1)]);
+    let f = predict(&zen5, &c).unwrap().fault.map(|f| f.fault);
+    assert_eq!(f, Some(Fault::gp0()));
+    let observed = predict(&intel, &case(&intel, 1, &[(16, 1)])).unwrap();
+    let mut on_zen5 = predict(&zen5, &c).unwrap();
+    on_zen5.fault = observed.fault;
+    assert_eq!(check(&zen5, &c, &on_zen5).unwrap(), Ok(()));
+}
