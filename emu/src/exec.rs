@@ -532,18 +532,24 @@ fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
 /// Decodes the case's code with iced-x86's verdict on each instruction
 /// (`DecoderError::None` for a valid one).
 pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
+    decode_lazily(code).collect()
+}
+
+/// [`decode_with_errors`] one instruction at a time, as the run reaches it
+/// (nothing after a fault is decoded).
+pub fn decode_lazily(code: &[u8]) -> impl Iterator<Item = (Instruction, DecoderError)> + '_ {
     let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
-    let mut v = Vec::new();
-    while d.can_decode() {
-        let ins = d.decode();
-        let e = if ins.is_invalid() {
-            d.last_error()
-        } else {
-            DecoderError::None
-        };
-        v.push((ins, e));
-    }
-    v
+    std::iter::from_fn(move || {
+        d.can_decode().then(|| {
+            let ins = d.decode();
+            let e = if ins.is_invalid() {
+                d.last_error()
+            } else {
+                DecoderError::None
+            };
+            (ins, e)
+        })
+    })
 }
 
 /// Checks that a case is one the emulator can run on `model`: a valid XCR0 for the
@@ -585,8 +591,14 @@ pub fn validate(model: &CpuModel, case: &Case) -> Result<(), Unsupported> {
             Xfeatures::from_bits_retain(unmodelled).names()
         )));
     }
-    let xfd_ok = (0..64).all(|i| c.xfd >> i & 1 == 0 || model.component(i).is_some_and(|d| d.xfd));
-    if c.xfd != 0 && (!model.xfd || !xfd_ok) {
+    // (`indices` leaves bit 63 out: no component 63 supports XFD.)
+    let xfd_ok = || {
+        c.xfd >> 63 == 0
+            && Xfeatures::from_bits_retain(c.xfd)
+                .indices()
+                .all(|i| model.component(i).is_some_and(|d| d.xfd))
+    };
+    if c.xfd != 0 && (!model.xfd || !xfd_ok()) {
         return Err(Unsupported(format!(
             "IA32_XFD {:#x} sets bits model {} does not support",
             c.xfd, model.name
@@ -652,13 +664,14 @@ pub fn run_forced(
     }
     m.gprs = case.gprs;
     if fault.is_none() {
-        for (k, (ins, error)) in decode_with_errors(&case.code).iter().enumerate() {
-            if *error == DecoderError::NoMoreBytes {
+        for (k, (ins, error)) in decode_lazily(&case.code).enumerate() {
+            let ins = &ins;
+            if error == DecoderError::NoMoreBytes {
                 return Err(Unsupported(format!(
                     "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
                 )));
             }
-            if *error == DecoderError::InvalidInstruction {
+            if error == DecoderError::InvalidInstruction {
                 match too_long(&case.code, ins) {
                     // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
                     Some(true) => {
