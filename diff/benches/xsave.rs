@@ -344,12 +344,12 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
         .cloned()
         .collect();
     let ran = cases.iter().filter(|c| runner.refusal(c).is_ok()).count();
-    // The native rows take each batch of 64 in the order of its protections
-    // (`protection_key`), as the native backend does in a campaign (fewer
-    // mprotect calls); emu's row is order-blind.
+    // The native rows take each batch of 16 (a campaign's batch) in the order
+    // of its protections (`protection_key`), as the native backend does in a
+    // campaign (fewer mprotect calls); emu's row is order-blind.
     let by_pattern = |set: &[Case]| -> Vec<Case> {
         let mut v = set.to_vec();
-        for chunk in v.chunks_mut(64) {
+        for chunk in v.chunks_mut(16) {
             chunk.sort_by_key(protection_key);
         }
         v
