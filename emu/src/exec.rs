@@ -10,7 +10,7 @@ use crate::model::CpuModel;
 use crate::outcome::Outcome;
 use crate::state::XState;
 use crate::{envelope::Latitude, Xfeatures};
-use iced_x86::{Code, Decoder, DecoderError, DecoderOptions, Instruction, Register};
+use iced_x86::{Code, CpuidFeature, Decoder, DecoderError, DecoderOptions, Instruction, Register};
 
 /// How the machine resolves what the SDM leaves open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,19 +514,36 @@ fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
         .copied()
         .filter(|b| !matches!(b, 0x66 | 0xf2 | 0xf3))
         .collect();
-    // Sized by the first candidate that decodes.
-    [kept, without_mandatory]
-        .into_iter()
-        .find_map(|mut p| {
-            let removed = run - p.len();
-            p.extend_from_slice(tail);
-            let ins = Decoder::with_ip(64, &p, CODE_BASE, DecoderOptions::NONE).decode();
-            (!ins.is_invalid()).then(|| ins.len() + removed > 15)
-        })
-        // Neither decodes: the length is the hardware length decoder's. The
-        // longest form (3-byte opcode, ModRM, SIB, disp32, imm32) is 13 bytes, so
-        // after at most two prefixes it cannot pass 15 bytes.
-        .or((run <= 2).then_some(false))
+    // Sized by the first candidate that decodes. An opcode of AMD's retired
+    // extensions (3DNow!, SSE4a, XOP, FMA4, TBM), which iced-x86 decodes for any
+    // CPU, is sized by a CPU without them as something else: Intel host, 13 REX
+    // prefixes then 0F 0F 0F 1C (3DNow! with ModRM and suffix, 17 bytes) is #UD,
+    // not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin). Unknown.
+    let sized = [kept, without_mandatory].into_iter().find_map(|mut p| {
+        let removed = run - p.len();
+        p.extend_from_slice(tail);
+        let ins = Decoder::with_ip(64, &p, CODE_BASE, DecoderOptions::NONE).decode();
+        if ins.is_invalid() {
+            return None;
+        }
+        let retired = ins.cpuid_features().iter().any(|f| {
+            matches!(
+                f,
+                CpuidFeature::D3NOW
+                    | CpuidFeature::D3NOWEXT
+                    | CpuidFeature::SSE4A
+                    | CpuidFeature::XOP
+                    | CpuidFeature::FMA4
+                    | CpuidFeature::TBM
+            )
+        });
+        Some((!retired).then(|| ins.len() + removed > 15))
+    });
+    // Neither decodes (or only as a retired AMD opcode): the length is the
+    // hardware length decoder's. The longest form (3-byte opcode, ModRM, SIB,
+    // disp32, imm32) is 13 bytes, so after at most two prefixes it cannot pass
+    // 15 bytes.
+    sized.flatten().or((run <= 2).then_some(false))
 }
 
 /// Decodes the case's code with iced-x86's verdict on each instruction

@@ -95,3 +95,16 @@ fn an_unsizable_opcode_after_prefixes_is_declined() {
         Some((Fault::Ud, Some(0)))
     );
 }
+
+/// diff_native fuzz finding on the Intel host: 13 REX prefixes, then 0F 0F 0F
+/// 1C: a 3DNow! instruction (ModRM, suffix byte) would be 17 bytes, but the
+/// Intel host gives #UD: a CPU without 3DNow! sizes 0F 0F otherwise. The model
+/// cannot tell the length such a CPU gives, so it declines the case.
+#[test]
+fn a_retired_amd_opcode_after_prefixes_is_declined() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let mut c = Case::new(&m, Control::user(&m));
+    c.code = vec![0x4d; 13];
+    c.code.extend_from_slice(&[0x0f, 0x0f, 0x0f, 0x1c, 0x90]);
+    assert!(predict(&m, &c).is_err());
+}
