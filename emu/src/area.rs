@@ -151,6 +151,8 @@ impl Writes {
                 .filter(|(_, bit)| rfbm >> bit & 1 != 0)
                 .find_map(|(off, _)| m.mem.check(b.wrapping_add(*off), 1, true, cpl).err());
         }
+        // The first faulting piece's key, when a piece (not a probe) faults.
+        let mut first_key = None;
         if fault.is_none() {
             // The first faulting piece in the order (rank, address): the same as
             // sorting the pieces and checking them in turn.
@@ -171,6 +173,48 @@ impl Writes {
                 }
             }
             fault = first.map(|(_, f)| f);
+            first_key = first.map(|(k, _)| k);
+        }
+        if let (Some(f), Some(key @ (2, _)), Some((b, _)), Policy::Predict) =
+            (fault, first_key, intel, m.policy)
+        {
+            // Intel (`pf-last-byte`): the probes, the x87 part and the header are
+            // checked before anything is written (a fault there writes nothing:
+            // native agreement case xsave64_straddles_into_read_only_page); then
+            // the writes go out in address order and stop at the faulting byte:
+            // every piece before the faulting one is written, and that one up to
+            // the fault; the header (XSTATE_BV) only by a save that completes. Intel
+            // host: XSAVE64 at arena+80H with page 1 absent and XFD-armed
+            // TILEDATA written as init across it: #PF at arena+1000H with MXCSR,
+            // AVX, ZMM_Hi256, Hi16_ZMM and TILEDATA's bytes up to FFFH written,
+            // the header not (corpus/silicon/xsave-pf-mid-area-writes-before.case). The SDM is
+            // silent on partial saves; the envelope admits any subset.
+            let rank = |a: u64| match a.wrapping_sub(b) {
+                0..160 => 0u8,
+                512..576 => 1,
+                _ => 2,
+            };
+            let stop = match f {
+                Fault::Pf { addr, .. } => addr,
+                _ => key.1,
+            };
+            let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+            self.for_each(&m.st, |a, bytes| {
+                let k = (rank(a), a);
+                if k.0 == 1 {
+                    // The header is written last: not at all before a fault.
+                } else if k < key {
+                    out.push((a, bytes.to_vec()));
+                } else if k == key {
+                    let n = (stop.wrapping_sub(a) as usize).min(bytes.len());
+                    out.push((a, bytes[..n].to_vec()));
+                }
+            });
+            for (a, bytes) in out {
+                m.mem.put(a, &bytes);
+            }
+            m.recycle_writes(self);
+            return Err(f);
         }
         if let Some(f) = fault {
             if m.policy == Policy::Architectural {

@@ -62,3 +62,33 @@ fn the_architectural_envelope_admits_the_probe_and_the_plain_gp() {
     on_zen5.fault = observed.fault;
     assert_eq!(check(&zen5, &c, &on_zen5).unwrap(), Ok(()));
 }
+
+/// Intel's XSAVE past its probes: a fault in the middle of the area comes after
+/// every byte before it is written; the header is not (Intel host,
+/// corpus/silicon/xsave-pf-mid-area-writes-before.case). A model without the
+/// quirk writes nothing (SDM silent; the envelope admits any subset).
+#[test]
+fn intel_xsave_writes_up_to_a_mid_area_fault_but_not_the_header() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let mut c = Case::new(&m, Control::user(&m));
+    c.memory = Memory::new(ARENA_BASE, 3);
+    c.memory.prot[1] = Prot::None;
+    c.memory.bytes[0x80 + 24] = 0xAA; // MXCSR's place
+    c.memory.bytes[0x80 + 512] = 0xAA; // XSTATE_BV's place
+    c.memory.bytes[0xFFF] = 0xAA; // TILEDATA's last byte on page 0
+    c.gprs[0] = 0xFFFF_FFFF;
+    c.gprs[2] = 0xFFFF_FFFF;
+    c.gprs[13] = ARENA_BASE + 0x80;
+    c.code = vec![0x49, 0x0f, 0xae, 0x65, 0x00]; // xsave64 [r13]
+    let o = predict(&m, &c).unwrap();
+    assert_eq!(
+        o.fault.map(|f| f.fault),
+        Some(Fault::Pf {
+            err: 6,
+            addr: ARENA_BASE + 0x1000
+        })
+    );
+    assert_eq!(&o.memory[0x98..0x9c], &0x1F80u32.to_le_bytes());
+    assert_eq!(o.memory[0xFFF], 0, "TILEDATA's init bytes before the fault");
+    assert_eq!(o.memory[0x280], 0xAA, "the header is not written");
+}
