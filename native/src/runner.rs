@@ -1147,6 +1147,14 @@ fn run_prepared(
     // zero); its other bytes are whatever that save writes.
     fill_zero(reg.stub.final_area, res.final_dirty);
     fill_zero(reg.stub.host_area + 512, 64);
+    // The reset image (legacy region and header: everything in init, MXCSR
+    // 1F80H) is written anew every run: a case can address the data page (a
+    // fuzzer learns its address from the runner's comparisons), and a reset
+    // image it overwrote would make the next run's first XRSTOR fault inside the
+    // stub, where no handler expects it (diff_native: a deadly signal on an
+    // empty input after 4.7M runs).
+    fill_zero(stub::RESET_IMAGE, 576);
+    poke(stub::RESET_IMAGE + 24, &0x1F80u32.to_le_bytes());
     for (k, g) in case.gprs.iter().enumerate() {
         put_u64(stub::data::GPRS_IN + 8 * k as u64, *g);
         put_u64(stub::data::GPRS_OUT + 8 * k as u64, 0);
