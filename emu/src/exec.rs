@@ -154,9 +154,7 @@ impl<'m> Machine<'m> {
 
     /// Linear addresses are canonical: 48 bits, or 57 with LA57.
     pub fn canonical(&self, a: u64) -> bool {
-        let bits = if self.model.os_la57 { 57 } else { 48 };
-        let s = ((a << (64 - bits)) as i64 >> (64 - bits)) as u64;
-        s == a
+        crate::non_canonical::canonical(self.model, a)
     }
 
     /// #UD conditions common to the XSAVE family (SDM2 exception tables): no
