@@ -114,15 +114,7 @@ pub fn compacted_end(model: &CpuModel, format: Xfeatures, sub: Xfeatures) -> u32
 /// probes the last byte of exactly this region (XSAVEOPT with RFBM = TILEDATA
 /// armed faults at 2815, the byte before TILEDATA's offset 2816).
 pub fn standard_region_end(model: &CpuModel, mask: Xfeatures, skipped: Xfeatures) -> u32 {
-    standard_slots(model, mask)
-        .map(|s| {
-            if skipped.has(s.index) {
-                s.offset
-            } else {
-                s.offset.saturating_add(s.size)
-            }
-        })
-        .fold(EXTENDED_START, u32::max)
+    region_end(standard_slots(model, mask), skipped)
 }
 
 /// The same in the compacted layout of `format`, for the components of `mask`.
@@ -132,8 +124,16 @@ pub fn compacted_region_end(
     mask: Xfeatures,
     skipped: Xfeatures,
 ) -> u32 {
-    compacted_slots(model, format)
-        .filter(|s| mask.has(s.index))
+    region_end(
+        compacted_slots(model, format).filter(|s| mask.has(s.index)),
+        skipped,
+    )
+}
+
+/// The end of `slots`, those in `skipped` counted only up to their start; at
+/// least 576.
+fn region_end(slots: impl Iterator<Item = Slot>, skipped: Xfeatures) -> u32 {
+    slots
         .map(|s| {
             if skipped.has(s.index) {
                 s.offset
