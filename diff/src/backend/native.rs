@@ -131,6 +131,17 @@ mod tests {
         }
     }
 
+    /// The runner, its model, and the generator's target for it.
+    fn runner_and_target() -> Option<(Runner, CpuModel, Target)> {
+        let r = runner_or_skip()?;
+        let m = r.model().clone();
+        let t = Target {
+            model: m.clone(),
+            control: r.control(),
+        };
+        Some((r, m, t))
+    }
+
     /// The agreement `check_expecting` reports for `predicted` (`Same` and
     /// `Accepted` agree; `Confirmed` is judged by the comparison), with the
     /// observation it stands for.
@@ -153,13 +164,8 @@ mod tests {
 
     #[test]
     fn in_place_check_agrees_with_compare_on_generated_cases() {
-        let Some(mut r) = runner_or_skip() else {
+        let Some((mut r, m, t)) = runner_and_target() else {
             return;
-        };
-        let m = r.model().clone();
-        let t = Target {
-            model: m.clone(),
-            control: r.control(),
         };
         let cases: Vec<Case> = (0..400)
             .map(|i| generate(&t, 7, i))
@@ -191,13 +197,8 @@ mod tests {
     /// model calls noise is `Accepted`, any other is `Confirmed`).
     #[test]
     fn in_place_check_sees_every_changed_field() {
-        let Some(mut r) = runner_or_skip() else {
+        let Some((mut r, m, t)) = runner_and_target() else {
             return;
-        };
-        let m = r.model().clone();
-        let t = Target {
-            model: m.clone(),
-            control: r.control(),
         };
         // One agreeing case without a fault and one with (each the first of its
         // kind among the generated cases).
