@@ -1,20 +1,34 @@
 //! Campaigns: generated cases run on every backend for a time or a count, on
 //! several threads, compared with the reference (the first backend, usually
-//! the emulator's prediction). Mismatches are deduplicated by signature; the
-//! first of each is minimized and written to the output folder at once
-//! (atomically: a temporary file renamed), so an interrupted campaign loses
-//! nothing. Case n of a campaign depends only on (seed, n); `--shard K/N`
-//! takes the n with n mod N = K, so shards never overlap.
+//! the emulator's prediction). A mismatch outside the envelope counts once for
+//! each rule it breaks, under the signature (backend, rule, instruction); one
+//! inside it counts under the latitude taken. Signatures are checked against
+//! the corpus's known findings ([`crate::known`]); only new ones are minimized
+//! and written to `--out` (with `--out-inside`, one case per latitude too).
+//!
+//! Minimization is part of the campaign's time: its candidates ride in the
+//! batches the worker runs anyway (one emulator process, one Bochs boot for
+//! generated cases and candidates alike); generation stops at `--time T`,
+//! minimization at 1.2 T, and what is left is written as it stands. A stop
+//! flag (SIGINT/SIGTERM, see [`crate::interrupt`]) ends a campaign the same
+//! way at once: the batch in flight is dropped, findings are written as they
+//! stand, and the summary covers what ran. Files are written atomically.
+//!
+//! Case n of a campaign depends only on (seed, n); `--shard K/N` takes the n
+//! with n mod N = K, so shards never overlap.
 
 use crate::backend::{self, Backend, Observed, Skip};
-use crate::casefile::{write_case, write_outcome};
-use crate::compare::{compare, render, verdict, Comparison, Verdict};
+use crate::compare::{compare, Comparison};
+use crate::finding::{self, Finding};
 use crate::generate::{generate, Target};
-use crate::minimize::minimize;
+use crate::known::{self, BackendTarget, Known};
+use crate::minimize::Minimizer;
+use crate::report::{self, BackendReport, KnownCheck, SigStat, Status, Tally};
+use crate::signature::{self, Judgement, Signature};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,10 +51,27 @@ pub struct Config {
     /// (K, N): this shard takes case numbers n with n mod N = K.
     pub shard: (u64, u64),
     pub jobs: usize,
+    /// Where new findings (rules broken) are written, minimized.
     pub out: Option<PathBuf>,
+    /// Also write one case per kind of latitude taken inside the envelope.
+    pub out_inside: bool,
     pub progress: bool,
-    /// Predicate calls allowed to the minimizer per finding.
+    /// Candidates the minimizer may run per finding.
     pub minimize_budget: usize,
+    /// The corpus whose regressions, ring0 and silicon files are the known findings.
+    pub corpus: Option<PathBuf>,
+    /// Set from outside (SIGINT, SIGTERM) to end the campaign early.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What minimization cost.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MinStats {
+    pub findings: u64,
+    pub candidates: u64,
+    pub batches: u64,
+    /// Findings written before minimization reached a fixed point (time or budget).
+    pub cut_short: u64,
 }
 
 /// A campaign's result.
@@ -60,18 +91,16 @@ pub struct Summary {
     /// Skipped cases by reason.
     pub skipped: BTreeMap<String, u64>,
     pub mismatches: u64,
-    /// Mismatches by signature.
-    pub signatures: BTreeMap<String, u64>,
-    /// Files written (one per signature).
+    /// Ended by SIGINT/SIGTERM (or the stop flag) before its limit.
+    pub interrupted: bool,
+    /// The corpus folders read for known findings, and how many files name rules.
+    pub known_folders: Vec<String>,
+    pub known_files: usize,
+    /// Per backend: rules broken, latitude taken, known findings checked.
+    pub report: Vec<BackendReport>,
+    /// Files written.
     pub findings: Vec<String>,
-}
-
-struct Shared {
-    next: AtomicU64,
-    mismatches: AtomicU64,
-    stop: AtomicBool,
-    signatures: Mutex<BTreeMap<String, u64>>,
-    findings: Mutex<Vec<String>>,
+    pub minimization: MinStats,
 }
 
 /// The backends of one thread, the reference first.
@@ -133,64 +162,112 @@ pub fn run_all(rig: &mut Rig, case: &Case) -> Result<Vec<Outcome>, Skip> {
     rig.backends.iter_mut().map(|b| b.run(case)).collect()
 }
 
-/// The signature of a mismatch of backend `name` against the reference.
-pub fn signature(name: &str, v: &Verdict, cmp: &Comparison) -> String {
-    format!("{name}: {} | {}", v.short(), cmp.signature())
+/// The outcomes of many cases on every backend, one batch per backend.
+pub fn run_all_batch(rig: &mut Rig, cases: &[Case]) -> Vec<Result<Vec<Outcome>, Skip>> {
+    let per: Vec<Vec<Result<Outcome, Skip>>> = rig
+        .backends
+        .iter_mut()
+        .map(|b| b.run_batch(cases))
+        .collect();
+    (0..cases.len())
+        .map(|i| per.iter().map(|v| v[i].clone()).collect())
+        .collect()
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+/// What a minimization keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Goal {
+    /// The backend still breaks this rule on this instruction.
+    Rule(Signature),
+    /// The backend still takes this latitude (inside the envelope).
+    Latitude(String),
 }
 
-/// Writes `text` to `path` atomically (a temporary file renamed over it).
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// The case file of a finding: the minimized case, what the reference
-/// predicted as `[expect]`, and what a real backend showed as a record of
-/// its model (or in the header).
-pub fn finding_text(rig: &mut Rig, bi: usize, case: &Case, sig: &str, origin: &str) -> String {
-    let outs = run_all(rig, case);
-    let judge = rig.judge.clone();
-    let mut comments = vec![format!("Finding: {sig}"), origin.to_string()];
-    let mut sections = String::new();
-    if let Ok(outs) = &outs {
-        let cmp = compare(&judge, case, &outs[0], &outs[bi]);
-        comments.push(format!(
-            "{} vs {} ({}):",
-            rig.backends[0].name(),
-            rig.backends[bi].name(),
-            verdict(&judge, case, &cmp, &outs[bi]).short()
-        ));
-        for l in render(&cmp, "ref", "obs").lines() {
-            comments.push(l.trim().to_string());
-        }
-        sections.push_str(&write_outcome("expect", &judge, case, &outs[0]));
-        let b = &rig.backends[bi];
-        if b.name() == "native" {
-            sections.push_str(&write_outcome(
-                &format!("record {}", b.model().name),
-                &judge,
-                case,
-                &outs[bi],
-            ));
-        }
+/// Whether backend `name`'s outcome `obs` of `case` still shows `goal`
+/// against `reference`, judged with `model`.
+pub fn goal_holds(
+    goal: &Goal,
+    model: &CpuModel,
+    name: &str,
+    case: &Case,
+    reference: &Outcome,
+    obs: &Outcome,
+) -> bool {
+    let cmp = compare(model, case, reference, obs);
+    if cmp.is_match() {
+        return false;
     }
-    // Written against the built-in model of that name when there is one, so that
-    // control state this run had and the model's defaults lack (IA32_XFD = 0
-    // under AMX permission) is written out.
-    let (model_name, file_model) = match CpuModel::builtin(&judge.name) {
-        Some(b) => (judge.name.clone(), b),
-        None => ("host".to_string(), judge.clone()),
+    let j = signature::judge(model, case, &cmp, obs);
+    match goal {
+        Goal::Rule(sig) => {
+            signature::signatures(name, &j, &signature::instruction(case, reference, obs))
+                .contains(sig)
+        }
+        Goal::Latitude(l) => matches!(&j, Judgement::Latitude { taken } if taken.contains(l)),
+    }
+}
+
+/// Minimizes `case` for backend `bi` of `rig` while `goal` holds, candidates
+/// in batches (one run per backend per batch).
+pub fn minimize_case(
+    rig: &mut Rig,
+    bi: usize,
+    case: &Case,
+    goal: &Goal,
+    budget: usize,
+    deadline: Option<Instant>,
+) -> Minimizer {
+    let judge = rig.judge.clone();
+    let name = rig.backends[bi].name();
+    let mut keep = |cs: &[Case]| -> Vec<bool> {
+        run_all_batch(rig, cs)
+            .iter()
+            .zip(cs)
+            .map(|(o, c)| {
+                o.as_ref()
+                    .is_ok_and(|o| goal_holds(goal, &judge, &name, c, &o[0], &o[bi]))
+            })
+            .collect()
     };
-    let mut text = write_case(&comments, &model_name, &file_model, case);
-    text.push_str(&sections);
-    text
+    crate::minimize::minimize_batched(&judge, case, budget, deadline, &mut keep)
+}
+
+/// A finding being minimized by one worker.
+struct Pending {
+    bi: usize,
+    goal: Goal,
+    min: Minimizer,
+    path: PathBuf,
+    /// `seed S as case N`.
+    origin: String,
+    /// Cases known to hold with their (reference, observed) outcomes: the
+    /// original and the held candidates of the last two batches.
+    held: Vec<(Case, Outcome, Outcome)>,
+    held_before: Vec<(Case, Outcome, Outcome)>,
+    original: (Case, Outcome, Outcome),
+    /// Written without minimizing (the time was up when it was found).
+    unminimized: bool,
+}
+
+struct Shared {
+    next: AtomicU64,
+    mismatches: AtomicU64,
+    /// No more cases are generated (limit reached, or interrupted).
+    gen_stop: AtomicBool,
+    interrupt: Arc<AtomicBool>,
+    gen_deadline: Option<Instant>,
+    min_deadline: Option<Instant>,
+    tally: Mutex<Tally>,
+    findings: Mutex<Vec<String>>,
+    minstats: Mutex<MinStats>,
+    known: Known,
+    targets: Vec<Option<BackendTarget>>,
+}
+
+impl Shared {
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -201,41 +278,162 @@ struct Local {
     skipped: BTreeMap<String, u64>,
 }
 
-/// Cases per batch: generated, predicted, then run on the other backends. Small
-/// enough that a batch's cases and predictions (some 80 KiB each on an AMX host)
-/// are still in the core's L2 cache when the native runner copies them in and
-/// compares its observation (`xsdiff run --backends emu,native --jobs 1`, Intel
-/// host, cases per CPU-second: 64: ~90k, 32: ~99k, 16: ~118k, 8: ~117k).
+/// Generated cases per batch: small enough that a batch's cases and predictions
+/// (some 80 KiB each on an AMX host) are still in the core's L2 cache when the
+/// native runner copies them in and compares its observation (`xsdiff run
+/// --backends emu,native --jobs 1`, Intel host, cases per CPU-second: 64: ~90k,
+/// 32: ~99k, 16: ~118k, 8: ~117k). Minimization candidates join a batch on top.
 const BATCH: u64 = 16;
 const JUDGE_TIMES: u32 = 32;
 
-fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result<Local, String> {
+/// Writes a pending finding as it stands and records it.
+fn finish(
+    p: Pending,
+    rig: &mut Rig,
+    names: &[String],
+    sh: &Shared,
+    pb: &ProgressBar,
+) -> Result<(), String> {
+    let cur = p.min.current().clone();
+    let outs = p
+        .held
+        .iter()
+        .chain(&p.held_before)
+        .chain(std::iter::once(&p.original))
+        .find(|(c, _, _)| *c == cur)
+        .map(|(_, r, o)| (r.clone(), o.clone()));
+    let (reference, observed) = match outs {
+        Some(x) => x,
+        None => match run_all(rig, &cur) {
+            Ok(mut o) => (o.swap_remove(0), o.swap_remove(p.bi - 1)),
+            Err(s) => {
+                return Err(format!(
+                    "{}: the finding no longer runs: {s}",
+                    p.path.display()
+                ))
+            }
+        },
+    };
+    let how = if p.unminimized {
+        "not minimized (the time limit had passed)".to_string()
+    } else if p.min.cut_short() || !p.min.is_done() {
+        format!(
+            "minimization stopped early ({} candidates in {} batches)",
+            p.min.tried, p.min.rounds
+        )
+    } else {
+        format!(
+            "minimized ({} candidates in {} batches)",
+            p.min.tried, p.min.rounds
+        )
+    };
+    let name = &names[p.bi];
+    let mut header = match &p.goal {
+        Goal::Rule(sig) => {
+            let mut h = vec![format!(
+                "Finding: {name} breaks {} on {}.",
+                sig.rule, sig.instruction
+            )];
+            if let Some((t, c)) = report::rule_text(&sig.rule) {
+                h.push(format!("SDM: {t} ({c})"));
+            }
+            h
+        }
+        Goal::Latitude(l) => vec![format!(
+            "Inside the envelope: {name} takes the latitude `{l}`."
+        )],
+    };
+    header.push(format!("Found by `xsdiff run` with {}; {how}.", p.origin));
+    let backend_model = rig.backends[p.bi]
+        .is_real()
+        .then(|| rig.backends[p.bi].model().clone());
+    let f = Finding {
+        reference: &names[0],
+        backend: name,
+        backend_model: backend_model.as_ref(),
+        target: sh.targets[p.bi].as_ref(),
+        header,
+    };
+    let text = finding::text(&f, &rig.judge, &cur, &reference, &observed);
+    finding::write_atomic(&p.path, &text).map_err(|e| format!("{}: {e}", p.path.display()))?;
+    let path = p.path.display().to_string();
+    {
+        let mut t = sh.tally.lock().unwrap();
+        match &p.goal {
+            Goal::Rule(sig) => {
+                if let Some(s) = t.signatures.get_mut(sig) {
+                    s.example = path.clone();
+                }
+            }
+            Goal::Latitude(l) => {
+                if let Some(e) = t.latitude.get_mut(&(name.clone(), l.clone())) {
+                    e.1 = path.clone();
+                }
+            }
+        }
+    }
+    {
+        let mut m = sh.minstats.lock().unwrap();
+        m.findings += 1;
+        m.candidates += p.min.tried as u64;
+        m.batches += p.min.rounds as u64;
+        m.cut_short += (p.unminimized || p.min.cut_short()) as u64;
+    }
+    sh.findings.lock().unwrap().push(path.clone());
+    pb.println(format!("finding: {path} ({how})"));
+    Ok(())
+}
+
+fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> {
     let mut rig = open_rig(&cfg.backends, cfg.cpu.as_deref())?;
     let mut st = Local::default();
     let names: Vec<String> = rig.backends.iter().map(|b| b.name()).collect();
     let (k, n) = cfg.shard;
-    let mut cases: Vec<Case> = Vec::with_capacity(BATCH as usize);
-    let mut judged: std::collections::HashMap<String, (Verdict, u32)> = Default::default();
-    while !sh.stop.load(Ordering::Relaxed) {
-        let first = sh.next.fetch_add(BATCH, Ordering::Relaxed);
-        let count = match cfg.limit {
-            Limit::Cases(total) => {
-                if first >= total {
-                    break;
-                }
-                BATCH.min(total - first)
-            }
-            Limit::Time(d) => {
-                if start.elapsed() >= d {
-                    sh.stop.store(true, Ordering::Relaxed);
-                    break;
-                }
-                BATCH
-            }
-        };
+    let mut judged: HashMap<String, (Judgement, u32)> = HashMap::new();
+    let mut active: Vec<Pending> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
+    loop {
+        if sh.interrupted() {
+            sh.gen_stop.store(true, Ordering::Relaxed);
+            break;
+        }
         cases.clear();
-        for i in first..first + count {
-            cases.push(generate(&rig.target, cfg.seed, k + n * i));
+        let mut first = 0;
+        let mut count = 0;
+        if !sh.gen_stop.load(Ordering::Relaxed) {
+            if sh.gen_deadline.is_some_and(|d| Instant::now() >= d) {
+                sh.gen_stop.store(true, Ordering::Relaxed);
+            } else {
+                first = sh.next.fetch_add(BATCH, Ordering::Relaxed);
+                count = match cfg.limit {
+                    Limit::Cases(total) if first >= total => {
+                        sh.gen_stop.store(true, Ordering::Relaxed);
+                        0
+                    }
+                    Limit::Cases(total) => BATCH.min(total - first),
+                    Limit::Time(_) => BATCH,
+                };
+                for i in first..first + count {
+                    cases.push(generate(&rig.target, cfg.seed, k + n * i));
+                }
+            }
+        }
+        // Minimization candidates ride in the same batch.
+        let mut owners: Vec<(usize, usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < active.len() {
+            let c = active[i].min.propose();
+            if c.is_empty() {
+                let p = active.remove(i);
+                finish(p, &mut rig, &names, sh, pb)?;
+                continue;
+            }
+            owners.push((i, cases.len(), c.len()));
+            cases.extend(c);
+            i += 1;
+        }
+        if cases.is_empty() {
+            break;
         }
         // The reference first; the others are told what it gave, so a backend
         // may trust an observation that agrees (what the loop below does not
@@ -253,7 +451,20 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
         let others: Vec<Vec<Result<Observed, Skip>>> = backends
             .map(|b| b.run_batch_expecting(&cases, &reference_outs, &agrees))
             .collect();
-        for (ci, case) in cases.iter().enumerate() {
+        if sh.interrupted() {
+            // The batch may have lost its processes to the same signal: not counted.
+            break;
+        }
+        let observed = |ci: usize, oi: usize| -> Option<&Outcome> {
+            let reference = reference_outs[ci].as_ref().ok()?;
+            match others[oi][ci].as_ref().ok()? {
+                Observed::Same | Observed::Outcome { agreed: true, .. } => None,
+                Observed::Outcome { outcome, .. } if outcome == reference => None,
+                Observed::Outcome { outcome, .. } => Some(outcome),
+            }
+        };
+        for ci in 0..count as usize {
+            let case = &cases[ci];
             st.generated += 1;
             let skipped = std::iter::once(reference_outs[ci].as_ref().err())
                 .chain(others.iter().map(|o| o[ci].as_ref().err()))
@@ -264,14 +475,11 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
                 continue;
             }
             st.cases += 1;
-            let reference = reference_outs[ci].as_ref().unwrap();
-            for (oi, other) in others.iter().enumerate() {
+            let reference = reference_outs[ci].as_ref().expect("not skipped");
+            for oi in 0..others.len() {
                 let bi = oi + 1;
-                let obs = match other[ci].as_ref().unwrap() {
-                    Observed::Same => continue,
-                    Observed::Outcome { agreed: true, .. } => continue,
-                    Observed::Outcome { outcome, .. } if outcome == reference => continue,
-                    Observed::Outcome { outcome, .. } => outcome,
+                let Some(obs) = observed(ci, oi) else {
+                    continue;
                 };
                 let cmp = compare(&rig.judge, case, reference, obs);
                 if cmp.is_match() {
@@ -279,79 +487,166 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar, start: Instant) -> Result
                 }
                 st.mismatches += 1;
                 sh.mismatches.fetch_add(1, Ordering::Relaxed);
-                // The envelope is costly: once a difference class has been judged
-                // the same way JUDGE_TIMES times on this thread, its verdict is reused.
-                let key = format!("{bi}|{}", cmp.signature());
-                let v = match judged.get(&key) {
-                    Some((v, n)) if *n >= JUDGE_TIMES => v.clone(),
-                    _ => {
-                        let v = verdict(&rig.judge, case, &cmp, obs);
-                        let e = judged.entry(key).or_insert((v.clone(), 0));
-                        if e.0.short() == v.short() {
-                            e.1 += 1;
-                        } else {
-                            *e = (v.clone(), 0);
+                let j = judged_once(&mut judged, bi, &rig.judge, case, &cmp, obs);
+                let idx = k + n * (first + ci as u64);
+                let origin = format!("seed {} as case {idx}", cfg.seed);
+                let example = format!("seed {} case {idx}", cfg.seed);
+                let insn = signature::instruction(case, reference, obs);
+                let mut start: Vec<(Goal, String)> = Vec::new();
+                {
+                    let mut t = sh.tally.lock().unwrap();
+                    match &j {
+                        Judgement::Breaks { .. } => {
+                            *t.outside.entry(names[bi].clone()).or_default() += 1;
+                            for sig in signature::signatures(&names[bi], &j, &insn) {
+                                let status = match &sh.targets[bi] {
+                                    Some(tg) => {
+                                        sh.known.lookup(tg, &sig).map_or(Status::New, |f| {
+                                            Status::Known {
+                                                file: f.path.clone(),
+                                            }
+                                        })
+                                    }
+                                    None => Status::New,
+                                };
+                                let e = t.signatures.entry(sig.clone()).or_insert(SigStat {
+                                    count: 0,
+                                    example: match &status {
+                                        Status::Known { file } => file.clone(),
+                                        Status::New => example.clone(),
+                                    },
+                                    status,
+                                });
+                                e.count += 1;
+                                if e.count == 1 && e.status == Status::New {
+                                    let what = format!("{}-{}", sig.rule, sig.instruction);
+                                    start.push((Goal::Rule(sig), what));
+                                }
+                            }
                         }
-                        v
-                    }
-                };
-                let sig = signature(&names[bi], &v, &cmp);
-                let new = {
-                    let mut m = sh.signatures.lock().unwrap();
-                    let e = m.entry(sig.clone()).or_default();
-                    *e += 1;
-                    *e == 1
-                };
-                if new {
-                    let idx = k + n * (first + ci as u64);
-                    let origin = format!(
-                        "Found by `xsdiff run` with seed {} as case {idx}; minimized.",
-                        cfg.seed
-                    );
-                    if let Some(dir) = &cfg.out {
-                        let min = minimize_finding(&mut rig, bi, case, &sig, cfg.minimize_budget);
-                        let text = finding_text(&mut rig, bi, &min, &sig, &origin);
-                        let slug: String = names[bi]
-                            .chars()
-                            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                            .collect();
-                        let path = dir.join(format!("{slug}-{:016x}.case", fnv(&sig)));
-                        write_atomic(&path, &text)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                        sh.findings.lock().unwrap().push(path.display().to_string());
-                        pb.println(format!("finding: {sig}\n  -> {}", path.display()));
-                    } else {
-                        pb.println(format!(
-                            "finding: {sig} (case {idx}; give --out DIR to keep it)"
-                        ));
+                        Judgement::Latitude { taken } => {
+                            *t.inside.entry(names[bi].clone()).or_default() += 1;
+                            for l in taken {
+                                let e = t
+                                    .latitude
+                                    .entry((names[bi].clone(), l.clone()))
+                                    .or_insert((0, example.clone()));
+                                e.0 += 1;
+                                if e.0 == 1 && cfg.out_inside {
+                                    let what = format!("latitude-{:016x}", fnv(l));
+                                    start.push((Goal::Latitude(l.clone()), what));
+                                }
+                            }
+                        }
+                        Judgement::Unjudged { reason } => {
+                            *t.unjudged
+                                .entry((names[bi].clone(), reason.clone()))
+                                .or_default() += 1;
+                        }
                     }
                 }
+                for (goal, what) in start {
+                    let Some(dir) = &cfg.out else {
+                        if let Goal::Rule(sig) = &goal {
+                            pb.println(format!(
+                                "new: {sig} ({example}; give --out DIR to keep it)"
+                            ));
+                        }
+                        continue;
+                    };
+                    let late = sh.min_deadline.is_some_and(|d| Instant::now() >= d);
+                    let mut min =
+                        Minimizer::new(&rig.judge, case, cfg.minimize_budget, sh.min_deadline);
+                    if late {
+                        min.stop();
+                    }
+                    active.push(Pending {
+                        bi,
+                        goal,
+                        min,
+                        path: finding::path_for(dir, &names[bi], &what),
+                        origin: origin.clone(),
+                        held: Vec::new(),
+                        held_before: Vec::new(),
+                        original: (case.clone(), reference.clone(), obs.clone()),
+                        unminimized: late,
+                    });
+                }
             }
+        }
+        for &(pi, from, len) in &owners {
+            let p = &mut active[pi];
+            let oi = p.bi - 1;
+            let mut held = Vec::with_capacity(len);
+            let mut kept = Vec::new();
+            for ci in from..from + len {
+                let ok = match (reference_outs[ci].as_ref(), observed(ci, oi)) {
+                    (Ok(r), Some(o)) => {
+                        goal_holds(&p.goal, &rig.judge, &names[p.bi], &cases[ci], r, o)
+                            .then(|| kept.push((cases[ci].clone(), r.clone(), o.clone())))
+                            .is_some()
+                    }
+                    _ => false,
+                };
+                held.push(ok);
+            }
+            p.held_before = std::mem::replace(&mut p.held, kept);
+            p.min.accept(&held);
         }
         pb.inc(count);
         let mm = sh.mismatches.load(Ordering::Relaxed);
         if mm > 0 {
+            let t = sh.tally.lock().unwrap();
+            let new = t
+                .signatures
+                .values()
+                .filter(|s| s.status == Status::New)
+                .count();
             pb.set_message(format!(
-                "{mm} mismatches, {} signatures",
-                sh.signatures.lock().map_or(0, |m| m.len())
+                "{mm} mismatches, {} signatures ({new} new)",
+                t.signatures.len()
             ));
         }
+    }
+    // What is still being minimized is written as it stands.
+    for mut p in active.drain(..) {
+        p.min.stop();
+        finish(p, &mut rig, &names, sh, pb)?;
     }
     Ok(st)
 }
 
-/// Shrinks a mismatching case while backend `bi` keeps the same signature.
-pub fn minimize_finding(rig: &mut Rig, bi: usize, case: &Case, sig: &str, budget: usize) -> Case {
-    let judge = rig.judge.clone();
-    let name = rig.backends[bi].name();
-    let mut keep = |c: &Case| -> bool {
-        let Ok(outs) = run_all(rig, c) else {
-            return false;
-        };
-        let cmp = compare(&judge, c, &outs[0], &outs[bi]);
-        !cmp.is_match() && signature(&name, &verdict(&judge, c, &cmp, &outs[bi]), &cmp) == sig
-    };
-    minimize(&judge, case, budget, &mut keep)
+/// The judgement of a mismatch; the envelope is costly, so once a difference
+/// class has been judged the same way JUDGE_TIMES times on this thread, its
+/// judgement is reused.
+fn judged_once(
+    cache: &mut HashMap<String, (Judgement, u32)>,
+    bi: usize,
+    model: &CpuModel,
+    case: &Case,
+    cmp: &Comparison,
+    obs: &Outcome,
+) -> Judgement {
+    let key = format!("{bi}|{}", cmp.signature());
+    match cache.get(&key) {
+        Some((j, n)) if *n >= JUDGE_TIMES => j.clone(),
+        _ => {
+            let j = signature::judge(model, case, cmp, obs);
+            let e = cache.entry(key).or_insert((j.clone(), 0));
+            if e.0 == j {
+                e.1 += 1;
+            } else {
+                *e = (j.clone(), 0);
+            }
+            j
+        }
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Runs a campaign.
@@ -365,16 +660,44 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     if let Some(d) = &cfg.out {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    // Open once on this thread to fail early and to name things.
-    let rig = open_rig(&cfg.backends, cfg.cpu.as_deref())?;
+    let start = Instant::now();
+    // Open once on this thread to fail early, to name things and to check the
+    // known findings of each target.
+    let mut rig = open_rig(&cfg.backends, cfg.cpu.as_deref())?;
+    let names: Vec<String> = rig.backends.iter().map(|b| b.name()).collect();
     let mut summary = Summary {
-        backends: rig.backends.iter().map(|b| b.name()).collect(),
-        reference: rig.backends[0].name(),
+        backends: names.clone(),
+        reference: names[0].clone(),
         model: rig.judge.name.clone(),
         seed: cfg.seed,
         shard: format!("{}/{}", cfg.shard.0, cfg.shard.1),
         ..Summary::default()
     };
+    let targets: Vec<Option<BackendTarget>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if i == 0 {
+                None
+            } else {
+                known::backend_target(n)
+            }
+        })
+        .collect();
+    let mut known = match cfg.corpus.clone().or_else(known::default_corpus) {
+        Some(c) => Known::load(&c)?,
+        None => Known::default(),
+    };
+    let mut checks: Vec<(String, KnownCheck)> = Vec::new();
+    for (bi, t) in targets.iter().enumerate() {
+        if let Some(t) = t {
+            for c in known::check(&mut known, t, rig.backends[bi].as_mut()) {
+                checks.push((names[bi].clone(), c));
+            }
+        }
+    }
+    summary.known_folders = known.folders.clone();
+    summary.known_files = known.files.len();
     drop(rig);
     let pb = match cfg.limit {
         Limit::Cases(n) if cfg.progress => ProgressBar::new(n),
@@ -388,23 +711,32 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb.enable_steady_tick(Duration::from_millis(200));
-    let sh = Arc::new(Shared {
+    let (gen_deadline, min_deadline) = match cfg.limit {
+        Limit::Time(d) => (Some(start + d), Some(start + d.mul_f64(1.2))),
+        Limit::Cases(_) => (None, None),
+    };
+    let sh = Shared {
         next: AtomicU64::new(0),
         mismatches: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        signatures: Mutex::new(BTreeMap::new()),
+        gen_stop: AtomicBool::new(false),
+        interrupt: cfg.stop.clone().unwrap_or_default(),
+        gen_deadline,
+        min_deadline,
+        tally: Mutex::new(Tally::default()),
         findings: Mutex::new(Vec::new()),
-    });
-    let start = Instant::now();
+        minstats: Mutex::new(MinStats::default()),
+        known,
+        targets,
+    };
     let results: Vec<Result<Local, String>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..cfg.jobs.max(1))
             .map(|_| {
                 let sh = &sh;
                 let pb = &pb;
                 s.spawn(move || {
-                    let r = worker(cfg, sh, pb, start);
+                    let r = worker(cfg, sh, pb);
                     if r.is_err() {
-                        sh.stop.store(true, Ordering::Relaxed);
+                        sh.gen_stop.store(true, Ordering::Relaxed);
                     }
                     r
                 })
@@ -430,12 +762,34 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     }
     summary.seconds = secs;
     summary.cases_per_sec = summary.generated as f64 / secs.max(1e-9);
-    summary.signatures = sh.signatures.lock().unwrap().clone();
-    summary.findings = sh.findings.lock().unwrap().clone();
+    summary.interrupted = sh.interrupted();
+    let target_names: Vec<Option<String>> = sh
+        .targets
+        .iter()
+        .map(|t| t.as_ref().map(|t| t.to_string()))
+        .collect();
+    let tally = sh.tally.lock().unwrap().clone();
+    summary.report = report::build(&names, &target_names, &tally, &checks);
+    let mut findings = sh.findings.lock().unwrap().clone();
+    findings.sort();
+    summary.findings = findings;
+    summary.minimization = sh.minstats.lock().unwrap().clone();
     Ok(summary)
 }
 
 impl Summary {
+    /// The title of the report: what ran, how long.
+    pub fn title(&self) -> String {
+        format!(
+            "xsdiff run: {} against {} (model {}), seed {}, shard {}",
+            self.backends[1..].join(", "),
+            self.reference,
+            self.model,
+            self.seed,
+            self.shard
+        )
+    }
+
     pub fn text(&self) -> String {
         let mut s = format!(
             "{} cases in {:.1} s ({:.0} cases/s), {} compared, backends {} (reference {}, model {}), seed {}, shard {}\n",
@@ -449,33 +803,56 @@ impl Summary {
             self.seed,
             self.shard
         );
+        if self.interrupted {
+            s.push_str("interrupted: the summary covers the cases run until then\n");
+        }
         if !self.skipped.is_empty() {
             s.push_str("skipped:\n");
             for (r, n) in &self.skipped {
                 s.push_str(&format!("  {n:>9}  {r}\n"));
             }
         }
-        let mut by_verdict: BTreeMap<&str, u64> = BTreeMap::new();
-        for (sig, n) in &self.signatures {
-            let v = sig
-                .split(": ")
-                .nth(1)
-                .and_then(|r| r.split(" | ").next())
-                .unwrap_or("");
-            *by_verdict.entry(v).or_default() += n;
+        let outside: u64 = self.report.iter().map(|r| r.outside).sum();
+        let inside: u64 = self.report.iter().map(|r| r.inside).sum();
+        let unjudged: u64 = self.report.iter().flat_map(|r| r.unjudged.values()).sum();
+        s.push_str(&format!("mismatches: {}", self.mismatches));
+        if self.mismatches > 0 {
+            s.push_str(&format!(
+                " ({outside} outside the envelope, {inside} inside it but off the model{})",
+                if unjudged > 0 {
+                    format!(", {unjudged} not judged")
+                } else {
+                    String::new()
+                }
+            ));
         }
-        let tally: Vec<String> = by_verdict.iter().map(|(v, n)| format!("{n} {v}")).collect();
-        s.push_str(&format!(
-            "mismatches: {}{}\n",
-            self.mismatches,
-            if tally.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", tally.join(", "))
-            }
-        ));
-        for (sig, n) in &self.signatures {
-            s.push_str(&format!("  {n:>9}  {sig}\n"));
+        s.push('\n');
+        if self.known_folders.is_empty() {
+            s.push_str("known findings: no corpus read (give --corpus DIR)\n");
+        } else {
+            s.push_str(&format!(
+                "known findings: {} case files naming rules in {}\n",
+                self.known_files,
+                self.known_folders.join(", ")
+            ));
+        }
+        s.push_str(&report::text(&self.report));
+        let m = &self.minimization;
+        if m.findings > 0 {
+            s.push_str(&format!(
+                "minimization: {} findings, {} candidates in {} batches{}\n",
+                m.findings,
+                m.candidates,
+                m.batches,
+                if m.cut_short > 0 {
+                    format!(
+                        ", {} stopped early by the time limit or budget",
+                        m.cut_short
+                    )
+                } else {
+                    String::new()
+                }
+            ));
         }
         for f in &self.findings {
             s.push_str(&format!("finding: {f}\n"));

@@ -5,6 +5,8 @@
 //! # XSAVE64 with RFBM = x87 writes only the x87 part and XSTATE_BV[0].
 //! xsave-case 1
 //! model host                    # a built-in model name, or `host`
+//! rules xsave.saves-rfbm        # optional: the SDM rules (ids of `xsdiff rules`) this case shows
+//! target qemu-x86_64 10.0.2     # optional, repeatable: an emulator (program, version) that breaks them
 //!
 //! [control]                     # only what differs from the model's user default
 //! cr0.ts = 1
@@ -40,6 +42,14 @@
 //!
 //! [record xeon-amx-vm]          # optional: what that CPU model's silicon did (same keys)
 //! ```
+//!
+//! `rules` names, comma-separated, the rules the case shows: the rules an
+//! emulator finding breaks, or the rules a silicon case exercises. `target`
+//! names an implementation that breaks them: the program as a backend runs it
+//! (`qemu-x86_64`, `valgrind`, `bochs`, `qemu-system-x86_64`, `unicorn`) and
+//! its version as `PROGRAM --version` prints it (`10.0.2`; a prefix such as
+//! `7.2` stands for every 7.2.x). A campaign reads these lines to tell known
+//! findings from new ones ([`crate::known`]).
 //!
 //! An expected final image is complete: every byte not named is expected to
 //! equal the baseline ([`baseline_final`]: the initial image's values in the
@@ -97,6 +107,34 @@ pub struct Section {
     pub items: Vec<Item>,
 }
 
+/// A `target PROGRAM VERSION` line: an implementation a finding is seen on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TargetLine {
+    #[serde(skip)]
+    pub line: usize,
+    /// The program as a backend runs it: `qemu-x86_64`, `valgrind`, `bochs`.
+    pub program: String,
+    /// As `PROGRAM --version` prints it, or a prefix of it (`7.2`).
+    pub version: String,
+}
+
+impl fmt::Display for TargetLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.program, self.version)
+    }
+}
+
+/// What a case file says about itself besides the case: the rules it shows
+/// and the targets that break them (the `rules` and `target` lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Rule ids, in file order.
+    pub rules: Vec<String>,
+    /// The line of the `rules` line (0: none).
+    pub rules_line: usize,
+    pub targets: Vec<TargetLine>,
+}
+
 /// A case file as read: the case's items, still to be built for a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseFile {
@@ -104,6 +142,7 @@ pub struct CaseFile {
     /// The opening comment lines, without `# `.
     pub comments: Vec<String>,
     pub model: String,
+    pub meta: Meta,
     pub control: Vec<Item>,
     pub init: Vec<Item>,
     pub arena: Vec<Item>,
@@ -178,6 +217,7 @@ impl CaseFile {
             file: file.to_string(),
             comments: Vec::new(),
             model: String::new(),
+            meta: Meta::default(),
             control: Vec::new(),
             init: Vec::new(),
             arena: Vec::new(),
@@ -273,13 +313,41 @@ impl CaseFile {
             }
             if sec == Sec::Top {
                 let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-                if k != "model" || v.trim().is_empty() {
-                    return Err(err(
-                        ln,
-                        format!("expected `model NAME` or a section header, found `{line}`"),
-                    ));
+                let v = v.trim();
+                match k {
+                    "model" if !v.is_empty() => cf.model = v.to_string(),
+                    "rules" if !v.is_empty() => {
+                        if cf.meta.rules_line != 0 {
+                            return Err(err(ln, format!("a second `rules` line (the first is line {})", cf.meta.rules_line)));
+                        }
+                        for r in v.split(',').map(str::trim) {
+                            if !is_rule_id(r) {
+                                return Err(err(ln, format!("expected rule ids like `xsave.saves-rfbm`, comma-separated, found `{r}` in `{line}`")));
+                            }
+                            cf.meta.rules.push(r.to_string());
+                        }
+                        cf.meta.rules_line = ln;
+                    }
+                    "target" => {
+                        let mut w = v.split_whitespace();
+                        match (w.next(), w.next(), w.next()) {
+                            (Some(p), Some(ver), None) => cf.meta.targets.push(TargetLine {
+                                line: ln,
+                                program: p.to_string(),
+                                version: ver.to_string(),
+                            }),
+                            _ => {
+                                return Err(err(ln, format!("expected `target PROGRAM VERSION` (e.g. `target qemu-x86_64 10.0.2`), found `{line}`")))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            ln,
+                            format!("expected `model NAME`, `rules ID, ...`, `target PROGRAM VERSION` or a section header, found `{line}`"),
+                        ))
+                    }
                 }
-                cf.model = v.trim().to_string();
                 continue;
             }
             let item = if sec == Sec::Arena && line.starts_with("page ") {
@@ -752,6 +820,17 @@ impl CaseFile {
 
 /// A line without its comment: `#` starts a comment at the start of a line or
 /// when followed by a space or the end of the line (so `#GP(0x0)` is a value).
+/// Whether `s` is spelled as a rule id: `scope.what`, lower-case letters,
+/// digits and `-`, one or more dots.
+pub fn is_rule_id(s: &str) -> bool {
+    s.contains('.')
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && !s.contains("..")
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+}
+
 pub fn strip_comment(line: &str) -> &str {
     let b = line.as_bytes();
     for (i, &c) in b.iter().enumerate() {
@@ -1089,6 +1168,17 @@ pub fn disassemble(code: &[u8]) -> Vec<(Vec<u8>, String)> {
 /// Writes a case file: the header comments, the model name, and the case
 /// sparsely against the model's defaults.
 pub fn write_case(comments: &[String], model_name: &str, model: &CpuModel, case: &Case) -> String {
+    write_case_meta(comments, model_name, &Meta::default(), model, case)
+}
+
+/// [`write_case`] with `rules` and `target` lines after the model line.
+pub fn write_case_meta(
+    comments: &[String],
+    model_name: &str,
+    meta: &Meta,
+    model: &CpuModel,
+    case: &Case,
+) -> String {
     let mut out = String::new();
     for c in comments {
         if c.is_empty() {
@@ -1098,6 +1188,12 @@ pub fn write_case(comments: &[String], model_name: &str, model: &CpuModel, case:
         }
     }
     let _ = writeln!(out, "xsave-case {VERSION}\nmodel {model_name}");
+    if !meta.rules.is_empty() {
+        let _ = writeln!(out, "rules {}", meta.rules.join(", "));
+    }
+    for t in &meta.targets {
+        let _ = writeln!(out, "target {t}");
+    }
     // Control.
     let d = Control::user(model);
     let c = &case.control;

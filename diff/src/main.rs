@@ -4,8 +4,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use xsave_diff::campaign::{self, Config, Limit};
+use xsave_diff::campaign::{self, Config, Goal, Limit};
 use xsave_diff::casefile::{self, CaseFile};
+use xsave_diff::finding::{self, write_atomic, Finding};
 use xsave_diff::fuzzcase::FuzzCase;
 use xsave_diff::{models, repro};
 use xsave_emu::{layout, CpuModel, Xfeatures};
@@ -53,9 +54,20 @@ enum Cmd {
         /// cross-CPU TLB shootdowns when another thread runs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Folder for the minimized findings.
+        /// Folder for the findings: one minimized case per new rule broken
+        /// (backend, rule, instruction); known ones are not written.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// With --out: also write one case per kind of latitude taken inside the envelope.
+        #[arg(long, requires = "out")]
+        out_inside: bool,
+        /// Also write the report as Markdown to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The corpus whose regressions/, ring0/ and silicon/ hold the known
+        /// findings (default: ./corpus, else the corpus of the source tree).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Ask Linux for AMX permission first (arch_prctl ARCH_REQ_XCOMP_PERM):
@@ -124,6 +136,9 @@ fn main() -> ExitCode {
         shard: "0/1".into(),
         jobs: None,
         out: None,
+        out_inside: false,
+        report: None,
+        corpus: None,
         format: Format::Text,
         amx: false,
     });
@@ -160,6 +175,9 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
             shard,
             jobs,
             out,
+            out_inside,
+            report,
+            corpus,
             format,
             amx,
         } => {
@@ -181,10 +199,19 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 shard: parse_shard(&shard)?,
                 jobs,
                 out,
+                out_inside,
                 progress: true,
                 minimize_budget: 400,
+                corpus,
+                stop: Some(xsave_diff::interrupt::flag()?),
             };
             let s = campaign::run(&cfg)?;
+            // The report first (a file), then the summary: an interrupted run
+            // still leaves both.
+            if let Some(p) = &report {
+                let md = xsave_diff::report::markdown(&s.title(), &s.report);
+                write_atomic(p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
             match format {
                 Format::Text => print!("{}", s.text()),
                 Format::Json => println!(
@@ -268,7 +295,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
             }
             println!(
                 "\nnormalized:\n{}",
-                casefile::write_case(&cf.comments, &cf.model, &model, &case)
+                casefile::write_case_meta(&cf.comments, &cf.model, &cf.meta, &model, &case)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -336,7 +363,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 &model,
                 &case,
             );
-            campaign::write_atomic(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+            write_atomic(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Record { files, expect } => record_cmd(&files, expect),
@@ -396,15 +423,52 @@ fn minimize_cmd(
         if cmp.is_match() {
             continue;
         }
-        let v = xsave_diff::compare::verdict(&judge, &case, &cmp, &outs[bi]);
-        let sig = campaign::signature(&rig.backends[bi].name(), &v, &cmp);
-        let min = campaign::minimize_finding(&mut rig, bi, &case, &sig, 2000);
-        let origin = format!("Minimized from {}.", file.display());
-        let text = campaign::finding_text(&mut rig, bi, &min, &sig, &origin);
-        match out {
-            Some(p) => {
-                campaign::write_atomic(p, &text).map_err(|e| format!("{}: {e}", p.display()))?
+        let name = rig.backends[bi].name();
+        let j = xsave_diff::signature::judge(&judge, &case, &cmp, &outs[bi]);
+        let insn = xsave_diff::signature::instruction(&case, &outs[0], &outs[bi]);
+        let (goal, what) = match &j {
+            xsave_diff::signature::Judgement::Breaks { .. } => {
+                let sig = xsave_diff::signature::signatures(&name, &j, &insn).remove(0);
+                let what = format!("breaks {} on {}", sig.rule, sig.instruction);
+                (Goal::Rule(sig), what)
             }
+            xsave_diff::signature::Judgement::Latitude { taken } => (
+                Goal::Latitude(taken[0].clone()),
+                format!("takes the latitude `{}`", taken[0]),
+            ),
+            xsave_diff::signature::Judgement::Unjudged { reason } => {
+                return Err(format!(
+                    "{}: the envelope cannot judge it: {reason}",
+                    file.display()
+                ))
+            }
+        };
+        let m = campaign::minimize_case(&mut rig, bi, &case, &goal, 2000, None);
+        let min = m.current().clone();
+        let outs = campaign::run_all(&mut rig, &min)
+            .map_err(|s| format!("{}: the minimized case is skipped: {s}", file.display()))?;
+        let target = xsave_diff::known::backend_target(&name);
+        let backend_model = rig.backends[bi]
+            .is_real()
+            .then(|| rig.backends[bi].model().clone());
+        let f = Finding {
+            reference: &rig.backends[0].name(),
+            backend: &name,
+            backend_model: backend_model.as_ref(),
+            target: target.as_ref(),
+            header: vec![
+                format!("Finding: {name} {what}."),
+                format!(
+                    "Minimized from {} ({} candidates in {} batches).",
+                    file.display(),
+                    m.tried,
+                    m.rounds
+                ),
+            ],
+        };
+        let text = finding::text(&f, &judge, &min, &outs[0], &outs[bi]);
+        match out {
+            Some(p) => write_atomic(p, &text).map_err(|e| format!("{}: {e}", p.display()))?,
             None => print!("{text}"),
         }
         return Ok(ExitCode::SUCCESS);
@@ -443,7 +507,7 @@ fn record_cmd(files: &[PathBuf], with_expect: bool) -> Result<ExitCode, String> 
                 text.push('\n');
             }
             text.push_str(&casefile::write_outcome("expect", &model, &case, &o));
-            campaign::write_atomic(f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
+            write_atomic(f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
             println!("EXPECT {} (from {})", f.display(), host.name);
         }
         if let Some((_, sec)) = cf.records.iter().find(|(n, _)| *n == host.name) {
@@ -468,7 +532,7 @@ fn record_cmd(files: &[PathBuf], with_expect: bool) -> Result<ExitCode, String> 
                 &case,
                 &o,
             ));
-            campaign::write_atomic(f, &t).map_err(|e| format!("{}: {e}", f.display()))?;
+            write_atomic(f, &t).map_err(|e| format!("{}: {e}", f.display()))?;
             println!("RECORDED {} ({})", f.display(), host.name);
         }
     }
