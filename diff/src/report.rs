@@ -277,20 +277,32 @@ pub fn text(reports: &[BackendReport]) -> String {
                 .max()
                 .unwrap_or(4)
                 .max(4);
+            let st = r
+                .rules
+                .iter()
+                .map(|x| x.status().len())
+                .max()
+                .unwrap_or(6)
+                .max(12);
             let _ = writeln!(
                 s,
-                "  {:<w$}  {:>7}  status / example / instructions",
-                "rule", "count"
+                "  {:<w$}  {:>7}  {:<st$}  example",
+                "rule", "count", "known or new"
             );
             for x in &r.rules {
-                let _ = writeln!(s, "  {:<w$}  {:>7}  {}", x.rule, x.count, x.status());
-                let _ = writeln!(s, "  {:<w$}           {}", "", x.example());
-                let _ = writeln!(s, "  {:<w$}           on {}", "", instructions(x));
+                let _ = writeln!(
+                    s,
+                    "  {:<w$}  {:>7}  {:<st$}  {}",
+                    x.rule,
+                    x.count,
+                    x.status(),
+                    x.example()
+                );
+                let _ = writeln!(s, "      on {}", instructions(x));
                 if let Some(t) = &x.sentence {
                     let _ = writeln!(
                         s,
-                        "  {:<w$}           SDM: {t} ({})",
-                        "",
+                        "      SDM: {t} ({})",
                         x.citation.as_deref().unwrap_or("")
                     );
                 }
@@ -502,11 +514,8 @@ mod tests {
         let r = reports();
         let t = text(&r);
         assert!(t.starts_with("exec:valgrind --tool=none -q (valgrind 3.19.0): 39 outside the envelope (2 rules broken), 5 inside it but off the model\n"), "{t}");
-        assert!(
-            t.contains("  xsavec.ud-not-advertised       30  new\n"),
-            "{t}"
-        );
-        assert!(t.contains("on xrstor 7, fxrstor 2\n"), "{t}");
+        assert!(t.contains("  rule                        count  known or new                     example\n  xsavec.ud-not-advertised       30  new                              seed 1 case 4\n      on xsavec 30\n"), "{t}");
+        assert!(t.contains("  xrstor.gp-mxcsr-reserved        9  new on fxrstor; known on xrstor  corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case\n      on xrstor 7, fxrstor 2\n"), "{t}");
         assert!(
             t.contains("        5  XINUSE[2] = 1 over init contents  (e.g. seed 1 case 9)\n"),
             "{t}"
