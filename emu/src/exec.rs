@@ -180,7 +180,8 @@ impl<'m> Machine<'m> {
         }
         if op.addr & (align - 1) != 0 {
             if self.ctl.alignment_checking() {
-                let ac = !(self.quirks().ac_width_4 && op.addr & 3 == 0);
+                let q = self.quirks();
+                let ac = !(q.misaligned_gp_not_ac || q.ac_width_4 && op.addr & 3 == 0);
                 let (f, other) = if ac {
                     (Fault::Ac, Fault::gp0())
                 } else {
@@ -217,11 +218,22 @@ impl<'m> Machine<'m> {
         if !self.quirks().pf_last_byte || len == 0 {
             return Ok(());
         }
+
         if !write {
             return self.read_check(base.wrapping_add(len - 1), 1);
         }
         let cpl = self.ctl.cpl;
         self.mem.check(base.wrapping_add(len - 1), 1, write, cpl)
+    }
+
+    /// The `pf-first-byte` quirk (AMD): an XSAVE-family save or XRSTOR touches
+    /// byte 0 of its area before anything else (XRSTOR: before the header).
+    pub fn probe_first_byte(&self, base: u64, write: bool) -> Result<(), Fault> {
+        match (self.quirks().pf_first_byte, write) {
+            (false, _) => Ok(()),
+            (true, false) => self.read_check(base, 1),
+            (true, true) => self.mem.check(base, 1, true, self.ctl.cpl),
+        }
     }
 
     /// Under the architectural policy, records the state `f` leaves as another one
@@ -758,7 +770,14 @@ pub fn run_forced(
     }
     if fault.is_some() && m.ctl.cpl == 3 && m.quirks().linux_signal_fpsse {
         // The OS delivers the fault as a signal; sigreturn's XRSTOR sets XINUSE[1:0].
-        m.st.xinuse |= 3;
+        // Under `xinuse-by-contents` that XRSTOR reloads every component in use
+        // (and x87, SSE) and sets each bit as its contents say (AMD Zen 5 host:
+        // MOVQ XMM7, R8 with ZMM_Hi256 in use, then a #PF: XINUSE[2] = 0).
+        m.st.xinuse = if m.quirks().xinuse_by_contents {
+            m.st.not_init(m.st.xinuse | 3)
+        } else {
+            m.st.xinuse | 3
+        };
     }
     let (final_image, xinuse) = m.capture();
     for alt in std::mem::take(&mut m.lat.partial_states) {

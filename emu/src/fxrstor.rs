@@ -22,7 +22,11 @@ pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         m.st.mxcsr = mx;
         legacy::load_xmm(m, &b[160..416]);
     }
-    m.st.xinuse |= 0b11;
+    if m.quirks().xinuse_by_contents {
+        m.st.xinuse = (m.st.xinuse & !0b11) | m.st.not_init(0b11);
+    } else {
+        m.st.xinuse |= 0b11;
+    }
     m.st.xmodified |= 0b11;
     Ok(())
 }

@@ -8,9 +8,39 @@ use crate::fault::Fault;
 use crate::legacy;
 use iced_x86::{Code, Instruction, OpKind, Register};
 
+/// Under `xinuse-by-contents` (AMD) the bit follows the contents after LDMXCSR,
+/// FNINIT and the PXOR zeroing idiom; other register writes set it
+/// ([`touch_always`], [`sse_write`]).
+/// AMD Zen 5 host, from the init state: MOVQ XMM0, RAX with RAX = 0 and
+/// PXOR XMM0, XMM1 read XINUSE[1] = 1; PXOR XMM0, XMM0, LDMXCSR 1F80H and
+/// FNINIT read 0.
 fn touch(m: &mut Machine, i: usize) {
+    if m.quirks().xinuse_by_contents && m.st.is_init(i) {
+        m.st.xinuse &= !(1 << i);
+    } else {
+        m.st.xinuse |= 1 << i;
+    }
+    m.st.xmodified |= 1 << i;
+}
+
+fn touch_always(m: &mut Machine, i: usize) {
     m.st.xinuse |= 1 << i;
     m.st.xmodified |= 1 << i;
+}
+
+/// An SSE instruction wrote an XMM register. `sse-write-avx-under-zmm-hi256`:
+/// with ZMM_Hi256 in use it also puts AVX in use (AMD Zen 5 host, ZMM11[511:256]
+/// non-zero: MOVQ XMM7, R8 and PXOR XMM0, XMM0 read XINUSE[2] = 1; with only
+/// Hi16_ZMM or opmask in use, 0).
+fn sse_write(m: &mut Machine, zero_idiom: bool) {
+    if zero_idiom {
+        touch(m, 1);
+    } else {
+        touch_always(m, 1);
+    }
+    if m.quirks().sse_write_avx_under_zmm_hi256 && m.st.xinuse >> 6 & 1 != 0 {
+        touch_always(m, 2);
+    }
 }
 
 fn data_addr(m: &Machine, ins: &Instruction, size: u64) -> Result<Result<u64, Fault>, Unsupported> {
@@ -127,7 +157,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             let v = m.gprs[gpr(ins.op1_register())];
             m.st.xmm[x] = [0; 16];
             m.st.xmm[x][..8].copy_from_slice(&v.to_le_bytes());
-            touch(m, 1);
+            sse_write(m, false);
             Ok(())
         }
         Code::Pxor_xmm_xmmm128 if ins.op1_kind() == OpKind::Register => {
@@ -136,7 +166,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             for k in 0..16 {
                 m.st.xmm[d][k] ^= m.st.xmm[s][k];
             }
-            touch(m, 1);
+            sse_write(m, d == s);
             Ok(())
         }
         Code::VEX_Vzeroupper => {
@@ -160,7 +190,8 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             let k = ins.op0_register().number();
             let v = m.gprs[gpr(ins.op1_register())];
             m.st.comp_mut(5)[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
-            touch(m, 5);
+            // Zen 5 host: KMOVQ K1, RAX with RAX = 0 reads XINUSE[5] = 1.
+            touch_always(m, 5);
             Ok(())
         }
         Code::Fninit => {

@@ -23,7 +23,12 @@ pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
             x.fip
         };
         b[8..16].copy_from_slice(&fip.to_le_bytes());
-        b[16..24].copy_from_slice(&x.fdp.to_le_bytes());
+        let fdp = if q.fdp_canonical_57 {
+            ((x.fdp << 7) as i64 >> 7) as u64
+        } else {
+            x.fdp
+        };
+        b[16..24].copy_from_slice(&fdp.to_le_bytes());
     } else {
         let dep = m.model.fcs_fds_deprecated;
         b[8..12].copy_from_slice(&(x.fip as u32).to_le_bytes());
@@ -65,6 +70,9 @@ pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
     if q.fsw_es_recompute {
         let es = (x.fsw & 0x3F & !x.fcw) != 0;
         x.fsw = (x.fsw & !0x8080) | if es { 0x8080 } else { 0 };
+    }
+    if q.x87_pointers_need_es && (x.fsw & 0x3F & !x.fcw) == 0 {
+        (x.fip, x.fdp, x.fop, x.fcs, x.fds) = (0, 0, 0, 0, 0);
     }
     for k in 0..8 {
         x.st[k].copy_from_slice(&b[32 + 16 * k..32 + 16 * k + 10]);

@@ -89,9 +89,44 @@ pub struct Quirks {
     /// XSTATE_BV = XCOMP_BV = 8000000000000001H gives #GP(0), 1H does not
     /// (emu/tests/restore_rules.rs). Seen for XRSTOR; XRSTORS not measured.
     pub xrstor_compacted_xstate_bv_63_gp: bool,
+    /// `xinuse-by-contents`: XRSTOR and FXRSTOR set XINUSE[i] for a component
+    /// they load from memory only when the loaded contents differ from its init
+    /// configuration (SSE: XMM0..15 non-zero; MXCSR does not count). SDM1 §13.6
+    /// allows XINUSE[i] = 0 for a component in its init configuration. AMD Zen 5
+    /// host: XRSTOR of zero opmask/ZMM state leaves XINUSE[5..7] = 0, FXRSTOR of
+    /// a zero area leaves XSTATE_BV[1] = 0 in the next XSAVE
+    /// (corpus/silicon/fxrstor-fcw-zero.case, generated/gen-2026-00061.case).
+    pub xinuse_by_contents: bool,
+    /// `x87-pointers-need-es`: XRSTOR and FXRSTOR load FIP, FDP, FOP (and FCS,
+    /// FDS) only when the loaded x87 state has an unmasked exception pending
+    /// ((FSW[5:0] AND NOT FCW[5:0]) != 0); otherwise they become 0. AMD Zen 5
+    /// host: FDP = E723C5FD12AFCD50H loaded with FSW = 0 reads back 0 and leaves
+    /// x87 in its init configuration (XINUSE[0] = 0).
+    pub x87_pointers_need_es: bool,
+    /// `pf-first-byte`: with `pf-last-byte`, the region's first byte is probed
+    /// before its last one (AMD Zen 5 host: XSAVEOPT64 at an absent page 0 faults
+    /// at base + 0, an XSAVE64 whose header crosses onto an absent page at the
+    /// header's last byte).
+    pub pf_first_byte: bool,
+    /// `xrstor-header-checks-first`: XRSTOR raises its header #GP(0) before it
+    /// probes the region's last byte (AMD Zen 5 host: compacted XRSTOR64 with
+    /// XSTATE_BV = 2^63 | 1 and the region's end on an absent page is #GP(0);
+    /// corpus/silicon/xrstor-compacted-probe-before-bit63-gp.case).
+    pub xrstor_header_checks_first: bool,
+    /// `fdp-canonical-57`: XSAVE64/FXSAVE64 write FDP sign-extended from bit 56
+    /// (AMD Zen 5 host: FDP = 0123456789ABCDEFH saved as FF23456789ABCDEFH, FIP
+    /// likewise with `fip-canonical-57`).
+    pub fdp_canonical_57: bool,
+    /// `sse-write-avx-under-zmm-hi256`: see emu/src/helpers.rs `sse_write`.
+    pub sse_write_avx_under_zmm_hi256: bool,
+    /// `misaligned-gp-not-ac`: a misaligned XSAVE-family, FXSAVE or FXRSTOR area
+    /// is #GP(0) even with alignment checking on (SDM2: "#AC may occur instead of
+    /// #GP"; AMD Zen 5 host: +1, +2, +4, +6 and +8 give #GP(0), native cases
+    /// `*_misaligned_*_with_alignment_check`).
+    pub misaligned_gp_not_ac: bool,
 }
 
-const QUIRK_NAMES: [&str; 10] = [
+const QUIRK_NAMES: [&str; 17] = [
     "fip-canonical-57",
     "fsw-es-recompute",
     "x87-pointers-uncontrolled",
@@ -102,6 +137,13 @@ const QUIRK_NAMES: [&str; 10] = [
     "xrstor-header-xcomp-first",
     "ac-width-4",
     "xrstor-compacted-xstate-bv-63-gp",
+    "xinuse-by-contents",
+    "x87-pointers-need-es",
+    "pf-first-byte",
+    "xrstor-header-checks-first",
+    "fdp-canonical-57",
+    "sse-write-avx-under-zmm-hi256",
+    "misaligned-gp-not-ac",
 ];
 
 impl Quirks {
@@ -117,6 +159,13 @@ impl Quirks {
             "xrstor-header-xcomp-first" => self.xrstor_header_xcomp_first = true,
             "ac-width-4" => self.ac_width_4 = true,
             "xrstor-compacted-xstate-bv-63-gp" => self.xrstor_compacted_xstate_bv_63_gp = true,
+            "xinuse-by-contents" => self.xinuse_by_contents = true,
+            "x87-pointers-need-es" => self.x87_pointers_need_es = true,
+            "pf-first-byte" => self.pf_first_byte = true,
+            "xrstor-header-checks-first" => self.xrstor_header_checks_first = true,
+            "fdp-canonical-57" => self.fdp_canonical_57 = true,
+            "sse-write-avx-under-zmm-hi256" => self.sse_write_avx_under_zmm_hi256 = true,
+            "misaligned-gp-not-ac" => self.misaligned_gp_not_ac = true,
             _ => return false,
         }
         true
@@ -133,6 +182,13 @@ impl Quirks {
             self.xrstor_header_xcomp_first,
             self.ac_width_4,
             self.xrstor_compacted_xstate_bv_63_gp,
+            self.xinuse_by_contents,
+            self.x87_pointers_need_es,
+            self.pf_first_byte,
+            self.xrstor_header_checks_first,
+            self.fdp_canonical_57,
+            self.sse_write_avx_under_zmm_hi256,
+            self.misaligned_gp_not_ac,
         ];
         QUIRK_NAMES
             .iter()

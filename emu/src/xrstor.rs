@@ -26,6 +26,7 @@ pub fn xrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.xsave_family_gate(true)?;
     m.check_area(op, 64)?;
     m.note_region(op.addr, layout::EXTENDED_START as u64, false);
+    m.probe_first_byte(op.addr, false)?;
     let h = read_header(m, op.addr)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
     if h.xcomp_bv >> 63 == 1 && m.model.xsavec {
@@ -63,8 +64,17 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     // one arena page faults at base + 2AFFH, TILEDATA's last byte; with a header
     // #GP or XSTATE_BV[18] = 1 (#NM) likewise).
     let end = layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
-    m.access_region(op.addr, end as u64, false)?;
-    probe_legacy(m, op.addr, rfbm)?;
+    // The region is noted first (the envelope admits a #PF on any of its bytes
+    // whichever order a model probes in).
+    m.note_region(op.addr, end as u64, false);
+    let probe = |m: &mut Machine| {
+        m.probe_last_byte(op.addr, end as u64, false)?;
+        probe_legacy(m, op.addr, rfbm)
+    };
+    let header_first = m.quirks().xrstor_header_checks_first;
+    if !header_first {
+        probe(m)?;
+    }
     if h.xcomp_bv >> 63 == 1 {
         // XCOMP_BV[63] = 1 without compaction support (SDM2 XRSTOR; SDM1 §13.8
         // footnote: such a CPU reads XCOMP_BV as the standard form would, and
@@ -80,6 +90,9 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     // (SDM1 §13.8.1 footnote).
     if header[8..24].iter().any(|&b| b != 0) {
         return Err(Fault::gp0());
+    }
+    if header_first {
+        probe(m)?;
     }
     let to_restore = rfbm & xstate_bv;
     let to_init = rfbm & !xstate_bv;
@@ -202,6 +215,11 @@ pub fn legacy_part(
 /// pseudo-code's choice within SDM1's "0 or 1"), XMODIFIED := NOT RFBM,
 /// XRSTOR_INFO := <CPL, VMX non-root, linear address, XCOMP_BV>.
 pub fn finish(m: &mut Machine, op: &Operand, rfbm: u64, inuse: u64, xcomp_bv: u64) {
+    let inuse = if m.quirks().xinuse_by_contents {
+        inuse & m.st.not_init(rfbm)
+    } else {
+        inuse
+    };
     m.st.xinuse = (m.st.xinuse & !rfbm) | (inuse & rfbm);
     m.st.xmodified = !rfbm;
     m.st.xrstor_info = Some(XrstorInfo {

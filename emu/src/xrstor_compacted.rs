@@ -37,8 +37,15 @@ pub fn restore_compacted(
     }
     let fmt = Xfeatures::from_bits_retain(format);
     let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
-    m.access_region(op.addr, end as u64, false)?;
-    crate::xrstor::probe_legacy(m, op.addr, rfbm)?;
+    m.note_region(op.addr, end as u64, false);
+    let probe = |m: &mut Machine| {
+        m.probe_last_byte(op.addr, end as u64, false)?;
+        crate::xrstor::probe_legacy(m, op.addr, rfbm)
+    };
+    let header_first = m.quirks().xrstor_header_checks_first;
+    if !header_first {
+        probe(m)?;
+    }
     if xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
         return Err(Fault::gp0());
     }
@@ -49,6 +56,9 @@ pub fn restore_compacted(
     // #GP: header bytes 63:16 not zero.
     if h.bytes[16..64].iter().any(|&b| b != 0) {
         return Err(Fault::gp0());
+    }
+    if header_first {
+        probe(m)?;
     }
     let to_restore = format & rfbm & h.xstate_bv;
     let to_init = rfbm & !(format & h.xstate_bv);

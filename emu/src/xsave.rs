@@ -70,6 +70,7 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     // region's last byte first, then the writes in the order of
     // `Writes::commit_save` (native cases `xsave64_straddles_into_*`).
     let end = crate::layout::standard_end(m.model, Xfeatures::from_bits_retain(rfbm));
+    m.probe_first_byte(op.addr, true)?;
     m.access_region(op.addr, end as u64, true)?;
     let mut w = m.writes();
     // MXCSR and MXCSR_MASK are saved when RFBM[1] or RFBM[2] is set.

@@ -65,6 +65,7 @@ pub fn compacted_region(m: &mut Machine, base: u64, rfbm: u64) -> Result<(), Fau
         Xfeatures::from_bits_retain(rfbm),
         Xfeatures::from_bits_retain(m.ctl.xfd_armed()),
     );
+    m.probe_first_byte(base, true)?;
     m.access_region(base, end as u64, true)
 }
 

@@ -18,6 +18,7 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         Xfeatures::from_bits_retain(rfbm),
         Xfeatures::from_bits_retain(m.ctl.xfd_armed()),
     );
+    m.probe_first_byte(op.addr, true)?;
     m.access_region(op.addr, end as u64, true)?;
     let inuse = xinuse_for_xstate_bv(m, rfbm);
     let mut to_be_saved = inuse;

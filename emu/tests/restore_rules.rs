@@ -137,10 +137,17 @@ fn xrstor_compacted_gp_xstate_bv_not_in_xcomp_bv() {
 #[test]
 fn xrstor_compacted_xstate_bv_bit_63() {
     // Reference §5.1 (SDM2 XRSTOR's list): XSTATE_BV[63] = 1 is a subset of XCOMP_BV
-    // (bit 63 = 1): no #GP (zen5, no quirk). Intel silicon #GPs (quirk
-    // xrstor-compacted-xstate-bv-63-gp; `xsdiff record` on the Intel host: #GP(0)
-    // with XSTATE_BV = XCOMP_BV = 8000000000000001H, none with 1H).
-    assert_eq!(xrstor("zen5", !0, CMP | 1, CMP | 1).fault(), None);
+    // (bit 63 = 1): no #GP for a model without the quirk. Intel and Zen 5 silicon
+    // #GP (quirk xrstor-compacted-xstate-bv-63-gp; `xsdiff record` on both hosts:
+    // #GP(0) with XSTATE_BV = XCOMP_BV = 8000000000000001H, none with 1H,
+    // corpus/silicon/xrstor-compacted-xstate-bv-bit63.case).
+    let mut plain = xrstor("zen5", !0, CMP | 1, CMP | 1);
+    plain.model.quirks.xrstor_compacted_xstate_bv_63_gp = false;
+    assert_eq!(plain.fault(), None);
+    assert_eq!(
+        xrstor("zen5", !0, CMP | 1, CMP | 1).fault(),
+        Some(Fault::Gp(0))
+    );
     assert_eq!(
         xrstor("xeon-amx-vm", !0, CMP | 1, CMP | 1).fault(),
         Some(Fault::Gp(0))
@@ -361,7 +368,16 @@ fn xrstor_header_gp_comes_before_the_xfd_nm() {
 fn xrstor_sets_xrstor_info_and_xinuse_only_on_success() {
     // SDM2 XRSTOR: XINUSE[i] := 1 for loaded components; a faulting XRSTOR changes
     // nothing (standard form, header #GP).
+    // (zen5 sets XINUSE from the contents loaded: quirk xinuse-by-contents.)
+    let mut z = xrstor("zen5", 0b100, 0b100, 0);
+    z.put(576, &[0u8; 256]);
+    assert_eq!(
+        z.predict().xinuse,
+        Some(0),
+        "zen5: loaded zeros are not in use"
+    );
     let mut t = xrstor("zen5", 0b100, 0b100, 0);
+    t.model.quirks.xinuse_by_contents = false;
     t.put(576, &[0u8; 256]);
     assert_eq!(
         t.predict().xinuse,
@@ -509,10 +525,15 @@ fn fxrstor_gp_mxcsr_reserved_and_loads_x87_sse() {
 
 #[test]
 fn fxrstor_32bit_form_fcs_fds_ignored_when_deprecated() {
-    // SDM2 FXRSTOR (CPUID.(7,0):EBX[13]): FCS/FDS are ignored on load; zen5 keeps
-    // them, and its 32-bit FXSAVE writes them back.
+    // SDM2 FXRSTOR (CPUID.(7,0):EBX[13]): FCS/FDS are ignored on load; a model
+    // without the deprecation bit (zen5's CPUID, its quirks aside) keeps them, and
+    // its 32-bit FXSAVE writes them back.
     for (model, fcs, fds) in [("xeon-amx-vm", 0u16, 0u16), ("zen5", 0x0033, 0x002B)] {
         let mut t = T::user(model);
+        if model == "zen5" {
+            // x87-pointers-need-es would clear them (FSW = 0 here).
+            t.model.quirks.x87_pointers_need_es = false;
+        }
         t.put(0, &0x037Fu16.to_le_bytes())
             .put(8, &0x1234_5678u32.to_le_bytes())
             .put(12, &0x33u16.to_le_bytes())

@@ -151,8 +151,13 @@ mod tests {
         c: &Case,
         predicted: &Outcome,
     ) -> (bool, Check, Outcome) {
-        let r = b
-            .check_expecting(c, predicted, |o| compare(m, c, predicted, o).is_match())
+        // The careful path refuses a case when a context switch or noise hits
+        // every try (seen on the busy 2-core Zen 5 host): try again, a few times.
+        let r = (0..4)
+            .find_map(|_| {
+                b.check_expecting(c, predicted, |o| compare(m, c, predicted, o).is_match())
+                    .ok()
+            })
             .expect("a case the careful path ran");
         let agreed = match &r {
             Check::Same | Check::Accepted(_) => true,
