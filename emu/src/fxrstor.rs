@@ -28,5 +28,8 @@ pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         m.st.xinuse |= 0b11;
     }
     m.st.xmodified |= 0b11;
+    if m.quirks().fxrstor_ends_tracking {
+        m.st.xrstor_info = None;
+    }
     Ok(())
 }

@@ -124,9 +124,15 @@ pub struct Quirks {
     /// #GP"; AMD Zen 5 host: +1, +2, +4, +6 and +8 give #GP(0), native cases
     /// `*_misaligned_*_with_alignment_check`).
     pub misaligned_gp_not_ac: bool,
+    /// `fxrstor-ends-tracking`: FXRSTOR ends the modified optimization until the
+    /// next XRSTOR (as if XRSTOR_INFO no longer matched): AMD Zen 5 host, XRSTOR64
+    /// [a] of Hi16_ZMM, a store into its saved ZMM16, FXRSTOR64 elsewhere, then
+    /// XSAVEOPT64 [a] writes ZMM16 back; with XSAVE64, XSAVEC64 or FXSAVE64 in place
+    /// of the FXRSTOR it does not (corpus/silicon/xsaveopt-after-fxrstor-not-optimized.case).
+    pub fxrstor_ends_tracking: bool,
 }
 
-const QUIRK_NAMES: [&str; 17] = [
+const QUIRK_NAMES: [&str; 18] = [
     "fip-canonical-57",
     "fsw-es-recompute",
     "x87-pointers-uncontrolled",
@@ -144,6 +150,7 @@ const QUIRK_NAMES: [&str; 17] = [
     "fdp-canonical-57",
     "sse-write-avx-under-zmm-hi256",
     "misaligned-gp-not-ac",
+    "fxrstor-ends-tracking",
 ];
 
 impl Quirks {
@@ -166,6 +173,7 @@ impl Quirks {
             "fdp-canonical-57" => self.fdp_canonical_57 = true,
             "sse-write-avx-under-zmm-hi256" => self.sse_write_avx_under_zmm_hi256 = true,
             "misaligned-gp-not-ac" => self.misaligned_gp_not_ac = true,
+            "fxrstor-ends-tracking" => self.fxrstor_ends_tracking = true,
             _ => return false,
         }
         true
@@ -189,6 +197,7 @@ impl Quirks {
             self.fdp_canonical_57,
             self.sse_write_avx_under_zmm_hi256,
             self.misaligned_gp_not_ac,
+            self.fxrstor_ends_tracking,
         ];
         QUIRK_NAMES
             .iter()
