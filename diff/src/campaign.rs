@@ -6,10 +6,13 @@
 //! the corpus's known findings ([`crate::known`]); only new ones are minimized
 //! and written to `--out` (with `--out-inside`, one case per latitude too).
 //!
-//! Minimization is part of the campaign's time: its candidates ride in the
-//! batches the worker runs anyway (one emulator process, one Bochs boot for
-//! generated cases and candidates alike); generation stops at `--time T`,
-//! minimization at 1.2 T, and what is left is written as it stands. A stop
+//! A new finding is written at once as found, then minimized: its candidates
+//! run in batches (one emulator process, one Bochs boot for many), a few
+//! beside each batch of generated cases and whole rounds once the cases are
+//! done. With `--time T`, generation stops at T and minimization takes at
+//! most 0.15 T of each worker's time and ends by 1.2 T (what is left is
+//! written as it stands), so a run with `--out` keeps at least 85% of the
+//! cases/s of one without. A stop
 //! flag (SIGINT/SIGTERM, see [`crate::interrupt`]) ends a campaign the same
 //! way at once: the batch in flight is dropped, findings are written as they
 //! stand, and the summary covers what ran. Files are written atomically.
@@ -240,8 +243,14 @@ struct Pending {
     path: PathBuf,
     /// `seed S as case N`.
     origin: String,
+    /// Candidates of the current round not yet run, and whether each one run
+    /// so far holds (the round is accepted when all have run).
+    queue: std::collections::VecDeque<Case>,
+    results: Vec<bool>,
+    /// Candidates proposed in the current round.
+    round: usize,
     /// Cases known to hold with their (reference, observed) outcomes: the
-    /// original and the held candidates of the last two batches.
+    /// original and the held candidates of this round and the one before.
     held: Vec<(Case, Outcome, Outcome)>,
     held_before: Vec<(Case, Outcome, Outcome)>,
     original: (Case, Outcome, Outcome),
@@ -257,6 +266,12 @@ struct Shared {
     interrupt: Arc<AtomicBool>,
     gen_deadline: Option<Instant>,
     min_deadline: Option<Instant>,
+    /// Worker time minimization may take, summed over workers (`--time T`:
+    /// 0.15 T per worker, so the campaign keeps at least 85% of its cases/s).
+    min_budget: Option<Duration>,
+    /// Worker time minimization has taken (microseconds): each batch's time
+    /// times its share of candidates.
+    min_spent: AtomicU64,
     tally: Mutex<Tally>,
     findings: Mutex<Vec<String>>,
     minstats: Mutex<MinStats>,
@@ -267,6 +282,12 @@ struct Shared {
 impl Shared {
     fn interrupted(&self) -> bool {
         self.interrupt.load(Ordering::Relaxed)
+    }
+    /// Whether minimization may go on: budget and deadline.
+    fn min_time_left(&self) -> bool {
+        let spent = Duration::from_micros(self.min_spent.load(Ordering::Relaxed));
+        self.min_budget.is_none_or(|b| spent < b)
+            && self.min_deadline.is_none_or(|d| Instant::now() < d)
     }
 }
 
@@ -282,17 +303,20 @@ struct Local {
 /// (some 80 KiB each on an AMX host) are still in the core's L2 cache when the
 /// native runner copies them in and compares its observation (`xsdiff run
 /// --backends emu,native --jobs 1`, Intel host, cases per CPU-second: 64: ~90k,
-/// 32: ~99k, 16: ~118k, 8: ~117k). Minimization candidates join a batch on top.
+/// 32: ~99k, 16: ~118k, 8: ~117k).
 const BATCH: u64 = 16;
+/// Minimization candidates run beside a batch of generated cases.
+const CANDIDATES_PER_BATCH: usize = 8;
 const JUDGE_TIMES: u32 = 32;
 
-/// Writes a pending finding as it stands and records it.
-fn finish(
-    p: Pending,
+/// Writes a pending finding as it stands (atomically): when found (not yet
+/// minimized) and again when its minimization ends.
+fn write_pending(
+    p: &Pending,
     rig: &mut Rig,
     names: &[String],
     sh: &Shared,
-    pb: &ProgressBar,
+    how: &str,
 ) -> Result<(), String> {
     let cur = p.min.current().clone();
     let outs = p
@@ -313,19 +337,6 @@ fn finish(
                 ))
             }
         },
-    };
-    let how = if p.unminimized {
-        "not minimized (the time limit had passed)".to_string()
-    } else if p.min.cut_short() || !p.min.is_done() {
-        format!(
-            "minimization stopped early ({} candidates in {} batches)",
-            p.min.tried, p.min.rounds
-        )
-    } else {
-        format!(
-            "minimized ({} candidates in {} batches)",
-            p.min.tried, p.min.rounds
-        )
     };
     let name = &names[p.bi];
     let mut header = match &p.goal {
@@ -355,23 +366,31 @@ fn finish(
         header,
     };
     let text = finding::text(&f, &rig.judge, &cur, &reference, &observed);
-    finding::write_atomic(&p.path, &text).map_err(|e| format!("{}: {e}", p.path.display()))?;
-    let path = p.path.display().to_string();
-    {
-        let mut t = sh.tally.lock().unwrap();
-        match &p.goal {
-            Goal::Rule(sig) => {
-                if let Some(s) = t.signatures.get_mut(sig) {
-                    s.example = path.clone();
-                }
-            }
-            Goal::Latitude(l) => {
-                if let Some(e) = t.latitude.get_mut(&(name.clone(), l.clone())) {
-                    e.1 = path.clone();
-                }
-            }
-        }
-    }
+    finding::write_atomic(&p.path, &text).map_err(|e| format!("{}: {e}", p.path.display()))
+}
+
+/// Writes a finding whose minimization has ended and records what it cost.
+fn finish(
+    p: Pending,
+    rig: &mut Rig,
+    names: &[String],
+    sh: &Shared,
+    pb: &ProgressBar,
+) -> Result<(), String> {
+    let how = if p.unminimized {
+        "not minimized (the time limit had passed)".to_string()
+    } else if p.min.cut_short() || !p.min.is_done() {
+        format!(
+            "minimization stopped early ({} candidates in {} batches)",
+            p.min.tried, p.min.rounds
+        )
+    } else {
+        format!(
+            "minimized ({} candidates in {} batches)",
+            p.min.tried, p.min.rounds
+        )
+    };
+    write_pending(&p, rig, names, sh, &how)?;
     {
         let mut m = sh.minstats.lock().unwrap();
         m.findings += 1;
@@ -379,8 +398,7 @@ fn finish(
         m.batches += p.min.rounds as u64;
         m.cut_short += (p.unminimized || p.min.cut_short()) as u64;
     }
-    sh.findings.lock().unwrap().push(path.clone());
-    pb.println(format!("finding: {path} ({how})"));
+    pb.println(format!("finding: {} ({how})", p.path.display()));
     Ok(())
 }
 
@@ -418,18 +436,52 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                 }
             }
         }
-        // Minimization candidates ride in the same batch.
+        // Minimization candidates join the batch: a few beside generated cases,
+        // all a round has once no more are generated; within the time left for
+        // minimization (`Shared::min_budget`), else what is pending is written
+        // as it stands.
+        let generating = !cases.is_empty();
+        let mut room = if generating {
+            CANDIDATES_PER_BATCH
+        } else {
+            usize::MAX
+        };
+        if !sh.min_time_left() {
+            room = 0;
+            if !generating {
+                for p in &mut active {
+                    p.min.stop();
+                }
+            }
+        }
         let mut owners: Vec<(usize, usize, usize)> = Vec::new();
         let mut i = 0;
         while i < active.len() {
-            let c = active[i].min.propose();
-            if c.is_empty() {
-                let p = active.remove(i);
-                finish(p, &mut rig, &names, sh, pb)?;
-                continue;
+            let p = &mut active[i];
+            if p.queue.is_empty() && p.results.len() == p.round {
+                if p.round > 0 {
+                    let r = std::mem::take(&mut p.results);
+                    p.min.accept(&r);
+                    p.held_before = std::mem::take(&mut p.held);
+                }
+                p.queue = if room > 0 || !generating {
+                    p.min.propose().into()
+                } else {
+                    Default::default()
+                };
+                p.round = p.queue.len();
+                if p.round == 0 && (p.min.is_done() || !generating) {
+                    let p = active.remove(i);
+                    finish(p, &mut rig, &names, sh, pb)?;
+                    continue;
+                }
             }
-            owners.push((i, cases.len(), c.len()));
-            cases.extend(c);
+            let take = room.min(p.queue.len());
+            if take > 0 {
+                owners.push((i, cases.len(), take));
+                cases.extend(p.queue.drain(..take));
+                room -= take;
+            }
             i += 1;
         }
         if cases.is_empty() {
@@ -440,6 +492,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
         // count as a mismatch) without confirming it, and say so (`agreed`: no
         // second comparison below), or say that it equals the reference
         // (`Observed::Same`: nothing copied, nothing to compare).
+        let t0 = Instant::now();
         let judge = &rig.judge;
         let agrees =
             |c: &Case, r: &Outcome, o: &Outcome| o == r || compare(judge, c, r, o).is_match();
@@ -560,38 +613,66 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                     if late {
                         min.stop();
                     }
-                    active.push(Pending {
+                    let p = Pending {
                         bi,
                         goal,
                         min,
                         path: finding::path_for(dir, &names[bi], &what),
                         origin: origin.clone(),
+                        queue: Default::default(),
+                        results: Vec::new(),
+                        round: 0,
                         held: Vec::new(),
                         held_before: Vec::new(),
                         original: (case.clone(), reference.clone(), obs.clone()),
                         unminimized: late,
-                    });
+                    };
+                    // Written at once, minimized later: a campaign killed in
+                    // between still leaves the finding.
+                    write_pending(&p, &mut rig, &names, sh, "not minimized yet")?;
+                    let path = p.path.display().to_string();
+                    {
+                        let mut t = sh.tally.lock().unwrap();
+                        match &p.goal {
+                            Goal::Rule(sig) => {
+                                if let Some(s) = t.signatures.get_mut(sig) {
+                                    s.example = path.clone();
+                                }
+                            }
+                            Goal::Latitude(l) => {
+                                if let Some(e) = t.latitude.get_mut(&(names[bi].clone(), l.clone()))
+                                {
+                                    e.1 = path.clone();
+                                }
+                            }
+                        }
+                    }
+                    sh.findings.lock().unwrap().push(path);
+                    active.push(p);
                 }
             }
+        }
+        if !owners.is_empty() {
+            // Their share of the batch's time, counted against the minimization budget.
+            let n: usize = owners.iter().map(|o| o.2).sum();
+            let share = t0.elapsed().mul_f64(n as f64 / cases.len() as f64);
+            sh.min_spent
+                .fetch_add(share.as_micros() as u64, Ordering::Relaxed);
         }
         for &(pi, from, len) in &owners {
             let p = &mut active[pi];
             let oi = p.bi - 1;
-            let mut held = Vec::with_capacity(len);
-            let mut kept = Vec::new();
             for ci in from..from + len {
                 let ok = match (reference_outs[ci].as_ref(), observed(ci, oi)) {
                     (Ok(r), Some(o)) => {
                         goal_holds(&p.goal, &rig.judge, &names[p.bi], &cases[ci], r, o)
-                            .then(|| kept.push((cases[ci].clone(), r.clone(), o.clone())))
+                            .then(|| p.held.push((cases[ci].clone(), r.clone(), o.clone())))
                             .is_some()
                     }
                     _ => false,
                 };
-                held.push(ok);
+                p.results.push(ok);
             }
-            p.held_before = std::mem::replace(&mut p.held, kept);
-            p.min.accept(&held);
         }
         pb.inc(count);
         let mm = sh.mismatches.load(Ordering::Relaxed);
@@ -722,6 +803,11 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         interrupt: cfg.stop.clone().unwrap_or_default(),
         gen_deadline,
         min_deadline,
+        min_budget: match cfg.limit {
+            Limit::Time(d) => Some(d.mul_f64(0.15 * cfg.jobs.max(1) as f64)),
+            Limit::Cases(_) => None,
+        },
+        min_spent: AtomicU64::new(0),
         tally: Mutex::new(Tally::default()),
         findings: Mutex::new(Vec::new()),
         minstats: Mutex::new(MinStats::default()),

@@ -5,8 +5,9 @@
 //! It works in rounds so that a backend can run many candidates at once (one
 //! emulator process, one Bochs boot): a round proposes every one-step
 //! reduction of the current case, coarse ones first (all GPRs to zero, the
-//! whole image to its default, the whole arena to zero...) until none holds,
-//! then fine ones (one GPR, one field, one line); of those that keep the predicate, the next
+//! whole image or one component to its default, the whole arena or one page
+//! to zero...) until none holds, then fine ones (one GPR, one RFBM bit, one
+//! field, one line); of those that keep the predicate, the next
 //! batch tries them applied together, and the first half of them, the first
 //! quarter..., and keeps the largest that still holds, else the first alone
 //! (already known to hold). It stops at a fixed
@@ -18,7 +19,7 @@ use crate::casefile::{default_image, disassemble};
 use crate::fields::Catalog;
 use std::time::Instant;
 use xsave_emu::memory::PAGE;
-use xsave_emu::{Case, CpuModel, Prot};
+use xsave_emu::{layout, Case, CpuModel, Prot, Xfeatures};
 
 /// One reduction of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,10 @@ enum Step {
     ReadWrite(usize),
     AllReadWrite,
     ZeroArena,
+    ZeroArenaPage(usize),
     ZeroArenaLine(usize),
+    /// Clear the bits of a GPR in this mask.
+    ClearGprBits(usize, u64),
 }
 
 fn default_for(model: &CpuModel, c: &Case) -> Vec<u8> {
@@ -96,6 +100,15 @@ impl Step {
             }
             Step::ReadWrite(k) => *c.memory.prot.get_mut(k)? = Prot::ReadWrite,
             Step::ZeroArena => c.memory.bytes.fill(0),
+            Step::ZeroArenaPage(k) => {
+                let p = PAGE as usize;
+                let e = ((k + 1) * p).min(c.memory.bytes.len());
+                if k * p >= e {
+                    return None;
+                }
+                c.memory.bytes[k * p..e].fill(0);
+            }
+            Step::ClearGprBits(r, m) => c.gprs[r] &= !m,
             Step::ZeroArenaLine(l) => {
                 let e = (l + 64).min(c.memory.bytes.len());
                 if l >= e {
@@ -108,9 +121,28 @@ impl Step {
     }
 }
 
+/// The image regions of the components of `cur`'s format: x87 (bytes 0..160),
+/// SSE (160..416), and each extended component's slot.
+fn component_regions(model: &CpuModel, cur: &Case) -> Vec<(usize, usize)> {
+    let xcomp = cur.init_xcomp_bv();
+    let mut v = vec![(0, 160), (160, 256)];
+    let lay = if xcomp >> 63 == 1 {
+        layout::compacted(model, Xfeatures::from_bits_retain(xcomp & !(1 << 63)))
+    } else {
+        layout::standard(model, Xfeatures::from_bits_retain(cur.control.xcr0))
+    };
+    v.extend(
+        lay.slots
+            .iter()
+            .map(|s| (s.offset as usize, s.size as usize)),
+    );
+    v
+}
+
 /// The coarse reductions of `cur`: each instruction, and each part of the
-/// case (GPRs, image, header qwords, arena pages, protections, bytes) as a whole.
-fn coarse_steps(cur: &Case) -> Vec<Step> {
+/// case (GPRs, image, header qwords, arena pages, protections, bytes) as a
+/// whole, then each component's region and each arena page.
+fn coarse_steps(model: &CpuModel, cur: &Case) -> Vec<Step> {
     let n = disassemble(&cur.code).len();
     let mut v: Vec<Step> = (0..n).rev().map(Step::DropInsn).collect();
     v.extend([
@@ -122,6 +154,12 @@ fn coarse_steps(cur: &Case) -> Vec<Step> {
         Step::AllReadWrite,
         Step::ZeroArena,
     ]);
+    v.extend(
+        component_regions(model, cur)
+            .into_iter()
+            .map(|(o, n)| Step::InitDefault(o, n)),
+    );
+    v.extend((0..cur.memory.prot.len()).map(Step::ZeroArenaPage));
     v
 }
 
@@ -132,14 +170,15 @@ fn steps(model: &CpuModel, cur: &Case) -> Vec<Step> {
     let n = disassemble(&cur.code).len();
     v.extend((0..n).rev().map(Step::DropInsn));
     v.extend((0..16).filter(|&r| cur.gprs[r] != 0).map(Step::ZeroGpr));
-    for r in [0usize, 2] {
-        v.extend(
-            (0..32)
-                .rev()
-                .filter(|b| cur.gprs[r] >> b & 1 == 1)
-                .map(|b| Step::ClearGprBit(r, b)),
-        );
-    }
+    // RAX (the low half of the instruction mask): bits 20 and up at once (no
+    // component lives there), then each component bit.
+    v.push(Step::ClearGprBits(0, !0xf_ffff));
+    v.extend(
+        (0..20)
+            .rev()
+            .filter(|b| cur.gprs[0] >> b & 1 == 1)
+            .map(|b| Step::ClearGprBit(0, b)),
+    );
     let xcomp = cur.init_xcomp_bv();
     let compacted = xcomp >> 63 == 1;
     let def = default_for(model, cur);
@@ -227,6 +266,8 @@ pub struct Minimizer {
     pub tried: usize,
     /// Batches proposed so far.
     pub rounds: usize,
+    /// Stopped from outside before a fixed point.
+    stopped: bool,
 }
 
 impl Minimizer {
@@ -240,6 +281,7 @@ impl Minimizer {
             deadline,
             tried: 0,
             rounds: 0,
+            stopped: false,
         }
     }
 
@@ -252,13 +294,16 @@ impl Minimizer {
         matches!(self.phase, Phase::Done)
     }
 
-    /// Whether it stopped before a fixed point (budget or deadline).
+    /// Whether it stopped before a fixed point (budget, deadline or [`Minimizer::stop`]).
     pub fn cut_short(&self) -> bool {
-        self.budget == 0 || self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.stopped || self.budget == 0 || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Ends the minimization where it is.
     pub fn stop(&mut self) {
+        if !self.is_done() {
+            self.stopped = true;
+        }
         self.phase = Phase::Done;
     }
 
@@ -271,7 +316,7 @@ impl Minimizer {
             Phase::Done => return Vec::new(),
             &Phase::Round { coarse } => {
                 let all = if coarse {
-                    coarse_steps(&self.cur)
+                    coarse_steps(&self.model, &self.cur)
                 } else {
                     steps(&self.model, &self.cur)
                 };
@@ -458,7 +503,7 @@ mod tests {
         assert!(!r.cut_short());
         assert_eq!(r.current().code, vec![0x48, 0x0f, 0xae, 0x2f]);
         assert_eq!(r.rounds, batches);
-        assert_eq!((batches, r.tried), (14, 162));
+        assert_eq!((batches, r.tried), (12, 92));
     }
 
     #[test]
@@ -473,5 +518,10 @@ mod tests {
         let r = minimize_batched(&m, &c, 2000, Some(past), &mut keep);
         assert_eq!(r.tried, 0);
         assert_eq!(r.current(), &c);
+        let mut s = Minimizer::new(&m, &c, 2000, None);
+        assert!(!s.propose().is_empty());
+        s.stop();
+        assert!(s.is_done() && s.cut_short());
+        assert!(s.propose().is_empty());
     }
 }

@@ -67,7 +67,7 @@ fn field_kind(field: &str) -> String {
 /// The instruction a mismatch is charged to: the first faulting instruction of
 /// either outcome, else the last XSAVE-family instruction of the case, else its
 /// last instruction; its mnemonic in lower case without the `64` of REX.W
-/// forms (`xsave64` -> `xsave`). `-` for a fault before any instruction.
+/// forms (`xsave64` -> `xsave`); `init` for a fault in the initial restore.
 pub fn instruction(case: &Case, reference: &Outcome, obs: &Outcome) -> String {
     let insns = decode(&case.code);
     let faulting = [reference.fault, obs.fault]
@@ -76,7 +76,7 @@ pub fn instruction(case: &Case, reference: &Outcome, obs: &Outcome) -> String {
         .map(|f| f.insn)
         .min();
     let ins = match faulting {
-        Some(None) => return "-".into(),
+        Some(None) => return "init".into(),
         Some(Some(k)) => insns.get(k),
         None => insns
             .iter()
@@ -168,7 +168,7 @@ mod tests {
             fault: Fault::Nm,
             insn: None,
         });
-        assert_eq!(instruction(&c, &a, &b), "-");
+        assert_eq!(instruction(&c, &a, &b), "init");
         // No fault: the last XSAVE-family instruction.
         a.fault = None;
         assert_eq!(instruction(&c, &a, &b), "xgetbv");
