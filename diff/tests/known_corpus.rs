@@ -1,5 +1,6 @@
 //! The corpus's known findings: every emulator finding (corpus/regressions)
-//! names the rules it breaks and its targets.
+//! names the rules it breaks and its targets; every named silicon case
+//! (corpus/silicon) names the rules it shows.
 use std::path::Path;
 use xsave_diff::known::Known;
 
@@ -30,6 +31,12 @@ fn every_finding_names_its_rules_and_targets() {
                 .unwrap_or_else(|| panic!("{f}: no `rules` line"));
             assert!(!kf.targets().is_empty(), "{f}: no `target` line");
         }
+    }
+    // The named silicon cases name the rules they show (and have no target).
+    for f in case_files(&corpus().join("silicon")) {
+        let kf = k.files.iter().find(|x| x.path == f);
+        let kf = kf.unwrap_or_else(|| panic!("{f}: no `rules` line"));
+        assert!(kf.targets().is_empty(), "{f}: a silicon case with a target");
     }
 }
 
