@@ -18,7 +18,8 @@
 //! stand, and the summary covers what ran. Files are written atomically.
 //!
 //! Case n of a campaign depends only on (seed, n); `--shard K/N` takes the n
-//! with n mod N = K, so shards never overlap.
+//! with n mod N = K, so shards never overlap, and with `--cases M` the n below
+//! M ([`crate::shard::cases_in`]), so N shards run the cases of one run of M.
 
 use crate::backend::{self, Backend, Observed, Skip};
 use crate::compare::{compare, Comparison};
@@ -29,7 +30,7 @@ use crate::minimize::Minimizer;
 use crate::report::{self, BackendReport, KnownCheck, SigStat, Status, Tally};
 use crate::signature::{self, Judgement, Signature};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,7 +69,7 @@ pub struct Config {
 }
 
 /// What minimization cost.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct MinStats {
     pub findings: u64,
     pub candidates: u64,
@@ -78,7 +79,7 @@ pub struct MinStats {
 }
 
 /// A campaign's result.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Summary {
     pub backends: Vec<String>,
     pub reference: String,
@@ -741,6 +742,14 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     if let Some(d) = &cfg.out {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    // This shard's part of `--cases M`.
+    let cfg = &Config {
+        limit: match cfg.limit {
+            Limit::Cases(m) => Limit::Cases(crate::shard::cases_in(m, cfg.shard)),
+            t => t,
+        },
+        ..cfg.clone()
+    };
     let start = Instant::now();
     // Open once on this thread to fail early, to name things and to check the
     // known findings of each target.

@@ -8,7 +8,7 @@ use xsave_diff::campaign::{self, Config, Goal, Limit};
 use xsave_diff::casefile::{self, CaseFile};
 use xsave_diff::finding::{self, write_atomic, Finding};
 use xsave_diff::fuzzcase::FuzzCase;
-use xsave_diff::{models, repro};
+use xsave_diff::{merge, models, repro};
 use xsave_emu::{layout, CpuModel, Xfeatures};
 
 #[derive(Parser)]
@@ -46,7 +46,10 @@ enum Cmd {
         cases: Option<u64>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// K/N: run only case numbers n with n mod N = K.
+        /// K/N: run only case numbers n with n mod N = K (with --cases M, those
+        /// below M). `auto` (or `auto/N`): K and N from a Kubernetes Indexed Job
+        /// (JOB_COMPLETION_INDEX; N from auto/N or XSDIFF_SHARDS) or a Slurm job
+        /// array (SLURM_ARRAY_TASK_ID, _MIN, _MAX, _STEP, _COUNT).
         #[arg(long, default_value = "0/1")]
         shard: String,
         /// Threads (default: the number of CPUs; 1 with `native`, whose runs are
@@ -55,7 +58,8 @@ enum Cmd {
         #[arg(long)]
         jobs: Option<usize>,
         /// Folder for the findings: one minimized case per new rule broken
-        /// (backend, rule, instruction); known ones are not written.
+        /// (backend, rule, instruction); known ones are not written. The
+        /// summary is written there too, as summary.json (for `xsdiff merge`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// With --out: also write one case per kind of latitude taken inside the envelope.
@@ -74,6 +78,19 @@ enum Cmd {
         /// XFD is then disarmed and cases hold TILEDATA in their initial image.
         #[arg(long)]
         amx: bool,
+    },
+    /// Merge the outputs of a campaign's shards (run --out folders or JSON
+    /// summaries) into OUT: summary.json, summary.txt, summary.md and the
+    /// smallest finding of each new signature (exit 0: no mismatch, 1: mismatches, 2: error).
+    Merge {
+        out: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The corpus whose known findings decide known or new (default: as for run).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Run case files and check their expect sections and records (exit 0 as expected, 1 mismatch, 2 error).
     Repro {
@@ -151,19 +168,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_shard(s: &str) -> Result<(u64, u64), String> {
-    let (k, n) = s
-        .split_once('/')
-        .ok_or_else(|| format!("bad --shard `{s}`: expected K/N"))?;
-    let k = k
-        .parse()
-        .map_err(|_| format!("bad --shard `{s}`: expected K/N"))?;
-    let n = n
-        .parse()
-        .map_err(|_| format!("bad --shard `{s}`: expected K/N"))?;
-    Ok((k, n))
-}
-
 fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
         Cmd::Run {
@@ -196,9 +200,9 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 cpu,
                 limit,
                 seed,
-                shard: parse_shard(&shard)?,
+                shard: xsave_diff::shard::parse(&shard, |v| std::env::var(v).ok())?,
                 jobs,
-                out,
+                out: out.clone(),
                 out_inside,
                 progress: true,
                 minimize_budget: 400,
@@ -212,6 +216,12 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 let md = xsave_diff::report::markdown(&s.title(), &s.report);
                 write_atomic(p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
             }
+            if let Some(d) = &out {
+                let p = d.join(xsave_diff::merge::SUMMARY_FILE);
+                let json = serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?;
+                write_atomic(&p, &format!("{json}\n"))
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
             match format {
                 Format::Text => print!("{}", s.text()),
                 Format::Json => println!(
@@ -220,6 +230,35 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 ),
             }
             Ok(if s.mismatches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Merge {
+            out,
+            inputs,
+            corpus,
+            format,
+        } => {
+            let inputs: Vec<merge::Input> = inputs
+                .iter()
+                .map(|p| merge::read_input(p))
+                .collect::<Result<_, _>>()?;
+            let mut known = match corpus.or_else(xsave_diff::known::default_corpus) {
+                Some(c) => xsave_diff::known::Known::load(&c)?,
+                None => xsave_diff::known::Known::default(),
+            };
+            merge::charge_known(&mut known);
+            let m = merge::merge(&out, &inputs, &known)?;
+            match format {
+                Format::Text => print!("{}", merge::text(&m, inputs.len())),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?
+                ),
+            }
+            Ok(if m.mismatches == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -6,12 +6,12 @@
 //! (`--report FILE.md`, to paste into a bug tracker).
 
 use crate::signature::Signature;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Whether a signature is in the corpus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     /// A corpus file names the rule for this backend's target.
@@ -32,7 +32,7 @@ pub struct SigStat {
 }
 
 /// One kind of latitude an implementation took.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatitudeRow {
     pub latitude: String,
     pub count: u64,
@@ -40,7 +40,7 @@ pub struct LatitudeRow {
 }
 
 /// A known file of this backend's target, run again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownCheck {
     pub file: String,
     pub rules: Vec<String>,
@@ -50,7 +50,7 @@ pub struct KnownCheck {
     pub verdict: CheckVerdict,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum CheckVerdict {
     /// Every rule the file names still breaks.
@@ -82,7 +82,7 @@ impl CheckVerdict {
 }
 
 /// One instruction a rule was broken on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InsnRow {
     pub instruction: String,
     pub count: u64,
@@ -92,7 +92,7 @@ pub struct InsnRow {
 }
 
 /// One rule a backend breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRow {
     pub rule: String,
     /// The rule's sentence and citation, from the rule table.
@@ -135,7 +135,7 @@ impl RuleRow {
 }
 
 /// The report of one backend compared with the reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendReport {
     pub backend: String,
     /// The implementation it runs (`qemu-x86_64 10.0.2`), if it is an emulator.
