@@ -54,10 +54,17 @@ fn interrupted_run(signal: &str) {
         report.starts_with("# xsdiff run: emu:xeon-amx-vm against emu:zen5"),
         "{report}"
     );
-    // Every file written parses, none is a leftover temporary.
+    // The summary beside the findings (for `xsdiff merge`) is the one printed.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(written, v);
+    // Every other file written parses, none is a leftover temporary.
     let findings = v["findings"].as_array().unwrap();
     for e in std::fs::read_dir(&out).unwrap() {
         let p = e.unwrap().path();
+        if p.file_name().is_some_and(|n| n == "summary.json") {
+            continue;
+        }
         assert_eq!(
             p.extension().and_then(|x| x.to_str()),
             Some("case"),
