@@ -174,27 +174,52 @@ impl<'m> Machine<'m> {
     /// base is #GP(0) "regardless of segment"; with alignment checking on
     /// (CR0.AM, CPL 3, EFLAGS.AC) "#AC may occur instead" (SDM1 §13.7 footnote,
     /// SDM2 FXSAVE): the prediction is #AC, the envelope admits #GP(0) as well.
+    ///
+    /// A base both non-canonical and misaligned: the SDM lists both faults in no
+    /// order, so the envelope admits either; the prediction follows the model
+    /// (`xsave-alignment-first`: the XSAVE family's 64-byte check first).
     pub fn check_area(&mut self, op: &Operand, align: u64) -> Result<(), Fault> {
+        let misaligned = op.addr & (align - 1) != 0;
         if !self.canonical(op.addr) {
-            return Err(if op.ss { Fault::Ss } else { Fault::gp0() });
-        }
-        if op.addr & (align - 1) != 0 {
-            if self.ctl.alignment_checking() {
-                let q = self.quirks();
-                let ac = !(q.misaligned_gp_not_ac || q.ac_width_4 && op.addr & 3 == 0);
-                let (f, other) = if ac {
-                    (Fault::Ac, Fault::gp0())
-                } else {
-                    (Fault::gp0(), Fault::Ac)
-                };
-                if self.policy == Policy::Architectural {
-                    self.lat.alt_fault.push(other);
-                }
-                return Err(f);
+            let nc = if op.ss { Fault::Ss } else { Fault::gp0() };
+            if !misaligned {
+                return Err(nc);
             }
-            return Err(Fault::gp0());
+            let arch = self.policy == Policy::Architectural;
+            if align == 64 && self.quirks().xsave_alignment_first {
+                if arch {
+                    self.lat.alt_fault.push(nc);
+                }
+                return self.misaligned_area(op);
+            }
+            if arch {
+                let al = self.misaligned_area(op).unwrap_err();
+                self.lat.alt_fault.push(al);
+            }
+            return Err(nc);
+        }
+        if misaligned {
+            return self.misaligned_area(op);
         }
         Ok(())
+    }
+
+    /// The fault of a misaligned area (see [`Machine::check_area`]).
+    fn misaligned_area(&mut self, op: &Operand) -> Result<(), Fault> {
+        if !self.ctl.alignment_checking() {
+            return Err(Fault::gp0());
+        }
+        let q = self.quirks();
+        let ac = !(q.misaligned_gp_not_ac || q.ac_width_4 && op.addr & 3 == 0);
+        let (f, other) = if ac {
+            (Fault::Ac, Fault::gp0())
+        } else {
+            (Fault::gp0(), Fault::Ac)
+        };
+        if self.policy == Policy::Architectural {
+            self.lat.alt_fault.push(other);
+        }
+        Err(f)
     }
 
     /// Notes, for the envelope, the region of `len` bytes at `base` the current
@@ -556,6 +581,25 @@ fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
     sized.flatten().or((run <= 2).then_some(false))
 }
 
+/// Whether the undefined instruction `ins` is LOCK MOV to or from CR0 on an AMD
+/// model: AMD's alternative encoding of MOV CR8, which iced-x86 calls invalid in
+/// 64-bit mode (Zen 5 host: F0 0F 22 00 and F0 0F 20 00 at CPL 3 are #GP(0), as
+/// MOV CRn is; diff_native finding).
+fn amd_lock_mov_cr(model: &CpuModel, code: &[u8], ins: &Instruction) -> bool {
+    let at = ins.ip().wrapping_sub(CODE_BASE) as usize;
+    let bytes = code.get(at..).unwrap_or_default();
+    let prefix = |b: &u8| {
+        matches!(
+            b,
+            0xF0 | 0x66 | 0x67 | 0xF2 | 0xF3 | 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65
+        ) || (0x40..=0x4F).contains(b)
+    };
+    let n = bytes.iter().take_while(|b| prefix(b)).count();
+    model.vendor == crate::model::Vendor::Amd
+        && bytes[..n].contains(&0xF0)
+        && matches!(bytes[n..], [0x0F, 0x20 | 0x22, ..])
+}
+
 /// Decodes the case's code with iced-x86's verdict on each instruction
 /// (`DecoderError::None` for a valid one).
 pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
@@ -696,6 +740,12 @@ pub fn run_forced(
             if error == DecoderError::NoMoreBytes {
                 return Err(Unsupported(format!(
                     "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
+                )));
+            }
+            if error == DecoderError::InvalidInstruction && amd_lock_mov_cr(model, &case.code, ins)
+            {
+                return Err(Unsupported(format!(
+                    "instruction {k}: LOCK MOV CRn, MOV CR8 on AMD (CPUID 80000001H:ECX[4]); MOV CRn is not modelled"
                 )));
             }
             if error == DecoderError::InvalidInstruction {

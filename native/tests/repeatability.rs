@@ -34,7 +34,9 @@ macro_rules! repeat_all {
                         .run(&c)
                         .unwrap_or_else(|r| panic!("{}: refused: {r}", stringify!($name)));
                     for k in 1..n {
-                        let o = runner().run(&c).unwrap();
+                        let o = runner().run(&c).unwrap_or_else(|r| {
+                            panic!("{}: run {k} refused: {r}", stringify!($name))
+                        });
                         let d = real_differences(&m, &c, &first, &o);
                         assert!(
                             d.is_empty(),
