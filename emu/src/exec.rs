@@ -514,7 +514,7 @@ pub fn stack_based(ins: &Instruction) -> bool {
 /// REX prefix if it is the last byte before the opcode), then adding back the
 /// bytes removed. 15 or more prefix bytes can never end within 15 bytes.
 /// `None`: the length cannot be told (see the end).
-fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
+fn too_long(code: &[u8], ins: &Instruction, options: u32) -> Option<bool> {
     let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let Some(rest) = code.get(start..) else {
         return Some(false);
@@ -557,7 +557,7 @@ fn too_long(code: &[u8], ins: &Instruction) -> Option<bool> {
     let sized = [kept, without_mandatory].into_iter().find_map(|mut p| {
         let removed = run - p.len();
         p.extend_from_slice(tail);
-        let ins = Decoder::with_ip(64, &p, CODE_BASE, DecoderOptions::NONE).decode();
+        let ins = Decoder::with_ip(64, &p, CODE_BASE, options).decode();
         if ins.is_invalid() {
             return None;
         }
@@ -603,13 +603,16 @@ fn amd_lock_mov_cr(model: &CpuModel, code: &[u8], ins: &Instruction) -> bool {
 /// Decodes the case's code with iced-x86's verdict on each instruction
 /// (`DecoderError::None` for a valid one).
 pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
-    decode_lazily(code).collect()
+    decode_lazily(code, DecoderOptions::NONE).collect()
 }
 
 /// [`decode_with_errors`] one instruction at a time, as the run reaches it
-/// (nothing after a fault is decoded).
-pub fn decode_lazily(code: &[u8]) -> impl Iterator<Item = (Instruction, DecoderError)> + '_ {
-    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
+/// (nothing after a fault is decoded), with `options` ([`CpuModel::decoder_options`]).
+pub fn decode_lazily(
+    code: &[u8],
+    options: u32,
+) -> impl Iterator<Item = (Instruction, DecoderError)> + '_ {
+    let mut d = Decoder::with_ip(64, code, CODE_BASE, options);
     std::iter::from_fn(move || {
         d.can_decode().then(|| {
             let ins = d.decode();
@@ -735,7 +738,8 @@ pub fn run_forced(
     }
     m.gprs = case.gprs;
     if fault.is_none() {
-        for (k, (ins, error)) in decode_lazily(&case.code).enumerate() {
+        let options = model.decoder_options();
+        for (k, (ins, error)) in decode_lazily(&case.code, options).enumerate() {
             let ins = &ins;
             if error == DecoderError::NoMoreBytes {
                 return Err(Unsupported(format!(
@@ -749,7 +753,7 @@ pub fn run_forced(
                 )));
             }
             if error == DecoderError::InvalidInstruction {
-                match too_long(&case.code, ins) {
+                match too_long(&case.code, ins, options) {
                     // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
                     Some(true) => {
                         fault = Some(FaultAt {

@@ -84,7 +84,15 @@ fn gpr(r: Register) -> usize {
 pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
     let r = match ins.code() {
         // UD2 is #UD by definition (SDM2 UD).
-        Code::Ud2 => Err(Fault::Ud),
+        // UD0, UD1, UD2: defined to raise #UD (UD0 without ModRM on AMD).
+        Code::Ud2
+        | Code::Ud0
+        | Code::Ud0_r16_rm16
+        | Code::Ud0_r32_rm32
+        | Code::Ud0_r64_rm64
+        | Code::Ud1_r16_rm16
+        | Code::Ud1_r32_rm32
+        | Code::Ud1_r64_rm64 => Err(Fault::Ud),
         Code::Nopd | Code::Nopq | Code::Nopw | Code::Nop_rm32 | Code::Nop_rm16 | Code::Nop_rm64 => {
             Ok(())
         }

@@ -216,6 +216,20 @@ impl Quirks {
     }
 }
 
+impl CpuModel {
+    /// iced-x86 decoder options for this CPU's instruction decoder: AMD's
+    /// (DecoderOptions::AMD: 66H on a near branch makes it rel16, UD0 has no
+    /// ModRM, ...) for an AMD model. Zen 5 host: 10 prefixes + 66 0F 8F rel16
+    /// (14 bytes) runs, 12 prefixes + 0F FF 60 00 is #UD, where Intel's lengths
+    /// (16 bytes) give #GP(0) (diff_native findings).
+    pub fn decoder_options(&self) -> u32 {
+        match self.vendor {
+            Vendor::Amd => iced_x86::DecoderOptions::AMD,
+            _ => iced_x86::DecoderOptions::NONE,
+        }
+    }
+}
+
 /// Everything the emulator needs to know about one CPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuModel {

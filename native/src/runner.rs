@@ -470,7 +470,7 @@ impl Runner {
         if case.code.len() > MAX_CODE {
             return Err(Refusal::new("code longer than MAX_CODE"));
         }
-        if !whole_instructions(&case.code) {
+        if !whole_instructions(&case.code, self.model.decoder_options()) {
             return Err(Refusal::new("code does not decode into whole instructions"));
         }
         if case.memory.base != ARENA_BASE {
@@ -568,7 +568,8 @@ impl Runner {
                     gprs = case.gprs;
                     None
                 } else {
-                    let offs = insn_offsets(&case.code).expect("checked in refusal");
+                    let offs = insn_offsets(&case.code, self.model.decoder_options())
+                        .expect("checked in refusal");
                     let at = r.rip.wrapping_sub(CODE_BASE) as usize;
                     Some(offs.iter().position(|&o| o == at).ok_or_else(|| {
                         Refusal::new("fault at no instruction boundary of the case")
@@ -899,8 +900,8 @@ pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
 
 /// Whether `code` decodes into whole instructions ([`insn_offsets`] is `Some`),
 /// without collecting their offsets (checked for every case run).
-fn whole_instructions(code: &[u8]) -> bool {
-    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
+fn whole_instructions(code: &[u8], options: u32) -> bool {
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
     let mut ins = iced_x86::Instruction::default();
     while d.can_decode() {
         d.decode_out(&mut ins);
@@ -915,8 +916,9 @@ fn whole_instructions(code: &[u8]) -> bool {
 /// decode into whole instructions (the last one is cut short). An invalid
 /// encoding (LOCK on XSAVE, say) is a whole instruction: the CPU raises #UD there,
 /// as the emulator does.
-pub fn insn_offsets(code: &[u8]) -> Option<Vec<usize>> {
-    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
+/// `options`: the CPU's decoder ([`xsave_emu::CpuModel::decoder_options`]).
+pub fn insn_offsets(code: &[u8], options: u32) -> Option<Vec<usize>> {
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
     let mut v = Vec::new();
     while d.can_decode() {
         let pos = d.position();
