@@ -146,6 +146,8 @@ fn four_slurm_shards_merged_equal_one_run() {
         // The summary on stdout is the one written beside the findings.
         let stdout: Value = serde_json::from_slice(&p.stdout).unwrap();
         assert_eq!(stdout["report"], s["report"]);
+        // `run --format json > FILE` is an input of merge too.
+        std::fs::write(dir.join(format!("shard-{k}.json")), &p.stdout).unwrap();
     }
     procs.clear();
 
@@ -222,6 +224,16 @@ fn four_slurm_shards_merged_equal_one_run() {
         md.starts_with("# xsdiff run: emu:xeon-amx-vm against emu:unicorn-haswell (model unicorn-haswell), seed 7, shard 0,1,2,3/4 (merged from 4 outputs)\n\n## emu:xeon-amx-vm\n"),
         "{md}"
     );
+
+    // The printed JSON summaries merge the same, their findings found where
+    // the runs wrote them.
+    let mut args = vec!["merge".to_string(), d("from-json")];
+    args.extend((0..SHARDS).map(|k| d(&format!("shard-{k}.json"))));
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    check(&xsdiff(&args, &[]).output().unwrap(), 1);
+    let j = summary(&dir.join("from-json"));
+    assert_eq!(signatures(&j), so);
+    assert_eq!(j["findings"].as_array().unwrap().len(), sigs);
 
     // A merged output merges again; missing shards are named.
     let again = xsdiff(&["merge", &d("again"), &d("merged")], &[])
