@@ -307,6 +307,22 @@ impl<'m> Machine<'m> {
 
     /// Runs one instruction. `Ok(Err(f))` is a fault (an outcome).
     pub fn step(&mut self, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
+        let r = self.step_inner(ins);
+        self.xinuse_quirk();
+        r
+    }
+
+    /// Quirk `xinuse-from-contents`: XINUSE is recomputed from the registers
+    /// after every instruction, so every reader (XSAVE*, XGETBV(1)) sees it as
+    /// the implementation computes it.
+    fn xinuse_quirk(&mut self) {
+        if self.model.quirks.xinuse_from_contents {
+            self.st.xinuse =
+                crate::state::xinuse_from_contents(&self.st, self.model.supported().bits());
+        }
+    }
+
+    fn step_inner(&mut self, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
         if ins.is_invalid() {
             return Ok(Err(Fault::Ud));
         }
@@ -400,6 +416,7 @@ impl<'m> Machine<'m> {
         self.gprs[0] = 0xFFFF_FFFF;
         self.gprs[2] = 0xFFFF_FFFF;
         let r = self.initial_restore(init);
+        self.xinuse_quirk();
         self.gprs = saved;
         self.image = None;
         self.ctl = ctl;
@@ -442,6 +459,7 @@ impl<'m> Machine<'m> {
         self.gprs[0] = 0xFFFF_FFFF;
         self.gprs[2] = 0xFFFF_FFFF;
         let r = self.initial_restore(init);
+        self.xinuse_quirk();
         self.gprs = saved;
         self.mem = arena;
         Ok(r)

@@ -135,9 +135,15 @@ pub struct Quirks {
     /// XRSTOR at [RBP] with RBP = F5FF06F0FF62H are #GP(0), aligned #SS(0); FXSAVE
     /// there is #SS(0); diff_native finding).
     pub xsave_alignment_first: bool,
+    /// `xinuse-from-contents`: XINUSE[i] is computed from the registers whenever
+    /// it is read: 1 exactly when component i is not in its init configuration,
+    /// x87 also when FOP != 0, SSE also when MXCSR != 1F80H; an XRSTOR that loads
+    /// init values from memory leaves XINUSE[i] = 0 (Bochs: cpu/xsave.cc
+    /// `get_xinuse_vector` over the `*_state_xinuse` functions, 2.7, 3.0 and main).
+    pub xinuse_from_contents: bool,
 }
 
-const QUIRK_NAMES: [&str; 19] = [
+const QUIRK_NAMES: [&str; 20] = [
     "fip-canonical-57",
     "fsw-es-recompute",
     "x87-pointers-uncontrolled",
@@ -157,10 +163,12 @@ const QUIRK_NAMES: [&str; 19] = [
     "misaligned-gp-not-ac",
     "fxrstor-ends-tracking",
     "xsave-alignment-first",
+    "xinuse-from-contents",
 ];
 
 impl Quirks {
-    fn set(&mut self, name: &str) -> bool {
+    /// Turns on the quirk called `name`; false if there is none by that name.
+    pub fn set(&mut self, name: &str) -> bool {
         match name {
             "fip-canonical-57" => self.fip_canonical_57 = true,
             "fsw-es-recompute" => self.fsw_es_recompute = true,
@@ -181,6 +189,7 @@ impl Quirks {
             "misaligned-gp-not-ac" => self.misaligned_gp_not_ac = true,
             "fxrstor-ends-tracking" => self.fxrstor_ends_tracking = true,
             "xsave-alignment-first" => self.xsave_alignment_first = true,
+            "xinuse-from-contents" => self.xinuse_from_contents = true,
             _ => return false,
         }
         true
@@ -206,6 +215,7 @@ impl Quirks {
             self.misaligned_gp_not_ac,
             self.fxrstor_ends_tracking,
             self.xsave_alignment_first,
+            self.xinuse_from_contents,
         ];
         QUIRK_NAMES
             .iter()
@@ -591,8 +601,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../models/unicorn-skylake-server.cpu"),
     ),
     (
-        "bochs-tigerlake",
-        include_str!("../models/bochs-tigerlake.cpu"),
+        "bochs-2.7-tigerlake",
+        include_str!("../models/bochs-2.7-tigerlake.cpu"),
     ),
 ];
 

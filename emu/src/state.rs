@@ -230,3 +230,19 @@ impl XState {
             .fold(0, |m, i| m | 1 << i)
     }
 }
+
+/// XINUSE as an implementation computes it from register contents (quirk
+/// `xinuse-from-contents`, Bochs's `*_xinuse` functions): component i of
+/// `mask` is in use when it is not in its init configuration (SDM1 §13.6),
+/// x87 also when FOP != 0, SSE also when MXCSR != 1F80H. Both additions set
+/// XINUSE[i] = 1 where the SDM allows either value.
+pub fn xinuse_from_contents(st: &XState, mask: u64) -> u64 {
+    let mut v = st.not_init(mask);
+    if mask & 1 != 0 && st.x87.fop != 0 {
+        v |= 1;
+    }
+    if mask & 2 != 0 && st.mxcsr != MXCSR_INIT {
+        v |= 2;
+    }
+    v
+}
