@@ -25,7 +25,7 @@ use xsave_emu::case::ARENA_BASE;
 use xsave_emu::layout;
 use xsave_emu::memory::Memory;
 use xsave_emu::{check, predict, Case, Control, CpuModel, Fault, FaultAt, Outcome, Xfeatures};
-use xsave_native::ring0::{self, Host, Ring0Run};
+use xsave_native::ring0::{self, bochs::Target, Host, Ring0Run};
 
 const XCR0: u64 = 0x7;
 const XSS: u64 = 0x1800;
@@ -38,7 +38,7 @@ const XSAVEC_RDI: [u8; 4] = [0x48, 0x0F, 0xC7, 0x27];
 const XSAVES_RSI: [u8; 4] = [0x48, 0x0F, 0xC7, 0x2E];
 
 fn bochs_model() -> CpuModel {
-    CpuModel::builtin("bochs-tigerlake").unwrap()
+    CpuModel::builtin("bochs-2.7-tigerlake").unwrap()
 }
 
 /// Register contents used to fill images: CET values the SDM accepts.
@@ -300,20 +300,20 @@ fn diff(p: &Outcome, o: &Outcome) -> Vec<String> {
     d
 }
 
-fn run_or_skip(host: Host, cases: &[Case]) -> Option<Vec<Result<Ring0Run, xsave_native::Refusal>>> {
-    let missing = match host {
-        Host::Bochs => ring0::bochs::missing(),
-        Host::QemuSystem => ring0::qemu::missing(),
-        Host::Kvm => {
-            (!std::path::Path::new("/dev/kvm").exists()).then(|| "/dev/kvm is absent".to_string())
-        }
-    };
-    if let Some(m) = missing {
+fn run_or_skip(
+    host: &Host,
+    cases: &[Case],
+) -> Option<Vec<Result<Ring0Run, xsave_native::Refusal>>> {
+    if let Some(m) = host.missing() {
         println!("SKIP {}: {m}", host.name());
         return None;
     }
     let (_, runs) = ring0::run_detailed(host, cases).expect("ring-0 run");
     Some(runs)
+}
+
+fn bochs(spec: &str) -> Host {
+    Host::Bochs(Target::parse(spec).unwrap())
 }
 
 #[test]
@@ -322,7 +322,7 @@ fn bochs_ring0_cases_against_the_model_and_the_envelope() {
     let named = cases(&model);
     let cs: Vec<Case> = named.iter().map(|(_, c)| c.clone()).collect();
     let t = std::time::Instant::now();
-    let Some(runs) = run_or_skip(Host::Bochs, &cs) else {
+    let Some(runs) = run_or_skip(&bochs("2.7"), &cs) else {
         return;
     };
     println!("bochs: {} cases in {:?}", cs.len(), t.elapsed());
@@ -476,7 +476,7 @@ fn qemu_system_ring0_offers_no_xsaves_yet_runs_them() {
         println!("SKIP qemu-system: {m}");
         return;
     }
-    let info = ring0::boot_info(Host::QemuSystem).expect("qemu boot");
+    let info = ring0::boot_info(&Host::QemuSystem).expect("qemu boot");
     let model = info.model("qemu-system");
     // QEMU TCG -cpu max: CPUID.(0DH,1):EAX = 5 (XSAVEOPT, XGETBV1): no XSAVEC,
     // no XSAVES; the same XSAVE model as QEMU 7.2's user mode.
@@ -521,7 +521,7 @@ fn qemu_system_ring0_offers_no_xsaves_yet_runs_them() {
         base(XSAVES_RDI),
         base(XRSTORS_RDI),
     ];
-    let runs = ring0::run(Host::QemuSystem, &cs).expect("qemu run");
+    let runs = ring0::run(&Host::QemuSystem, &cs).expect("qemu run");
     // Finding Q1 (QEMU 10.0.2 TCG, -cpu max): XSAVEC, XSAVES and XRSTORS run at
     // CPL 0 without #UD although CPUID.(0DH,1):EAX[1] and [3] are 0 (SDM2: #UD
     // if the CPUID bit is 0), and write nothing (the arena stays zero). The
@@ -561,12 +561,12 @@ fn kvm_reports_its_capability_and_never_fakes_results() {
         println!("SKIP kvm: /dev/kvm is absent");
         return;
     }
-    let p = ring0::probe(Host::Kvm);
+    let p = ring0::probe(&Host::Kvm);
     println!("kvm probe: {p:?}");
     let model = bochs_model();
     let named = cases(&model);
     let cs: Vec<Case> = named.iter().take(4).map(|(_, c)| c.clone()).collect();
-    let (_, runs) = match ring0::run_detailed(Host::Kvm, &cs) {
+    let (_, runs) = match ring0::run_detailed(&Host::Kvm, &cs) {
         Ok(r) => r,
         Err(e) => {
             println!("SKIP kvm: {e}");
@@ -607,27 +607,91 @@ fn kvm_reports_its_capability_and_never_fakes_results() {
 }
 
 #[test]
-fn bochs_cpuid_matches_the_model_file_except_the_documented_cet_lines() {
-    if let Some(m) = ring0::bochs::missing() {
+fn bochs_2_7_model_from_cpuid_and_wrmsr_is_the_model_file() {
+    let host = bochs("2.7");
+    if let Some(m) = host.missing() {
         println!("SKIP bochs: {m}");
         return;
     }
-    let info = ring0::boot_info(Host::Bochs).expect("bochs boot");
-    let measured = info.model("bochs-measured");
-    let d = bochs_model().differences(&measured);
-    println!("bochs-tigerlake vs Bochs's CPUID: {d:?}");
+    let info = ring0::boot_info(&host).expect("bochs boot");
+    let measured = ring0::host_model(&host, &info);
+    println!("{}: {}", measured.name, measured.description);
     // Bochs 2.7 reports (0DH,1):ECX = 0 and subleaves 11, 12 as zeros (misspelt
-    // BX_SUPPPORT_CET in its cpuid.cc) although it implements CET_U and CET_S.
-    assert_eq!(
-        d,
-        vec![
-            "xss_supported: 0x1800 vs 0x0".to_string(),
-            "component 11 (CET_U): Some(ComponentDesc { size: 16, offset: 0, supervisor: true, align64: false, xfd: false }) vs None".to_string(),
-            "component 12 (CET_S): Some(ComponentDesc { size: 24, offset: 0, supervisor: true, align64: false, xfd: false }) vs None".to_string(),
-            "os xss: 0x1800 vs 0x0".to_string(),
-        ]
-    );
+    // BX_SUPPPORT_CET in its cpuid.cc) although WRMSR IA32_XSS accepts 1800H and
+    // XSAVES/XRSTORS handle CET_U and CET_S: the model as implemented takes the
+    // accepted bits and the SDM's sizes (16, 24 bytes), which the file wrote by hand.
     assert_eq!(info.leaf(0xD, 0), [0x2E7, 0x240, 0xAC0, 0]);
     assert_eq!(info.leaf(0xD, 1), [0xF, 0, 0, 0]);
     assert_eq!(info.leaf(0xD, 9), [0, 0, 0, 0]);
+    assert_eq!(info.xss_accepted, Some(0x1800));
+    assert_eq!(measured.name, "bochs-2.7-tigerlake");
+    assert_eq!(bochs_model().differences(&measured), Vec::<String>::new());
+    assert_eq!(bochs_model().quirks, measured.quirks);
+}
+
+/// The Bochs builds the tests run on, each where it is installed.
+const BOCHS_VERSIONS: [&str; 3] = ["2.7", "3.0", "head"];
+
+#[test]
+fn control_bits_apply_after_the_initial_load_on_each_bochs() {
+    for v in BOCHS_VERSIONS {
+        let host = bochs(v);
+        if let Some(m) = host.missing() {
+            println!("SKIP bochs {v}: {m}");
+            continue;
+        }
+        let info = ring0::boot_info(&host).expect("bochs boot");
+        let model = ring0::host_model(&host, &info);
+        let case = |cpl: u8, ts: bool, osxsave: bool, code: &[u8]| {
+            let mut ctl = Control::kernel(&model);
+            ctl.cpl = cpl;
+            ctl.cr0_ts = ts;
+            ctl.cr4_osxsave = osxsave;
+            let mut c = Case::new(&model, ctl);
+            // XMM0 non-init in the initial image: loaded whatever the control bits.
+            c.set_init_xstate_bv(2);
+            c.init[160..176].copy_from_slice(&[0x5A; 16]);
+            c.code = code.to_vec();
+            c.gprs[0] = !0;
+            c.gprs[2] = !0;
+            c.gprs[7] = ARENA_BASE;
+            c
+        };
+        let at0 = |f: Fault| {
+            Some(FaultAt {
+                fault: f,
+                insn: Some(0),
+            })
+        };
+        // SDM2 XSAVE/XRSTOR/FXSAVE: #NM if CR0.TS = 1; XGETBV/XSAVE: #UD if
+        // CR4.OSXSAVE = 0. The runner's initial XRSTOR(S) runs before either bit
+        // applies (xsave_emu::exec::Machine::load_initial), so XMM0 is loaded.
+        let cases = [
+            (case(0, true, true, &XSAVE_RDI), at0(Fault::Nm)),
+            (
+                case(0, true, true, &[0x48, 0x0F, 0xAE, 0x07]),
+                at0(Fault::Nm),
+            ), // fxsave64 [rdi]
+            (case(0, false, false, &[0x0F, 0x01, 0xD0]), at0(Fault::Ud)), // xgetbv
+            (case(0, false, false, &XSAVE_RDI), at0(Fault::Ud)),
+            (case(3, true, true, &XRSTOR_RDI), at0(Fault::Nm)),
+            (case(3, false, false, &XSAVE_RDI), at0(Fault::Ud)),
+            (case(0, false, true, &XSAVE_RDI), None),
+        ];
+        let cs: Vec<Case> = cases.iter().map(|(c, _)| c.clone()).collect();
+        let runs = ring0::run(&host, &cs).expect("bochs run");
+        for (k, ((c, want), r)) in cases.iter().zip(&runs).enumerate() {
+            let o = r
+                .as_ref()
+                .unwrap_or_else(|e| panic!("bochs {v} case {k}: {e}"));
+            assert_eq!(o.fault, *want, "bochs {v} case {k}");
+            assert_eq!(
+                &o.final_image[160..176],
+                &[0x5A; 16],
+                "bochs {v} case {k}: XMM0"
+            );
+            assert_eq!(*o, predict(&model, c).unwrap(), "bochs {v} case {k}");
+        }
+        println!("bochs {v}: {} control-bit cases as predicted", cases.len());
+    }
 }

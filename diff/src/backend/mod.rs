@@ -88,7 +88,9 @@ impl Observed {
 }
 
 /// Opens a backend from its command-line spelling: `emu`, `emu:MODEL`,
-/// `native`, `exec:CMD ARGS...`, `unicorn`, `kvm`, `bochs`, `qemu-system`.
+/// `native`, `exec:CMD ARGS...`, `unicorn`, `kvm`, `bochs[:VERSION][:CPU]`
+/// (VERSION 2.7, 3.0, head or /path/to/bochs; CPU a Bochs cpu model, default
+/// tigerlake), `qemu-system`.
 /// `emu` without a model takes `default_model`.
 pub fn open(
     spec: &str,
@@ -111,12 +113,17 @@ pub fn open(
         #[cfg(feature = "unicorn")]
         "unicorn" => Ok(Box::new(unicorn::UnicornBackend::new(arg)?)),
         "kvm" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Kvm)?)),
-        "bochs" => Ok(Box::new(ring0::Ring0Backend::new(xsave_native::ring0::Host::Bochs)?)),
+        "bochs" => {
+            let t = xsave_native::ring0::bochs::Target::parse(arg)?;
+            Ok(Box::new(ring0::Ring0Backend::new(
+                xsave_native::ring0::Host::Bochs(t),
+            )?))
+        }
         "qemu-system" => Ok(Box::new(ring0::Ring0Backend::new(
             xsave_native::ring0::Host::QemuSystem,
         )?)),
         _ => Err(format!(
-            "unknown backend `{spec}` (expected emu, emu:MODEL, native, exec:CMD..., unicorn, kvm, bochs, qemu-system)"
+            "unknown backend `{spec}` (expected emu, emu:MODEL, native, exec:CMD..., unicorn, kvm, bochs[:VERSION][:CPU], qemu-system)"
         )),
     }
 }

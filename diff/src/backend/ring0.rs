@@ -13,13 +13,20 @@ pub struct Ring0Backend {
 }
 
 impl Ring0Backend {
+    /// Opens `host`: probes it (a boot for the emulators, whose CPUID and
+    /// accepted IA32_XSS bits make the model cases are generated for).
     pub fn new(host: Host) -> Result<Ring0Backend, String> {
-        ring0::probe(host).map_err(|e| format!("{}: {e}", host.name()))?;
+        if let Some(m) = host.missing() {
+            return Err(format!("{}: {m}", host.name()));
+        }
         let model = match host {
-            Host::Kvm => xsave_native::host::host_model()?,
+            Host::Kvm => {
+                ring0::probe(&host).map_err(|e| format!("{}: {e}", host.name()))?;
+                xsave_native::host::host_model()?
+            }
             _ => {
-                let info = ring0::boot_info(host).map_err(|e| format!("{}: {e}", host.name()))?;
-                ring0::host_model(host, &info)
+                let info = ring0::boot_info(&host).map_err(|e| format!("{}: {e}", host.name()))?;
+                ring0::host_model(&host, &info)
             }
         };
         Ok(Ring0Backend { host, model })
@@ -28,7 +35,7 @@ impl Ring0Backend {
 
 impl Backend for Ring0Backend {
     fn name(&self) -> String {
-        self.host.name().into()
+        self.host.name()
     }
     fn model(&self) -> &CpuModel {
         &self.model
@@ -43,7 +50,7 @@ impl Backend for Ring0Backend {
     }
     fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {
         let h = self.host.name();
-        match ring0::run(self.host, cases) {
+        match ring0::run(&self.host, cases) {
             Ok(v) => v
                 .into_iter()
                 .map(|r| r.map_err(|f| Skip(format!("{h}: {}", f.reason))))

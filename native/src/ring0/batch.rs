@@ -17,8 +17,6 @@ pub fn refuse(case: &Case) -> Option<Refusal> {
     let c = &case.control;
     let r = if c.cpl != 0 && c.cpl != 3 {
         "needs CPL 1 or 2"
-    } else if c.xfd != 0 {
-        "needs IA32_XFD (the ring-0 image does not arm XFD)"
     } else if c.vmx_nonroot {
         "needs VMX non-root operation"
     } else if c.cr0_em {
@@ -76,6 +74,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Sets the kernel variable at `var(off)`.
+    pub fn set_var(&mut self, off: u64, v: u64) {
+        let o = (var(off) - LOAD) as usize;
+        self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
     /// A raw hard-disk image (Bochs wants whole cylinders of 16 heads x 63 sectors).
     pub fn disk(&self) -> Vec<u8> {
         let mut d = self.boot_sector.to_vec();
@@ -118,6 +121,7 @@ pub fn load(img: &Image, cases: &[&Case], mode: u64, no_xfam: bool) -> Result<Lo
         d[D_XCR0] = c.xcr0;
         d[D_XSS] = c.xss;
         d[D_CPL] = c.cpl as u64;
+        d[D_XFD] = c.xfd;
         d[D_FLAGS] = (c.cr0_ts as u64 * F_CR0_TS)
             | (c.cr0_am as u64 * F_CR0_AM)
             | (c.eflags_ac as u64 * F_EFLAGS_AC)
@@ -169,13 +173,22 @@ pub fn load(img: &Image, cases: &[&Case], mode: u64, no_xfam: bool) -> Result<Lo
     })
 }
 
-/// What the image found out at boot: the CPUID dump and MXCSR_MASK.
+/// What the image found out at boot: the CPUID dump, MXCSR_MASK and the
+/// IA32_XSS bits WRMSR accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     pub cpuid: CpuidDump,
     /// From FXSAVE64 at boot (0 when not measured: probe boots).
     pub mxcsr_mask: u32,
+    /// The IA32_XSS bits WRMSR accepted one at a time (None: not probed, no XSAVES).
+    pub xss_accepted: Option<u64>,
 }
+
+/// Sizes of the supervisor components whose layout the SDM fixes (SDM1 §13.5):
+/// PASID 8, CET_U 16, CET_S 24, HDC 8, UINTR 48, HWP 8 bytes. Used only for a
+/// component WRMSR IA32_XSS accepts while CPUID.(0DH,i) reports nothing.
+pub const SUPERVISOR_SIZES: [(usize, u32); 6] =
+    [(10, 8), (11, 16), (12, 24), (13, 8), (14, 48), (16, 8)];
 
 impl Info {
     pub fn parse(b: &[u8]) -> Result<Info, String> {
@@ -191,17 +204,73 @@ impl Info {
             }
             cpuid.insert((leaf, sub), [d(o + 8), d(o + 12), d(o + 16), d(o + 20)]);
         }
+        let q = |o: u64| u64::from_le_bytes(b[o as usize..o as usize + 8].try_into().unwrap());
         Ok(Info {
             cpuid,
             mxcsr_mask: d(INFO_MXCSR_MASK as usize),
+            xss_accepted: (q(INFO_XSS_PROBED) == 1).then(|| q(INFO_XSS_ACCEPTED)),
         })
     }
 
-    /// The CPU model this CPUID describes (MXCSR_MASK as measured).
+    /// The CPUID dump as implemented: IA32_XSS bits that WRMSR accepts but
+    /// CPUID.(0DH,1):EDX:ECX omits are added there, with CPUID.(0DH,i) from
+    /// [`SUPERVISOR_SIZES`] where it reports nothing; bits CPUID reports and
+    /// WRMSR refuses are removed. Also returns one line per change.
+    pub fn cpuid_as_implemented(&self) -> (CpuidDump, Vec<String>) {
+        let mut d = self.cpuid.clone();
+        let mut notes = Vec::new();
+        let Some(acc) = self.xss_accepted else {
+            return (d, notes);
+        };
+        let d1 = self.leaf(0xD, 1);
+        let reported = d1[2] as u64 | (d1[3] as u64) << 32;
+        if acc == reported {
+            return (d, notes);
+        }
+        let mut keep = acc;
+        let mut sized = Vec::new();
+        for i in 0..64u32 {
+            if acc >> i & 1 == 0 || reported >> i & 1 == 1 || self.leaf(0xD, i)[0] != 0 {
+                continue;
+            }
+            match SUPERVISOR_SIZES.iter().find(|(c, _)| *c == i as usize) {
+                Some(&(_, size)) => {
+                    d.insert((0xD, i), [size, 0, 1, 0]);
+                    sized.push(format!(
+                        "CPUID.(0DH,{i}) reports zeros: component {i} taken as a supervisor component of {size} bytes (SDM1 §13.5)"
+                    ));
+                }
+                None => {
+                    keep &= !(1 << i);
+                    sized.push(format!(
+                        "CPUID.(0DH,{i}) reports zeros and the SDM fixes no size for component {i}: left out"
+                    ));
+                }
+            }
+        }
+        let e = d.entry((0xD, 1)).or_insert([0; 4]);
+        e[2] = keep as u32;
+        e[3] = (keep >> 32) as u32;
+        notes.push(format!(
+            "IA32_XSS: WRMSR accepts {acc:#x}, CPUID.(0DH,1):EDX:ECX reports {reported:#x}"
+        ));
+        notes.extend(sized);
+        (d, notes)
+    }
+
+    /// The CPU model this CPUID describes as implemented
+    /// ([`Info::cpuid_as_implemented`]), MXCSR_MASK as measured.
     pub fn model(&self, name: &str) -> CpuModel {
-        let mut m = CpuModel::from_cpuid(name, &self.cpuid);
+        let (dump, notes) = self.cpuid_as_implemented();
+        let mut m = CpuModel::from_cpuid(name, &dump);
+        // The image runs 4-level paging: 48-bit canonical addresses whatever
+        // CPUID says about LA57.
+        m.os_la57 = false;
         if self.mxcsr_mask != 0 {
             m.mxcsr_mask = self.mxcsr_mask;
+        }
+        if !notes.is_empty() {
+            m.description = format!("as implemented: {}", notes.join("; "));
         }
         m
     }
@@ -426,7 +495,11 @@ pub fn to_run(
     if q[R_END] == END_SETUP_FAILED {
         let which = kf
             .iter()
-            .find(|f| f.step == Step::Xcr0 as u64 || f.step == Step::Xss as u64)
+            .find(|f| {
+                [Step::Xcr0, Step::Xss, Step::Xfd]
+                    .iter()
+                    .any(|s| f.step == *s as u64)
+            })
             .copied();
         let reason = match which {
             Some(f) if f.step == Step::Xcr0 as u64 => {
@@ -435,8 +508,12 @@ pub fn to_run(
                     vector_name(f.vector, f.error_code)
                 )
             }
-            Some(f) => format!(
+            Some(f) if f.step == Step::Xss as u64 => format!(
                 "the host refuses the case's IA32_XSS (WRMSR {})",
+                vector_name(f.vector, f.error_code)
+            ),
+            Some(f) => format!(
+                "the host refuses the case's IA32_XFD (WRMSR {})",
                 vector_name(f.vector, f.error_code)
             ),
             None => "the case could not be set up".into(),

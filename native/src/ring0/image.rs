@@ -220,9 +220,10 @@ fn tables(mem: &mut [u8], stubs: &StubAddrs) {
     put_u64(mem, GDTR + 2, GDT);
     put_bytes(mem, IDTR, &(256u16 * 16 - 1).to_le_bytes());
     put_u64(mem, IDTR + 2, IDT);
-    // IDT: interrupt gates on IST1; vector 0x80 (end of case) reachable from CPL 3.
+    // IDT: interrupt gates on IST1; vectors 0x80 (end of case) and VEC_CONTROL
+    // reachable from CPL 3.
     for &(vec, addr) in stubs {
-        let dpl: u64 = if vec == 0x80 { 3 } else { 0 };
+        let dpl: u64 = if vec >= 0x80 { 3 } else { 0 };
         let lo = (addr & 0xFFFF)
             | ((SEL_KCODE as u64) << 16)
             | (1u64 << 32)
@@ -319,6 +320,10 @@ fn kernel() -> R<Kernel> {
         a.shr(eax, 2)?;
         a.and(eax, 1)?;
         a.mov(v(V_HAS_XGETBV1), rax)?;
+        a.mov(eax, e(4, 0))?;
+        a.shr(eax, 4)?;
+        a.and(eax, 1)?;
+        a.mov(v(V_HAS_XFD), rax)?;
         // CET: CPUID.(7,0):ECX[7] (shadow stacks) or EDX[20] (IBT).
         a.mov(eax, e(2, 2))?;
         a.shr(eax, 7)?;
@@ -339,6 +344,53 @@ fn kernel() -> R<Kernel> {
         a.mov(v(V_XSS_MAX), rax)?;
         a.mov(eax, e(3, 2))?;
         a.mov(v(V_STD_MAX), rax)?;
+    }
+    // Which IA32_XSS bits WRMSR accepts, one at a time (an emulator's CPUID may
+    // not report what it implements): they replace CPUID's as the bits reset
+    // enables. Kernel faults are logged in the (not yet used) result record.
+    {
+        let mut no_xsaves = k.a.create_label();
+        let mut lp = k.a.create_label();
+        let mut refused = k.a.create_label();
+        k.a.cmp(v(V_HAS_XSAVES), 0)?;
+        k.a.je(no_xsaves)?;
+        k.a.mov(v(V_PHASE), PH_SETUP as i32)?;
+        k.a.xor(r12d, r12d)?;
+        k.a.xor(r13d, r13d)?;
+        k.a.set_label(&mut lp)?;
+        k.a.mov(res(R_KF_COUNT), 0)?;
+        k.step(Step::XssProbe as u64, |a| {
+            a.mov(eax, 1)?;
+            a.mov(ecx, r13d)?;
+            a.shl(rax, cl)?;
+            a.mov(rdx, rax)?;
+            a.shr(rdx, 32)?;
+            a.mov(ecx, MSR_XSS)?;
+            a.wrmsr()
+        })?;
+        k.a.cmp(res(R_KF_COUNT), 0)?;
+        k.a.jne(refused)?;
+        k.a.bts(r12, r13)?;
+        k.a.set_label(&mut refused)?;
+        k.a.inc(r13d)?;
+        k.a.cmp(r13d, 64)?;
+        k.a.jb(lp)?;
+        k.step(Step::XssProbe as u64, |a| {
+            a.mov(ecx, MSR_XSS)?;
+            a.xor(eax, eax)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()
+        })?;
+        k.a.mov(qword_ptr(var(V_INFO) + INFO_XSS_ACCEPTED), r12)?;
+        k.a.mov(qword_ptr(var(V_INFO) + INFO_XSS_PROBED), 1)?;
+        k.a.mov(v(V_XSS_MAX), r12)?;
+        k.a.mov(res(R_KF_COUNT), 0)?;
+        k.a.mov(v(V_PHASE), PH_BOOT as i32)?;
+        k.a.set_label(&mut no_xsaves)?;
+        k.a.nop()?;
+    }
+    {
+        let a = &mut k.a;
         // The reset images: XSTATE_BV = 0; compacted XCOMP_BV = bit 63 | everything.
         a.mov(rax, v(V_XCR0_MAX))?;
         a.or(rax, v(V_XSS_MAX))?;
@@ -429,6 +481,16 @@ fn kernel() -> R<Kernel> {
         let mut skip = k.a.create_label();
         let mut no_xsaves = k.a.create_label();
         let mut reset_done = k.a.create_label();
+        let mut no_xfd = k.a.create_label();
+        k.a.cmp(v(V_HAS_XFD), 0)?;
+        k.a.je(no_xfd)?;
+        k.step(Step::ResetXfd as u64, |a| {
+            a.mov(ecx, MSR_XFD)?;
+            a.xor(eax, eax)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()
+        })?;
+        k.a.set_label(&mut no_xfd)?;
         k.a.cmp(v(V_NO_XFAM), 0)?;
         k.a.jne(skip)?;
         k.a.cmp(v(V_HAS_XSAVE), 0)?;
@@ -511,6 +573,24 @@ fn kernel() -> R<Kernel> {
             a.wrmsr()
         })?;
         k.a.set_label(&mut no_xss)?;
+        // The case's IA32_XFD where the CPU has it or the case asks for it.
+        let mut do_xfd = k.a.create_label();
+        let mut no_xfd = k.a.create_label();
+        k.a.mov(r8, v(V_CUR_DESC))?;
+        k.a.cmp(qword_ptr(r8 + 8 * D_XFD), 0)?;
+        k.a.jne(do_xfd)?;
+        k.a.cmp(v(V_HAS_XFD), 0)?;
+        k.a.je(no_xfd)?;
+        k.a.set_label(&mut do_xfd)?;
+        k.step(Step::Xfd as u64, |a| {
+            a.mov(r8, v(V_CUR_DESC))?;
+            a.mov(ecx, MSR_XFD)?;
+            a.mov(rax, qword_ptr(r8 + 8 * D_XFD))?;
+            a.mov(rdx, rax)?;
+            a.shr(rdx, 32)?;
+            a.wrmsr()
+        })?;
+        k.a.set_label(&mut no_xfd)?;
         k.a.mov(rax, v(V_RES + 8 * R_KF_COUNT as u64))?;
         k.a.cmp(rax, v(V_KF_BEFORE))?;
         k.a.jne(setup_failed)?;
@@ -545,6 +625,11 @@ fn kernel() -> R<Kernel> {
         a.mov(rsi, qword_ptr(r8 + 8 * D_CODE_PTR))?;
         a.mov(rcx, qword_ptr(r8 + 8 * D_CODE_LEN))?;
         a.rep().movsb()?;
+        let mut no_invd = a.create_label();
+        a.cmp(v(V_INVD_AFTER_CODE), 0)?;
+        a.je(no_invd)?;
+        a.invd()?;
+        a.set_label(&mut no_invd)?;
         // Arena pages: copied, or zeroed where the descriptor has no source.
         let mut lp = a.create_label();
         let mut zero_page = a.create_label();
@@ -580,7 +665,10 @@ fn kernel() -> R<Kernel> {
         }
         a.mov(rax, cr3)?;
         a.mov(cr3, rax)?;
-        // Control bits: CR0.AM, CR4.OSXSAVE, then CR0.TS last.
+        // CR0.AM before the load (it matters only with EFLAGS.AC, which the
+        // load runs without); CR4.OSXSAVE, CR0.TS and EFLAGS.AC after it, in
+        // the VEC_CONTROL handler: the load runs with OSXSAVE = 1, TS = 0,
+        // AC = 0 and the case's XCR0, IA32_XSS, IA32_XFD and CPL.
         let mut no_am = a.create_label();
         a.test(qword_ptr(r8 + 8 * D_FLAGS), F_CR0_AM as i32)?;
         a.je(no_am)?;
@@ -588,20 +676,6 @@ fn kernel() -> R<Kernel> {
         a.bts(rax, 18)?;
         a.mov(cr0, rax)?;
         a.set_label(&mut no_am)?;
-        let mut osx = a.create_label();
-        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_CR4_OSXSAVE as i32)?;
-        a.jne(osx)?;
-        a.mov(rax, cr4)?;
-        a.btr(rax, 18)?;
-        a.mov(cr4, rax)?;
-        a.set_label(&mut osx)?;
-        let mut no_ts = a.create_label();
-        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_CR0_TS as i32)?;
-        a.je(no_ts)?;
-        a.mov(rax, cr0)?;
-        a.bts(rax, 3)?;
-        a.mov(cr0, rax)?;
-        a.set_label(&mut no_ts)?;
         // Which initial restore: XRSTORS64 for a compacted image at CPL 0 on a
         // CPU with XSAVES (the emulator's rule), else XRSTOR64.
         let mut use_xrstor = a.create_label();
@@ -624,13 +698,7 @@ fn kernel() -> R<Kernel> {
         a.set_label(&mut ring3)?;
         a.push((SEL_UDATA | 3) as i32)?;
         a.push(v(V_GPRS + 8 * 4))?;
-        a.mov(eax, 2)?;
-        let mut no_ac = a.create_label();
-        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_EFLAGS_AC as i32)?;
-        a.je(no_ac)?;
-        a.bts(eax, 18)?;
-        a.set_label(&mut no_ac)?;
-        a.push(rax)?;
+        a.push(2)?;
         a.push((SEL_UCODE | 3) as i32)?;
         a.push(r9)?;
         a.iretq()?;
@@ -652,6 +720,7 @@ fn kernel() -> R<Kernel> {
         } else {
             a.xrstor64(ptr(rbx))?;
         }
+        a.int(VEC_CONTROL)?;
         a.jmp(load_gprs)?;
     }
     {
@@ -874,8 +943,39 @@ fn kernel() -> R<Kernel> {
         a.db(b"0123456789abcdef")?;
     }
 
+    // ---- VEC_CONTROL: the case's control bits after the initial load ----
+    let mut control = k.a.create_label();
+    {
+        let a = &mut k.a;
+        a.set_label(&mut control)?;
+        a.mov(r8, v(V_CUR_DESC))?;
+        let mut osx = a.create_label();
+        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_CR4_OSXSAVE as i32)?;
+        a.jne(osx)?;
+        a.mov(rax, cr4)?;
+        a.btr(rax, 18)?;
+        a.mov(cr4, rax)?;
+        a.set_label(&mut osx)?;
+        let mut no_ts = a.create_label();
+        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_CR0_TS as i32)?;
+        a.je(no_ts)?;
+        a.mov(rax, cr0)?;
+        a.bts(rax, 3)?;
+        a.mov(cr0, rax)?;
+        a.set_label(&mut no_ts)?;
+        // EFLAGS.AC (alignment checking) for a CPL-3 case: in the frame IRETQ pops.
+        let mut no_ac = a.create_label();
+        a.cmp(qword_ptr(r8 + 8 * D_CPL), 0)?;
+        a.je(no_ac)?;
+        a.test(qword_ptr(r8 + 8 * D_FLAGS), F_EFLAGS_AC as i32)?;
+        a.je(no_ac)?;
+        a.bts(qword_ptr(rsp + 16), 18)?;
+        a.set_label(&mut no_ac)?;
+        a.iretq()?;
+    }
+
     // ---- exception handlers ----
-    let mut vectors: Vec<(u32, CodeLabel)> = Vec::new();
+    let mut vectors: Vec<(u32, CodeLabel)> = vec![(VEC_CONTROL, control)];
     for vec in (0..32).chain([0x80]) {
         let mut l = k.a.create_label();
         k.a.set_label(&mut l)?;

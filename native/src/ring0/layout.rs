@@ -85,6 +85,12 @@ pub const V_STD_MAX: u64 = 0x080;
 /// CODE_BASE, for `jmp [V_CODE_SLOT]`.
 pub const V_CODE_SLOT: u64 = 0x088;
 pub const V_KF_BEFORE: u64 = 0x090;
+/// CPUID.(0DH,1):EAX[4]: IA32_XFD.
+pub const V_HAS_XFD: u64 = 0x098;
+/// 1: INVD after writing each case's code (set by the bochs host: Bochs's main
+/// branch, 783b58fd, kept executing the previous case's code from its trace
+/// cache after the kernel rewrote the code page; INVD flushes that cache).
+pub const V_INVD_AFTER_CODE: u64 = 0x0A0;
 /// The case's GPRs, loaded by the stub.
 pub const V_GPRS: u64 = 0x100;
 /// GPRs saved by the exception handler.
@@ -141,6 +147,10 @@ pub const END_PROBED: u64 = 4;
 /// The CET MSRs read back after each case, in R_CET order.
 pub const CET_MSRS: [u32; 5] = [0x6A0, 0x6A7, 0x6A4, 0x6A5, 0x6A6];
 pub const MSR_XSS: u32 = 0xDA0;
+pub const MSR_XFD: u32 = 0x1C4;
+/// The vector the stub raises after the initial load: its handler applies the
+/// case's CR0.TS, CR4.OSXSAVE and EFLAGS.AC (after the load, as the emulator does).
+pub const VEC_CONTROL: u32 = 0x81;
 
 /// Kernel steps that may fault (logged in the R_KF triples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +168,10 @@ pub enum Step {
     Xsaves = 10,
     Fxsave = 11,
     ResetCet = 12,
+    /// WRMSR IA32_XSS <- one bit, at boot (which bits the CPU accepts).
+    XssProbe = 13,
+    ResetXfd = 14,
+    Xfd = 15,
     /// ReadCet + k for the k-th of CET_MSRS.
     ReadCet = 16,
 }
@@ -177,6 +191,9 @@ impl Step {
             10 => "XSAVES64 in the capture".into(),
             11 => "FXSAVE64 at boot (MXCSR_MASK)".into(),
             12 => "WRMSR of a CET MSR <- 0 before the case".into(),
+            13 => "WRMSR IA32_XSS (0xDA0) <- one bit, at boot".into(),
+            14 => "WRMSR IA32_XFD (0x1C4) <- 0 before the case".into(),
+            15 => "WRMSR IA32_XFD (0x1C4) <- the case's IA32_XFD".into(),
             16..=20 => format!("RDMSR {:#x} in the capture", CET_MSRS[(v - 16) as usize]),
             _ => format!("step {v}"),
         }
@@ -200,7 +217,8 @@ pub const D_ARENA_PTE: usize = 25;
 /// Per INIT_BASE page: its page-table entry.
 pub const D_INIT_PTE: usize = 41;
 pub const D_GPRS: usize = 45;
-pub const DESC_QWORDS: usize = 61;
+pub const D_XFD: usize = 61;
+pub const DESC_QWORDS: usize = 62;
 
 pub const F_CR0_TS: u64 = 1;
 pub const F_CR0_AM: u64 = 2;
@@ -232,3 +250,8 @@ pub fn cpuid_leaves() -> Vec<(u32, u32)> {
 }
 /// Offset in the information record of MXCSR_MASK (from FXSAVE64), after the dump.
 pub const INFO_MXCSR_MASK: u64 = 0x3F0;
+/// Offset in the information record of a qword: 1 when IA32_XSS was probed.
+pub const INFO_XSS_PROBED: u64 = 0x3E0;
+/// Offset in the information record of the IA32_XSS bits WRMSR accepted, one
+/// at a time, at boot.
+pub const INFO_XSS_ACCEPTED: u64 = 0x3E8;

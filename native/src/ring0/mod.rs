@@ -28,22 +28,33 @@ use std::time::Duration;
 use xsave_emu::{Case, Outcome};
 
 /// Where the ring-0 image runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// A KVM micro-VM (silicon, where KVM exposes XSAVES and IA32_XSS).
     Kvm,
-    /// Bochs 2.7, `cpu: model=tigerlake`.
-    Bochs,
+    /// A Bochs (2.7, 3.0, head or any binary) with one of its CPU models.
+    Bochs(bochs::Target),
     /// qemu-system-x86_64 with TCG, `-cpu max`.
     QemuSystem,
 }
 
 impl Host {
-    pub fn name(self) -> &'static str {
+    /// The backend spec: `kvm`, `bochs:3.0:sapphire_rapids`, `qemu-system`.
+    pub fn name(&self) -> String {
         match self {
-            Host::Kvm => "kvm",
-            Host::Bochs => "bochs",
-            Host::QemuSystem => "qemu-system",
+            Host::Kvm => "kvm".into(),
+            Host::Bochs(t) => t.spec(),
+            Host::QemuSystem => "qemu-system".into(),
+        }
+    }
+
+    /// Why this host cannot run here, if it cannot (KVM: probed on opening).
+    pub fn missing(&self) -> Option<String> {
+        match self {
+            Host::Kvm => (!std::path::Path::new("/dev/kvm").exists())
+                .then(|| "/dev/kvm is absent".to_string()),
+            Host::Bochs(t) => t.missing(),
+            Host::QemuSystem => qemu::missing(),
         }
     }
 }
@@ -56,10 +67,10 @@ pub const BOOT_LIMIT: Duration = Duration::from_secs(120);
 pub const QEMU_CPU: &str = "max";
 
 /// What the host offers for ring-0 cases, or exactly why it cannot run them.
-pub fn probe(host: Host) -> Result<String, String> {
+pub fn probe(host: &Host) -> Result<String, String> {
     match host {
         Host::Kvm => kvm::probe(),
-        Host::Bochs | Host::QemuSystem => {
+        Host::Bochs(_) | Host::QemuSystem => {
             let info = boot_info(host)?;
             Ok(describe(host, &info))
         }
@@ -67,17 +78,22 @@ pub fn probe(host: Host) -> Result<String, String> {
 }
 
 /// Boots the image with no case and returns what it found out (CPUID).
-pub fn boot_info(host: Host) -> Result<Info, String> {
+pub fn boot_info(host: &Host) -> Result<Info, String> {
     let (info, _) = boot_emulator(host, &[])?;
     Ok(info)
 }
 
-fn describe(host: Host, info: &Info) -> String {
+fn describe(host: &Host, info: &Info) -> String {
     let d1 = info.leaf(0xD, 1);
     let d0 = info.leaf(0xD, 0);
     let l7 = info.leaf(7, 0);
     let what = match host {
-        Host::Bochs => format!("Bochs, cpu model {}", bochs::CPU_MODEL),
+        Host::Bochs(t) => format!(
+            "Bochs {} ({}), cpu model {}",
+            t.version_label(),
+            t.program().display(),
+            t.cpu
+        ),
         Host::QemuSystem => format!(
             "{} TCG, -cpu {QEMU_CPU}",
             qemu::version().unwrap_or_else(|| "QEMU".into())
@@ -101,11 +117,14 @@ fn describe(host: Host, info: &Info) -> String {
 }
 
 /// One boot of an emulator host with `cases` (all of which must fit in one boot).
-fn boot_emulator(host: Host, cases: &[&Case]) -> Result<(Info, Vec<batch::Record>), String> {
+fn boot_emulator(host: &Host, cases: &[&Case]) -> Result<(Info, Vec<batch::Record>), String> {
     let img = image::build().map_err(|e| format!("assembling the image: {e}"))?;
-    let loaded = batch::load(&img, cases, 0, false)?;
+    let mut loaded = batch::load(&img, cases, 0, false)?;
+    if matches!(host, Host::Bochs(_)) {
+        loaded.set_var(layout::V_INVD_AFTER_CODE, 1);
+    }
     let text = match host {
-        Host::Bochs => bochs::boot(&loaded, BOOT_LIMIT)?,
+        Host::Bochs(t) => t.boot(&loaded, BOOT_LIMIT)?,
         Host::QemuSystem => qemu::boot(&loaded, QEMU_CPU, BOOT_LIMIT)?,
         Host::Kvm => return Err("not an emulator".into()),
     };
@@ -116,20 +135,33 @@ fn boot_emulator(host: Host, cases: &[&Case]) -> Result<(Info, Vec<batch::Record
     Ok((info, recs))
 }
 
-/// The CPU model outcomes on `host` are laid out with: Bochs's own model file
-/// (its CPUID hides the CET components it implements), else its CPUID.
-pub fn host_model(host: Host, info: &Info) -> xsave_emu::CpuModel {
+/// The CPU model of `host`, from the CPUID its guest read at boot and the
+/// IA32_XSS bits WRMSR accepted ([`Info::model`]); a Bochs model also gets
+/// Bochs's quirks ([`bochs::QUIRKS`]) and is named `bochs-VERSION-CPU`.
+pub fn host_model(host: &Host, info: &Info) -> xsave_emu::CpuModel {
     match host {
-        Host::Bochs => xsave_emu::CpuModel::builtin("bochs-tigerlake")
-            .unwrap_or_else(|| info.model(host.name())),
-        _ => info.model(host.name()),
+        Host::Bochs(t) => {
+            let mut m = info.model(&t.model_name());
+            for q in bochs::QUIRKS {
+                assert!(m.quirks.set(q), "bochs::QUIRKS names an unknown quirk {q}");
+            }
+            let what = format!("Bochs {}, cpu model {}", t.version_label(), t.cpu);
+            m.description = if m.description.is_empty() {
+                what
+            } else {
+                format!("{what}; {}", m.description)
+            };
+            m
+        }
+        Host::Kvm => info.model("kvm"),
+        Host::QemuSystem => info.model("qemu-system"),
     }
 }
 
 /// Runs `cases` on `host`, with every ring-0 detail; also returns what the
 /// image found out about the host at boot.
-pub fn run_detailed(host: Host, cases: &[Case]) -> Result<Ring0Runs, String> {
-    if host == Host::Kvm {
+pub fn run_detailed(host: &Host, cases: &[Case]) -> Result<Ring0Runs, String> {
+    if *host == Host::Kvm {
         return kvm::run(cases);
     }
     let mut out: Vec<Option<Result<Ring0Run, Refusal>>> = vec![None; cases.len()];
@@ -165,7 +197,10 @@ pub fn run_detailed(host: Host, cases: &[Case]) -> Result<Ring0Runs, String> {
             let model = host_model(host, &inf);
             for (&i, rec) in g.iter().zip(&recs) {
                 let k = runnable[i];
-                out[k] = Some(batch::to_run(&model, &cases[k], rec)?);
+                let r = batch::to_run(&model, &cases[k], rec).map_err(|e| {
+                    format!("case {k} ({} of a boot of {}): {e}", rec.q[0], g.len())
+                })?;
+                out[k] = Some(r);
             }
             info = Some(inf);
         }
@@ -177,7 +212,7 @@ pub fn run_detailed(host: Host, cases: &[Case]) -> Result<Ring0Runs, String> {
 }
 
 /// Runs `cases` on `host`: an outcome per case, or why the host will not run it.
-pub fn run(host: Host, cases: &[Case]) -> Result<Vec<Result<Outcome, Refusal>>, String> {
+pub fn run(host: &Host, cases: &[Case]) -> Result<Vec<Result<Outcome, Refusal>>, String> {
     let (_, runs) = run_detailed(host, cases)?;
     Ok(runs.into_iter().map(|r| r.map(|x| x.outcome)).collect())
 }
