@@ -97,7 +97,7 @@ fn output_of(cmd: &mut Command) -> Option<String> {
 }
 
 /// The program a backend runs and its version: `exec:qemu-x86_64 -cpu max` ->
-/// `qemu-x86_64` (`qemu-x86_64 --version`), `bochs` -> `bochs` (its banner),
+/// `qemu-x86_64` (`qemu-x86_64 --version`), `bochs:head:ryzen` -> `bochs` `head`,
 /// `qemu-system` -> `qemu-system-x86_64`, `unicorn` -> `unicorn`. None for the
 /// emulator, this CPU and KVM (silicon has no target line).
 pub fn backend_target(backend: &str) -> Option<BackendTarget> {
@@ -111,17 +111,12 @@ pub fn backend_target(backend: &str) -> Option<BackendTarget> {
             Some(BackendTarget { program, version })
         }
         "bochs" => {
-            // Bochs has no --version; its banner names it when it exits at once.
-            let version =
-                output_of(Command::new("bochs").args(["-n", "-q", "display_library: nogui"]))
-                    .and_then(|o| {
-                        o.lines()
-                            .find(|l| l.contains("Bochs x86 Emulator"))
-                            .and_then(dotted_version)
-                    });
+            // The build the spec names (bochs[:VERSION][:CPU]): 2.7, 3.0, head,
+            // or the banner's version of a binary given by path.
+            let t = xsave_native::ring0::bochs::Target::parse(arg).ok()?;
             Some(BackendTarget {
                 program: "bochs".into(),
-                version,
+                version: Some(t.version_label()),
             })
         }
         "qemu-system" => Some(BackendTarget {

@@ -604,6 +604,22 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "bochs-2.7-tigerlake",
         include_str!("../models/bochs-2.7-tigerlake.cpu"),
     ),
+    (
+        "bochs-3.0-tigerlake",
+        include_str!("../models/bochs-3.0-tigerlake.cpu"),
+    ),
+    (
+        "bochs-3.0-sapphire_rapids",
+        include_str!("../models/bochs-3.0-sapphire_rapids.cpu"),
+    ),
+    (
+        "bochs-head-tigerlake",
+        include_str!("../models/bochs-head-tigerlake.cpu"),
+    ),
+    (
+        "bochs-head-sapphire_rapids",
+        include_str!("../models/bochs-head-sapphire_rapids.cpu"),
+    ),
 ];
 
 /// Parses `0x1f`, `31` or `0b11`.

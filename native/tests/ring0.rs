@@ -695,3 +695,28 @@ fn control_bits_apply_after_the_initial_load_on_each_bochs() {
         println!("bochs {v}: {} control-bit cases as predicted", cases.len());
     }
 }
+
+/// The model files of Bochs models (emu/models/bochs-*.cpu) are what the
+/// image reads from that Bochs now: CPUID as implemented, quirks, paging.
+#[test]
+fn bochs_model_files_are_what_each_bochs_reports() {
+    for m in CpuModel::builtin_all() {
+        let Some(spec) = m.name.strip_prefix("bochs-") else {
+            continue;
+        };
+        let spec = spec.replacen('-', ":", 1);
+        let host = bochs(&spec);
+        if let Some(why) = host.missing() {
+            println!("SKIP {}: {why}", m.name);
+            continue;
+        }
+        let info = ring0::boot_info(&host).expect("bochs boot");
+        let measured = ring0::host_model(&host, &info);
+        assert_eq!(measured.name, m.name);
+        assert_eq!(m.differences(&measured), Vec::<String>::new(), "{}", m.name);
+        assert_eq!(m.quirks, measured.quirks, "{}", m.name);
+        let reparsed = CpuModel::parse(&info.model_file(&measured)).unwrap();
+        assert_eq!(reparsed, measured, "{}: model_file round trip", m.name);
+        println!("{}: as the file says", m.name);
+    }
+}

@@ -165,8 +165,11 @@ pub fn load(img: &Image, cases: &[&Case], mode: u64, no_xfam: bool) -> Result<Lo
             ));
         }
     }
-    mem.resize((mem.len() as u64).next_multiple_of(512) as usize, 0);
-    let chunks = (mem.len() as u64).div_ceil(64 * 512) as u16;
+    // Whole chunks of 64 sectors: the boot sector reads the last one in full,
+    // and a read past the disk's end fails (Bochs: "logical address out of
+    // bounds", the boot stopped).
+    mem.resize((mem.len() as u64).next_multiple_of(64 * 512) as usize, 0);
+    let chunks = (mem.len() as u64 / (64 * 512)) as u16;
     Ok(Loaded {
         mem,
         boot_sector: super::image::boot_sector(chunks).map_err(|e| e.to_string())?,
@@ -279,10 +282,17 @@ impl Info {
         self.cpuid.get(&(l, s)).copied().unwrap_or([0; 4])
     }
 
-    /// The model file text (`emu/models/*.cpu` format) for this dump.
-    pub fn model_file(&self, name: &str, description: &str) -> String {
-        let mut s = format!("name {name}\ndescription {description}\n");
-        for ((l, sub), r) in &self.cpuid {
+    /// The model file text (`emu/models/*.cpu` format) of `m`, a model made
+    /// from this boot ([`super::host_model`]): the CPUID dump as implemented
+    /// (each change a comment), MXCSR_MASK, 4-level paging and `m`'s quirks.
+    pub fn model_file(&self, m: &CpuModel) -> String {
+        let (dump, notes) = self.cpuid_as_implemented();
+        let mut s = String::new();
+        for n in &notes {
+            s += &format!("# as implemented: {n}\n");
+        }
+        s += &format!("name {}\ndescription {}\n", m.name, m.description);
+        for ((l, sub), r) in &dump {
             if *l == 0xD && r.iter().all(|&x| x == 0) {
                 continue;
             }
@@ -291,11 +301,16 @@ impl Info {
                 r[0], r[1], r[2], r[3]
             );
         }
-        let m = self.model(name);
         s += &format!(
-            "mxcsr_mask {:#x}\nxcr0 {:#x}\nxss {:#x}\n",
-            m.mxcsr_mask, m.xcr0_supported, m.xss_supported
+            "mxcsr_mask {:#x}\nxcr0 {:#x}\nxss {:#x}\npaging {}\n",
+            m.mxcsr_mask,
+            m.os_xcr0,
+            m.os_xss,
+            if m.os_la57 { 5 } else { 4 }
         );
+        for q in m.quirks.names() {
+            s += &format!("quirk {q}\n");
+        }
         s
     }
 }

@@ -77,9 +77,17 @@ pub fn boot_sector(chunks: u16) -> R<[u8; 512]> {
     a.add(dword_ptr(DAP + 8), 64u32)?;
     a.loop_(lp)?;
     a.jmp_far(0, STAGE16 as u32)?;
+    // A failed read: `!` on the debug port, then end the emulator (QEMU's
+    // isa-debug-exit, Bochs's shutdown port) instead of halting until the deadline.
     a.set_label(&mut fail)?;
     a.mov(al, b'!' as u32)?;
     a.out(0xE9u32, al)?;
+    a.out(EXIT_PORT as u32, al)?;
+    a.mov(dx, BOCHS_SHUTDOWN_PORT as u32)?;
+    for c in b"Shutdown" {
+        a.mov(al, *c as u32)?;
+        a.out(dx, al)?;
+    }
     a.cli()?;
     a.hlt()?;
     let code = a.assemble(0x7C00)?;

@@ -46,6 +46,11 @@ pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Result<String, St
     let stdout = reader.join().unwrap_or_default();
     let stderr = ereader.join().unwrap_or_default();
     let text = String::from_utf8_lossy(&stdout).into_owned();
+    if text.starts_with('!') {
+        return Err(format!(
+            "{what}: the boot sector could not read the image (INT 13h AH=42h failed)"
+        ));
+    }
     if !text.contains("#E") {
         return Err(format!(
             "{what} exited ({status}) before the guest finished; stderr ends: {}",
