@@ -1,0 +1,121 @@
+//! corpus/ring0's bug table (README.md there) as a check: each case against
+//! each Bochs build that is installed (2.7, 3.0, head), `xsdiff repro` with
+//! `--backends emu,bochs:VERSION[:CPU]`. "has it": the case's [expect] (the
+//! SDM's outcome) mismatches on that build; "fixed": it passes. A build that is
+//! not installed is skipped with its reason.
+use std::path::Path;
+use xsave_native::ring0::bochs::Target;
+
+/// (case, Bochs cpu model, has it on [2.7, 3.0, head]; None: 2.7 has no such cpu model).
+const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
+    (
+        "bochs-xsaves-compacted-offset-160",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
+    (
+        "bochs-xsaves-cet-u-xinuse-inverted",
+        "tigerlake",
+        [Some(true), Some(false), Some(false)],
+    ),
+    (
+        "bochs-xsaves-cet-s-xinuse-pl0-only",
+        "tigerlake",
+        [Some(true), Some(false), Some(false)],
+    ),
+    (
+        "bochs-xrstors-sse-init-loads-mxcsr",
+        "tigerlake",
+        [Some(true), Some(false), Some(false)],
+    ),
+    (
+        "bochs-xrstors-offsets-by-rfbm",
+        "tigerlake",
+        [Some(true), Some(false), Some(false)],
+    ),
+    (
+        "bochs-xrstors-ssp-bit0-no-gp",
+        "tigerlake",
+        [Some(true), Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsavec-tilecfg-rows-colsb-swapped",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsavec-tiledata-xinuse-inverted",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xrstors-cet-gp-after-partial-load",
+        "tigerlake",
+        [Some(true), Some(true), Some(true)],
+    ),
+    (
+        "bochs-fxrstor-no-pf-on-reserved-bytes",
+        "tigerlake",
+        [Some(true), Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsavec-mxcsr-without-sse",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
+];
+
+#[test]
+fn every_ring0_case_is_in_the_table() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/ring0");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".case")
+                .map(str::to_string)
+        })
+        .collect();
+    files.sort();
+    let mut table: Vec<String> = TABLE.iter().map(|(f, _, _)| f.to_string()).collect();
+    table.sort();
+    assert_eq!(files, table);
+}
+
+#[test]
+fn the_bug_table_holds_on_each_installed_bochs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/ring0");
+    for (k, v) in ["2.7", "3.0", "head"].iter().enumerate() {
+        for (file, cpu, has) in TABLE {
+            let Some(has) = has[k] else { continue };
+            let spec = format!("{v}:{cpu}");
+            if let Some(why) = Target::parse(&spec).unwrap().missing() {
+                println!("SKIP bochs:{spec}: {why}");
+                continue;
+            }
+            let specs = vec!["emu".to_string(), format!("bochs:{spec}")];
+            let r = xsave_diff::repro::repro_file(&dir.join(format!("{file}.case")), Some(&specs));
+            let on_bochs: Vec<_> = r
+                .checks
+                .iter()
+                .filter(|c| c.what == format!("expect vs bochs:{spec}"))
+                .collect();
+            assert_eq!(on_bochs.len(), 1, "{file} on bochs:{spec}: {}", r.text());
+            let mismatch = on_bochs[0].result == "mismatch";
+            assert_eq!(mismatch, has, "{file} on bochs:{spec}: {}", r.text());
+            if mismatch {
+                assert_eq!(
+                    on_bochs[0].verdict.as_deref(),
+                    Some("outside the envelope"),
+                    "{file} on bochs:{spec}"
+                );
+            }
+            println!(
+                "{file} bochs:{spec}: {}",
+                if has { "has it" } else { "fixed" }
+            );
+        }
+    }
+}
