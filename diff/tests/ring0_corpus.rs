@@ -63,6 +63,11 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         "tigerlake",
         [Some(true), Some(true), Some(false)],
     ),
+    (
+        "bochs-xrstors-sse-init-keeps-mxcsr",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
 ];
 
 #[test]
