@@ -720,3 +720,86 @@ fn bochs_model_files_are_what_each_bochs_reports() {
         println!("{}: as the file says", m.name);
     }
 }
+
+/// AMX at CPL 0 on the Bochs builds with an AMX model: TILECFG and TILEDATA
+/// go through the runner's XRSTOR, XSAVE64 and XRSTOR64 from memory.
+#[test]
+fn amx_state_through_xsave_and_xrstor_on_bochs_sapphire_rapids() {
+    for v in ["3.0", "head"] {
+        let host = bochs(&format!("{v}:sapphire_rapids"));
+        if let Some(m) = host.missing() {
+            println!("SKIP bochs {v}: {m}");
+            continue;
+        }
+        let info = ring0::boot_info(&host).expect("bochs boot");
+        let model = ring0::host_model(&host, &info);
+        assert_eq!(model.xcr0_supported & 0x60000, 0x60000, "{v}: AMX in XCR0");
+        let cfg_off = model.component(17).unwrap().offset as usize;
+        let data_off = model.component(18).unwrap().offset as usize;
+        assert_eq!((cfg_off, data_off), (2752, 2816), "{v}: standard offsets");
+        // TILECFG: palette 1, tile 0 with 64 bytes per row (bytes 17:16) and 16 rows (byte 48).
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        cfg[16] = 64;
+        cfg[48] = 16;
+        let pattern: Vec<u8> = (0..64u8).map(|b| b ^ 0xA5).collect();
+        let ctl = Control::kernel(&model);
+        let mut c = Case::new(&model, ctl);
+        c.set_init_xstate_bv(0x60000);
+        c.init[cfg_off..cfg_off + 64].copy_from_slice(&cfg);
+        c.init[data_off..data_off + 64].copy_from_slice(&pattern);
+        c.memory = Memory::new(ARENA_BASE, 4);
+        c.gprs[0] = 0x60000;
+        c.gprs[7] = ARENA_BASE;
+        c.code = XSAVE_RDI.to_vec();
+        // XRSTOR64 of the tile data from the arena (XSTATE_BV = TILECFG | TILEDATA).
+        let mut r = c.clone();
+        r.set_init_xstate_bv(0);
+        r.memory.bytes[512..520].copy_from_slice(&0x60000u64.to_le_bytes());
+        r.memory.bytes[cfg_off..cfg_off + 64].copy_from_slice(&cfg);
+        r.memory.bytes[data_off + 64..data_off + 128].copy_from_slice(&pattern);
+        r.code = XRSTOR_RDI.to_vec();
+        let runs = ring0::run(&host, &[c.clone(), r.clone()]).expect("bochs run");
+        let o = runs[0].as_ref().expect("xsave case runs");
+        let p = predict(&model, &c).unwrap();
+        // SDM1 §13.7 / SDM2 XSAVE: every RFBM component is written at its standard
+        // offset; TILEDATA row 0 of tile 0 is the loaded pattern, the rest zero.
+        assert_eq!(o.fault, None, "{v}");
+        assert_eq!(
+            &o.memory[data_off..data_off + 64],
+            &pattern[..],
+            "{v}: TILEDATA saved"
+        );
+        assert!(
+            o.memory[data_off + 64..data_off + 8192]
+                .iter()
+                .all(|&b| b == 0),
+            "{v}"
+        );
+        assert_eq!(
+            &p.memory[cfg_off..cfg_off + 64],
+            &cfg[..],
+            "{v}: the SDM's TILECFG"
+        );
+        // B7 (corpus/ring0/bochs-xsavec-tilecfg-rows-colsb-swapped.case): Bochs
+        // saves rows at byte 16 and bytes per row at byte 48.
+        let mut swapped = cfg;
+        swapped[16] = 16;
+        swapped[48] = 64;
+        assert_eq!(&o.memory[cfg_off..cfg_off + 64], &swapped[..], "{v}: B7");
+        // XRSTOR64 loads row 1 of tile 0: the capture's XSAVE shows it.
+        let o = runs[1].as_ref().expect("xrstor case runs");
+        assert_eq!(o.fault, None, "{v}");
+        assert_eq!(
+            &o.final_image[data_off + 64..data_off + 128],
+            &pattern[..],
+            "{v}: TILEDATA loaded"
+        );
+        assert_eq!(
+            o.final_image[data_off..data_off + 64],
+            [0u8; 64],
+            "{v}: row 0 from memory (zero)"
+        );
+        println!("bochs {v}: AMX through XSAVE64 and XRSTOR64 at CPL 0");
+    }
+}
