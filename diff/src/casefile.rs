@@ -161,15 +161,55 @@ pub struct Expected {
     pub check_xinuse: bool,
     /// Parts checked: fault, gprs, final, xinuse, memory, supervisor (None: all).
     pub only: Option<Vec<String>>,
+    /// XSTATE_BV bits of the final image the section leaves to the backend:
+    /// those a faulting ring-3 case's signal delivery may change (Linux's
+    /// sigreturn XRSTOR sets XINUSE[1:0]; under `xinuse-by-contents` it also
+    /// clears the bit of a component in its init configuration), unless the
+    /// section states `xstate_bv`.
+    pub free_xstate_bv: u64,
+    /// The section states XSTATE_BV, memory or the x87 pointers explicitly:
+    /// the model's noise quirks do not apply to them.
+    pub explicit_noise_fields: bool,
+    /// The section states supervisor state.
+    pub states_supervisor: bool,
+    /// The XSTATE_BV the section states, if it does.
+    pub stated_xstate_bv: Option<u64>,
+    /// XCR0 at the start (the ring-3 capture is an XSAVE with RFBM = XCR0).
+    pub xcr0: u64,
 }
 
 /// The parts an `only` line may name.
 pub const PARTS: [&str; 6] = ["fault", "gprs", "final", "xinuse", "memory", "supervisor"];
 
 impl Expected {
+    /// What the section states that `obs`'s backend cannot observe: supervisor
+    /// state in an outcome that holds none, XSTATE_BV bits outside XCR0 (a
+    /// user XSAVE never writes them).
+    pub fn unobservable(&self, obs: &Outcome) -> Option<String> {
+        if self.states_supervisor && obs.supervisor.is_empty() {
+            return Some("supervisor state (IA32_XSS components after the case)".into());
+        }
+        let outside = self.stated_xstate_bv.unwrap_or(0) & !self.xcr0;
+        if outside != 0 {
+            return Some(format!(
+                "XSTATE_BV {} (the final image is an XSAVE with RFBM = XCR0 = {:#x})",
+                Xfeatures::from_bits_retain(outside).names(),
+                self.xcr0
+            ));
+        }
+        None
+    }
+
     /// `self.outcome` with every part this section does not check taken from `obs`.
     pub fn against(&self, obs: &Outcome) -> Outcome {
         let mut e = self.outcome.clone();
+        // XSTATE_BV bits left free, and those no capture can hold.
+        let free = self.free_xstate_bv | !self.xcr0;
+        if e.final_image.len() >= 520 && obs.final_image.len() >= 520 {
+            let q = |b: &[u8]| u64::from_le_bytes(b[512..520].try_into().unwrap());
+            let v = q(&e.final_image) & !free | q(&obs.final_image) & free;
+            e.final_image[512..520].copy_from_slice(&v.to_le_bytes());
+        }
         let on = |p: &str| self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == p));
         if !self.check_xinuse || !on("xinuse") {
             e.xinuse = obs.xinuse;
@@ -721,8 +761,51 @@ impl CaseFile {
         let mut check_xinuse = false;
         let mut only = None;
         let cat = Catalog::new(model, case.control.xcr0, false);
+        let sup = crate::fields::supervisor_fields(model, case.control.xss);
+        let mut explicit_noise_fields = false;
+        let mut states_supervisor = false;
+        let mut stated_xstate_bv = None;
+        // A case that changes XCR0 (XSETBV) ends with an image of the new size:
+        // the baseline takes the size of the model's prediction.
+        if let Ok(p) = xsave_emu::predict(model, case) {
+            resize_baseline(model, &mut out.final_image, &p.final_image);
+        }
         for it in &section.items {
-            match it.key.as_str() {
+            let key = it.key.as_str();
+            if key == "xstate_bv" {
+                stated_xstate_bv = parse_u64(&it.value);
+            }
+            if key == "xstate_bv"
+                || key.starts_with("mem[")
+                || ["fip", "fdp", "fop", "fcs", "fds"].contains(&key)
+            {
+                explicit_noise_fields = true;
+            }
+            if let Some(f) = sup.iter().find(|f| f.name == key) {
+                states_supervisor = true;
+                let b = parse_value(&it.value, f.len).ok_or_else(|| {
+                    self.err(
+                        it.line,
+                        format!(
+                            "expected a `0x` number or {} hex bytes for `{key}`, found `{}`",
+                            f.len, it.value
+                        ),
+                    )
+                })?;
+                out.supervisor[f.offset..f.offset + f.len].copy_from_slice(&b);
+                continue;
+            }
+            if let Some(i) = supervisor_component_of(key) {
+                return Err(self.err(
+                    it.line,
+                    format!(
+                        "`{key}` is {} state (component {i}): the case's IA32_XSS needs bit {i} (`xss = {:#x}` in [control]), and only a CPL 0 case with XSAVES/XRSTORS changes it",
+                        xsave_emu::component::component_name(i).unwrap_or("?"),
+                        case.control.xss | 1 << i
+                    ),
+                ));
+            }
+            match key {
                 "only" => {
                     let v: Vec<String> =
                         it.value.split(',').map(|p| p.trim().to_string()).collect();
@@ -759,6 +842,7 @@ impl CaseFile {
                     };
                 }
                 k if k.starts_with("supervisor[") => {
+                    states_supervisor = true;
                     let r = k[11..].strip_suffix(']').and_then(|r| r.split_once(".."));
                     let a = r.and_then(|(a, _)| parse_u64(a)).ok_or_else(|| {
                         self.err(
@@ -810,11 +894,69 @@ impl CaseFile {
                 }
             }
         }
+        // Signal delivery after a ring-3 fault (see `free_xstate_bv`).
+        let mut free_xstate_bv = 0;
+        if out.fault.is_some() && case.control.cpl == 3 && stated_xstate_bv.is_none() {
+            free_xstate_bv = 3;
+            if model.quirks.xinuse_by_contents {
+                let std = layout::standard(model, Xfeatures::from_bits_retain(case.control.xcr0));
+                for sl in &std.slots {
+                    let (a, b) = (sl.offset as usize, (sl.offset + sl.size) as usize);
+                    if out
+                        .final_image
+                        .get(a..b)
+                        .is_some_and(|r| r.iter().all(|&x| x == 0))
+                    {
+                        free_xstate_bv |= 1 << sl.index;
+                    }
+                }
+            }
+        }
         Ok(Expected {
             outcome: out,
             check_xinuse,
             only,
+            free_xstate_bv,
+            explicit_noise_fields,
+            states_supervisor,
+            stated_xstate_bv,
+            xcr0: case.control.xcr0,
         })
+    }
+}
+
+/// The supervisor component whose state a field name names (`pl0_ssp`: 12).
+fn supervisor_component_of(key: &str) -> Option<usize> {
+    match key {
+        "u_cet" | "pl3_ssp" => Some(11),
+        "pl0_ssp" | "pl1_ssp" | "pl2_ssp" => Some(12),
+        _ => None,
+    }
+}
+
+/// Sizes a baseline final image as the predicted one: truncated (XSTATE_BV
+/// losing the bits of the components cut off), or extended with the
+/// prediction's bytes.
+fn resize_baseline(model: &CpuModel, img: &mut Vec<u8>, pred: &[u8]) {
+    if img.len() == pred.len() {
+        return;
+    }
+    if pred.len() < img.len() {
+        img.truncate(pred.len());
+        let all = layout::standard(model, Xfeatures::from_bits_retain(model.xcr0_supported));
+        let mut keep = 3u64;
+        for sl in &all.slots {
+            if (sl.offset + sl.size) as usize <= pred.len() {
+                keep |= 1 << sl.index;
+            }
+        }
+        if img.len() >= 520 {
+            let v = u64::from_le_bytes(img[512..520].try_into().unwrap()) & keep;
+            img[512..520].copy_from_slice(&v.to_le_bytes());
+        }
+    } else {
+        let n = img.len();
+        img.extend_from_slice(&pred[n..]);
     }
 }
 
@@ -866,7 +1008,10 @@ pub fn baseline_final(model: &CpuModel, case: &Case) -> Vec<u8> {
     img[..n].copy_from_slice(&case.init[..n]);
     img[28..32].copy_from_slice(&model.mxcsr_mask.to_le_bytes());
     if case.init.len() >= 520 {
-        img[512..520].copy_from_slice(&case.init[512..520]);
+        // The capture is an XSAVE with RFBM = XCR0: it never writes the bits of
+        // supervisor components a compacted initial image holds.
+        let v = u64::from_le_bytes(case.init[512..520].try_into().unwrap()) & case.control.xcr0;
+        img[512..520].copy_from_slice(&v.to_le_bytes());
     }
     let xcomp = if case.init.len() >= 528 {
         case.init_xcomp_bv()
@@ -890,9 +1035,24 @@ pub fn baseline_final(model: &CpuModel, case: &Case) -> Vec<u8> {
 }
 
 /// The supervisor state a case starts from: each supervisor component enabled
-/// in IA32_XSS in its init configuration, ascending, concatenated.
+/// in IA32_XSS, ascending, concatenated, as the runner's initial restore left
+/// it: at CPL 0 that restore of a compacted image is XRSTORS, which loads
+/// component i from the image where XSTATE_BV[i] = 1 (and XCOMP_BV[i] = 1)
+/// and initializes it otherwise (SDM1 §13.12); at CPL 3 it is XRSTOR, which
+/// leaves supervisor state as it was: in its init configuration.
 pub fn baseline_supervisor(model: &CpuModel, case: &Case) -> Vec<u8> {
     let mut v = Vec::new();
+    let xcomp = if case.init.len() >= 528 {
+        case.init_xcomp_bv()
+    } else {
+        0
+    };
+    let xstate_bv = case
+        .init
+        .get(512..520)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    let restores = xcomp >> 63 == 1 && case.control.cpl == 0 && model.xsaves;
+    let lay = layout::compacted(model, Xfeatures::from_bits_retain(xcomp & !(1 << 63)));
     for i in Xfeatures::from_bits_retain(case.control.xss).indices() {
         if let Some(c) = model.component(i).filter(|c| c.supervisor) {
             let mut b = vec![0u8; c.size as usize];
@@ -902,6 +1062,15 @@ pub fn baseline_supervisor(model: &CpuModel, case: &Case) -> Vec<u8> {
                 .to_le_bytes();
             let n = b.len().min(8);
             b[..n].copy_from_slice(&q[..n]);
+            if restores && xstate_bv >> i & 1 == 1 {
+                if let Some(sl) = lay.slot(i) {
+                    let (a, e) = (sl.offset as usize, (sl.offset + sl.size) as usize);
+                    if let Some(src) = case.init.get(a..e) {
+                        let k = b.len().min(src.len());
+                        b[..k].copy_from_slice(&src[..k]);
+                    }
+                }
+            }
             v.extend_from_slice(&b);
         }
     }

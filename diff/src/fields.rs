@@ -112,6 +112,65 @@ impl Catalog {
     }
 }
 
+/// The supervisor MSRs a supervisor component's fields hold (SDM4 table 2-2):
+/// (field name, MSR name, MSR number).
+pub const SUPERVISOR_MSRS: [(&str, &str, u32); 5] = [
+    ("u_cet", "IA32_U_CET", 0x6a0),
+    ("pl3_ssp", "IA32_PL3_SSP", 0x6a7),
+    ("pl0_ssp", "IA32_PL0_SSP", 0x6a4),
+    ("pl1_ssp", "IA32_PL1_SSP", 0x6a5),
+    ("pl2_ssp", "IA32_PL2_SSP", 0x6a6),
+];
+
+/// The fields of the supervisor state an outcome reports ([`xsave_emu::Outcome::supervisor`]:
+/// each supervisor component enabled in `xss`, ascending, concatenated), with
+/// their offsets in it.
+pub fn supervisor_fields(model: &CpuModel, xss: u64) -> Vec<Field> {
+    let mut v = Vec::new();
+    let mut base = 0usize;
+    for i in Xfeatures::from_bits_retain(xss).indices() {
+        if let Some(c) = model.component(i).filter(|c| c.supervisor) {
+            component_fields(&mut v, i, base, c.size as usize);
+            base += c.size as usize;
+        }
+    }
+    v
+}
+
+/// Every field name a model's images can hold: the catalog of the compacted
+/// image of every component the model supports (user and supervisor).
+pub fn all_fields(model: &CpuModel) -> Catalog {
+    let all = model.xcr0_supported | model.xss_supported;
+    Catalog::new(model, all | 1 << 63, true)
+}
+
+/// The `k` names of `names` nearest to `key` (edit distance at most 3).
+pub fn nearest<'a>(key: &str, names: impl Iterator<Item = &'a str>, k: usize) -> Vec<&'a str> {
+    let mut v: Vec<(usize, &str)> = names
+        .map(|n| (distance(key, n), n))
+        .filter(|(d, _)| *d <= 3)
+        .collect();
+    v.sort();
+    v.dedup_by(|a, b| a.1 == b.1);
+    v.into_iter().take(k).map(|(_, n)| n).collect()
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// Aliases accepted when reading: the 32-bit-format selectors, which overlap
 /// FIP and FDP in the 64-bit format (name, offset, length).
 pub const ALIASES: [(&str, usize, usize); 2] = [("fcs", 12, 2), ("fds", 20, 2)];
@@ -129,6 +188,30 @@ mod tests {
         assert_eq!(c.get("k7").unwrap().offset, 832 + 56);
         assert_eq!(c.get("zmm31").unwrap().offset, 1408 + 15 * 64);
         assert!(c.get("tilecfg").is_none());
+    }
+
+    #[test]
+    fn supervisor_fields_follow_cet_u_then_cet_s() {
+        // Outcome::supervisor with IA32_XSS = 1800H: CET_U's 16 bytes (U_CET,
+        // PL3_SSP), then CET_S's 24 (PL0_SSP, PL1_SSP, PL2_SSP) (SDM1 §13.5.6-7).
+        let m = CpuModel::builtin("zen5").unwrap();
+        let f = supervisor_fields(&m, 0x1800);
+        let at = |n: &str| f.iter().find(|x| x.name == n).unwrap().offset;
+        assert_eq!((at("u_cet"), at("pl3_ssp")), (0, 8));
+        assert_eq!((at("pl0_ssp"), at("pl1_ssp"), at("pl2_ssp")), (16, 24, 32));
+        // With CET_S alone it starts at 0.
+        let f = supervisor_fields(&m, 0x1000);
+        assert_eq!(f.iter().map(|x| x.offset).collect::<Vec<_>>(), [0, 8, 16]);
+    }
+
+    #[test]
+    fn nearest_names_for_typos() {
+        let m = CpuModel::builtin("zen5").unwrap();
+        let c = all_fields(&m);
+        let names = || c.fields.iter().map(|f| f.name.as_str());
+        assert_eq!(nearest("pl0ssp", names(), 2), ["pl0_ssp", "pl1_ssp"]);
+        assert_eq!(nearest("mxscr", names(), 1), ["mxcsr"]);
+        assert!(nearest("zzzzzzzz", names(), 3).is_empty());
     }
 
     #[test]

@@ -92,7 +92,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Run case files and check their expect sections and records (exit 0 as expected, 1 mismatch, 2 error).
+    /// Run case files and check their expect sections and records (exit 0 pass, 1 mismatch, 2 error, 3 not checked: no check ran).
     Repro {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -273,21 +273,18 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 .iter()
                 .map(|f| repro::repro_file(f, backends.as_deref()))
                 .collect();
+            let summary = repro::Summary::of(&reports);
             match format {
-                Format::Text => reports.iter().for_each(|r| print!("{}", r.text())),
+                Format::Text => {
+                    reports.iter().for_each(|r| print!("{}", r.text()));
+                    print!("{}", summary.text());
+                }
                 Format::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?
                 ),
             }
-            let code = if reports.iter().any(|r| r.status == "error") {
-                2
-            } else if reports.iter().any(|r| r.status == "mismatch") {
-                1
-            } else {
-                0
-            };
-            Ok(ExitCode::from(code))
+            Ok(ExitCode::from(summary.exit_status()))
         }
         Cmd::Minimize {
             file,

@@ -4,6 +4,11 @@
 //! an emulator's record against that emulator under `exec:`), a silicon's
 //! record also against the emulator's prediction for its model, and, in a
 //! file with neither, every backend against the first.
+//!
+//! A file has one of four outcomes, each with its exit status: pass (0: at
+//! least one check ran and every check that ran passed), mismatch (1), error
+//! (2: the file cannot be read or built) and not checked (3: no check ran,
+//! each reason naming the instruction or the control state a backend declined).
 
 use crate::backend::{self, Backend};
 use crate::casefile::{CaseFile, Expected};
@@ -16,7 +21,8 @@ use xsave_emu::{Case, CpuModel, Outcome};
 pub struct Check {
     /// "expect vs native", "record zen5 vs emu:zen5".
     pub what: String,
-    /// pass, mismatch or skipped.
+    /// pass, mismatch, skipped (the backend did not run the case) or
+    /// not-checked (it ran, but cannot observe what the section states).
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
@@ -29,7 +35,7 @@ pub struct Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     pub file: String,
-    /// pass, mismatch or error.
+    /// pass, mismatch, not-checked or error.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -87,8 +93,29 @@ fn check(
     real: bool,
 ) -> Check {
     let e = exp.against(obs);
+    // Noise quirks never weaken what the section states explicitly.
+    let strict;
+    let model = if exp.explicit_noise_fields {
+        let mut m = model.clone();
+        m.quirks.xinuse_noise = false;
+        m.quirks.x87_pointers_uncontrolled = false;
+        strict = m;
+        &strict
+    } else {
+        model
+    };
     let cmp = compare(model, case, &e, obs);
     if cmp.is_match() {
+        if let Some(why) = exp.unobservable(obs) {
+            let backend = what.rsplit(" vs ").next().unwrap_or("").to_string();
+            return Check {
+                what,
+                result: "not-checked".into(),
+                verdict: None,
+                diffs: Vec::new(),
+                reason: Some(format!("{why} cannot be checked on {backend}")),
+            };
+        }
         return Check {
             what,
             result: "pass".into(),
@@ -126,10 +153,16 @@ pub fn repro_file(path: &Path, specs: Option<&[String]>) -> FileReport {
     let file = path.display().to_string();
     match repro_inner(path, specs) {
         Ok(checks) => {
-            let bad = checks.iter().any(|c| c.result == "mismatch");
+            let status = if checks.iter().any(|c| c.result == "mismatch") {
+                "mismatch"
+            } else if checks.iter().any(|c| c.result == "pass") {
+                "pass"
+            } else {
+                "not-checked"
+            };
             FileReport {
                 file,
-                status: if bad { "mismatch" } else { "pass" }.into(),
+                status: status.into(),
                 error: None,
                 checks,
             }
@@ -163,7 +196,13 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
         match b.run(&bcase) {
             Ok(o) => outs.push((name, b.is_real(), bmodel.name.clone(), bcase, Some(o))),
             Err(s) => {
-                checks.push(skipped(format!("run on {name}"), s.0));
+                // The emulator's reason in full (the backend's short form drops
+                // the instruction's text, which a user needs).
+                let reason = match xsave_emu::predict(&bmodel, &bcase) {
+                    Err(u) if !b.is_real() && name.starts_with("emu:") => format!("emu: {}", u.0),
+                    _ => s.0,
+                };
+                checks.push(skipped(format!("run on {name}"), reason));
                 outs.push((name, b.is_real(), bmodel.name.clone(), bcase, None));
             }
         }
@@ -214,7 +253,10 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
                     &p,
                     false,
                 )),
-                Err(u) => checks.push(skipped(format!("record {rname} vs emu:{rname}"), u.0)),
+                Err(u) => checks.push(skipped(
+                    format!("record {rname} vs emu:{rname}"),
+                    format!("emu: {}", u.0),
+                )),
             }
         }
         // ... and against every real backend presenting that model.
@@ -269,6 +311,17 @@ impl FileReport {
         let mut s = String::new();
         match self.status.as_str() {
             "error" => s.push_str(&format!("ERROR {}\n", self.error.as_deref().unwrap_or(""))),
+            "not-checked" => {
+                s.push_str(&format!("NOT CHECKED {}: no check ran\n", self.file));
+                for c in &self.checks {
+                    s.push_str(&format!(
+                        "  {}: {} ({})\n",
+                        c.what,
+                        c.result,
+                        c.reason.as_deref().unwrap_or("")
+                    ));
+                }
+            }
             st => {
                 let passed: Vec<&str> = self
                     .checks
@@ -276,13 +329,21 @@ impl FileReport {
                     .filter(|c| c.result == "pass")
                     .map(|c| c.what.as_str())
                     .collect();
-                s.push_str(&format!(
-                    "{} {} ({} checks passed: {})\n",
-                    st.to_uppercase(),
-                    self.file,
-                    passed.len(),
-                    passed.join(", ")
-                ));
+                if passed.is_empty() {
+                    s.push_str(&format!(
+                        "{} {} (no check passed)\n",
+                        st.to_uppercase(),
+                        self.file
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "{} {} ({} checks passed: {})\n",
+                        st.to_uppercase(),
+                        self.file,
+                        passed.len(),
+                        passed.join(", ")
+                    ));
+                }
                 for c in &self.checks {
                     match c.result.as_str() {
                         "mismatch" => {
@@ -298,9 +359,10 @@ impl FileReport {
                                 ));
                             }
                         }
-                        "skipped" => s.push_str(&format!(
-                            "  {}: skipped ({})\n",
+                        "skipped" | "not-checked" => s.push_str(&format!(
+                            "  {}: {} ({})\n",
                             c.what,
+                            c.result,
                             c.reason.as_deref().unwrap_or("")
                         )),
                         _ => {}
@@ -309,5 +371,50 @@ impl FileReport {
             }
         }
         s
+    }
+}
+
+/// The count of files by outcome, and the exit status of a run: error (2)
+/// before mismatch (1) before not checked (3) before pass (0).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub mismatch: usize,
+    pub not_checked: usize,
+    pub error: usize,
+}
+
+impl Summary {
+    pub fn of(reports: &[FileReport]) -> Summary {
+        let n = |s: &str| reports.iter().filter(|r| r.status == s).count();
+        Summary {
+            pass: n("pass"),
+            mismatch: n("mismatch"),
+            not_checked: n("not-checked"),
+            error: n("error"),
+        }
+    }
+
+    pub fn exit_status(&self) -> u8 {
+        if self.error > 0 {
+            2
+        } else if self.mismatch > 0 {
+            1
+        } else if self.not_checked > 0 {
+            3
+        } else {
+            0
+        }
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "{} files: {} pass, {} mismatch, {} not checked, {} error\n",
+            self.pass + self.mismatch + self.not_checked + self.error,
+            self.pass,
+            self.mismatch,
+            self.not_checked,
+            self.error
+        )
     }
 }

@@ -1,7 +1,10 @@
 //! The few non-XSAVE instructions a case may use to change state between
-//! XSAVE-family instructions: GPR and memory moves, LDMXCSR/STMXCSR, MOVQ to an
-//! XMM register, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP, UD2. Writing a component's
-//! registers sets its XINUSE and XMODIFIED bits (SDM1 §13.6).
+//! XSAVE-family instructions: GPR and memory moves, register-only GPR
+//! arithmetic (XOR, ADD, SUB, AND, OR, MOV, LEA; RFLAGS is not part of an
+//! outcome), LDMXCSR/STMXCSR, MOVQ to an XMM register, PXOR, VZEROUPPER, KMOVQ,
+//! FNINIT, FLDCW, FNSTCW, FNSTSW, FWAIT, NOP, UD2. Writing a component's
+//! registers sets its XINUSE and XMODIFIED bits (SDM1 §13.6). Anything else is
+//! declined with the instruction's text.
 
 use crate::exec::{Machine, Unsupported};
 use crate::fault::Fault;
@@ -216,7 +219,139 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             touch(m, 0);
             Ok(())
         }
-        _ => return Err(Unsupported(format!("instruction `{ins}` is not modelled"))),
+        Code::Lea_r64_m | Code::Lea_r32_m => {
+            // LEA computes the address without accessing memory: no canonical or
+            // alignment check (SDM2 LEA); a 32-bit destination zero-extends.
+            let gprs = m.gprs;
+            let rip = ins.next_ip();
+            let a = ins
+                .virtual_address(1, 0, |r, _, _| match r {
+                    Register::RIP => Some(rip),
+                    Register::None | Register::DS | Register::SS => Some(0),
+                    r if r.is_gpr64() => Some(gprs[r.number()]),
+                    r if r.is_gpr32() => Some(gprs[r.number()] & 0xFFFF_FFFF),
+                    _ => None,
+                })
+                .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
+            let w = ins.code() == Code::Lea_r64_m;
+            m.gprs[gpr(ins.op0_register())] = if w { a } else { a & 0xFFFF_FFFF };
+            Ok(())
+        }
+        Code::Fldcw_m2byte | Code::Fnstcw_m2byte | Code::Fnstsw_m2byte | Code::Fnstsw_AX => {
+            return x87_control(m, ins)
+        }
+        Code::VEX_Tilerelease | Code::VEX_Ldtilecfg_m512 | Code::VEX_Sttilecfg_m512
+            if m.ctl.xcr0 >> 17 & 3 != 3 =>
+        {
+            // AMX instructions are #UD unless XCR0[18:17] = 11b (SDM2 AMX exception
+            // class AMX-E1..E6); with AMX enabled they are not modelled.
+            Err(Fault::Ud)
+        }
+        Code::Wait => {
+            // FWAIT is #NM only when CR0.MP = CR0.TS = 1 (SDM2 WAIT/FWAIT): CR0.MP is
+            // not part of a case's control state, so TS = 1 is declined.
+            if m.ctl.cr0_ts {
+                return Err(Unsupported(
+                    "`fwait` with CR0.TS = 1: its #NM depends on CR0.MP, which a case does not set"
+                        .into(),
+                ));
+            }
+            if m.st.x87.fsw & 0x80 != 0 {
+                return Err(Unsupported(
+                    "`fwait` with FSW.ES = 1: the pending x87 exception (#MF) is not modelled"
+                        .into(),
+                ));
+            }
+            Ok(())
+        }
+        _ => match gpr_alu(m, ins) {
+            Some(r) => r,
+            None => return Err(Unsupported(format!("instruction `{ins}` is not modelled"))),
+        },
     };
     Ok(r)
+}
+
+/// XOR, ADD, SUB, AND, OR and MOV between 64- or 32-bit registers or with an
+/// immediate (SDM2 each instruction's Operation; a 32-bit destination is
+/// zero-extended, SDM1 §3.4.1.1). None for any other form.
+fn gpr_alu(m: &mut Machine, ins: &Instruction) -> Option<Result<(), Fault>> {
+    use iced_x86::Mnemonic as M;
+    if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register || ins.has_lock_prefix() {
+        return None;
+    }
+    let d = ins.op0_register();
+    let wide = d.is_gpr64();
+    if !wide && !d.is_gpr32() {
+        return None;
+    }
+    let src = match ins.op1_kind() {
+        OpKind::Register
+            if ins.op1_register().is_gpr64() == wide && (wide || ins.op1_register().is_gpr32()) =>
+        {
+            m.gprs[gpr(ins.op1_register())]
+        }
+        OpKind::Immediate32
+        | OpKind::Immediate8to32
+        | OpKind::Immediate32to64
+        | OpKind::Immediate8to64
+        | OpKind::Immediate64 => ins.immediate(1),
+        _ => return None,
+    };
+    let a = m.gprs[gpr(d)];
+    let v = match ins.mnemonic() {
+        M::Xor => a ^ src,
+        M::Add => a.wrapping_add(src),
+        M::Sub => a.wrapping_sub(src),
+        M::And => a & src,
+        M::Or => a | src,
+        M::Mov => src,
+        _ => return None,
+    };
+    m.gprs[gpr(d)] = if wide { v } else { v & 0xFFFF_FFFF };
+    Some(Ok(()))
+}
+
+/// FLDCW, FNSTCW and FNSTSW: x87 control instructions, which leave FIP, FDP and
+/// FOP as they are (SDM1 §8.1.8). #NM when CR0.EM or CR0.TS is 1 (SDM2 each
+/// instruction's exceptions).
+fn x87_control(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
+    if m.ctl.cr0_em || m.ctl.cr0_ts {
+        return Ok(Err(Fault::Nm));
+    }
+    if ins.code() == Code::Fnstsw_AX {
+        let ax = m.gprs[0] & !0xFFFF | m.st.x87.fsw as u64;
+        m.gprs[0] = ax;
+        return Ok(Ok(()));
+    }
+    let a = match data_addr(m, ins, 2)? {
+        Ok(a) => a,
+        Err(f) => return Ok(Err(f)),
+    };
+    let cpl = m.ctl.cpl;
+    Ok(match ins.code() {
+        Code::Fldcw_m2byte => {
+            // FLDCW is a waiting instruction: a pending unmasked exception (FSW.ES)
+            // is #MF first, and a control word unmasking a set flag makes one
+            // pending (SDM2 FLDCW): neither is modelled.
+            let mut b = [0u8; 2];
+            match m.mem.read(a, &mut b, cpl) {
+                Ok(()) => {
+                    let v = u16::from_le_bytes(b);
+                    let fsw = m.st.x87.fsw;
+                    if fsw & 0x80 != 0 || fsw & 0x3F & !v != 0 {
+                        return Err(Unsupported(format!(
+                            "`{ins}` with FSW {fsw:#x} and FCW {v:#x}: a pending unmasked x87 exception (#MF) is not modelled"
+                        )));
+                    }
+                    m.st.x87.fcw = v;
+                    touch(m, 0);
+                    Ok(())
+                }
+                Err(f) => Err(f),
+            }
+        }
+        Code::Fnstcw_m2byte => m.mem.write(a, &m.st.x87.fcw.to_le_bytes(), cpl),
+        _ => m.mem.write(a, &m.st.x87.fsw.to_le_bytes(), cpl),
+    })
 }
