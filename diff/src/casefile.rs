@@ -11,7 +11,8 @@
 //! [control]                     # only what differs from the model's user default
 //! cr0.ts = 1
 //!
-//! [init]                        # the initial image, sparse, by register name
+//! [init]                        # the initial image, sparse, by field name (`xsdiff fields`,
+//!                               # diff/CASE-FIELDS.md: every name, its place and its sections)
 //! fcw = 0x27f                   # `0x...`: a little-endian number
 //! xmm3 = 00112233445566778899aabbccddeeff   # bare hex: bytes in memory order
 //! xstate_bv = 0x3
@@ -21,14 +22,19 @@
 //! [arena]                       # 1 read-write zero page unless said otherwise
 //! pages = 2
 //! page 1 = none                 # rw | r | none
+//! fill = aa                     # optional: every byte 0xAA first (the OFFSET lines then apply)
 //! 0x40 = 0011223344             # arena offset = bytes
+//! 0x100..0x200 = 55*            # a fill: START..END = XX* (also init[..], mem[..], final[..],
+//!                               # supervisor[..], tiledata[..]); xsdiff writes fills for 16+ equal bytes
 //!
 //! [gprs]                        # only non-zero registers
 //! rax = 0x1
 //! rdi = arena+0x40
 //!
-//! [code]                        # one instruction a line: the bytes are authoritative;
+//! [code]                        # one instruction a line: bytes, or Intel-syntax assembly
 //! 48 0f ae 27   # xsave64 [rdi] # the disassembly after `#` is ignored when reading
+//! xsaves64 [rbx+0x40]           # assembled with iced-x86 (shortest encoding); xsdiff
+//!                               # writes bytes and disassembly back
 //!
 //! [expect]                      # optional: the expected outcome
 //! fault = none                  # or `#GP(0x0) at 0`, `#PF(err=0x7, cr2=arena+0x1000) at 1`, `#NM at init`
@@ -344,10 +350,15 @@ impl CaseFile {
                 continue;
             }
             if sec == Sec::Code {
-                let hex: String = line.split_whitespace().collect();
-                let bytes = parse_hex(&hex).ok_or_else(|| {
-                    err(ln, format!("expected instruction bytes in hex (e.g. `48 0f ae 27`), found `{line}`"))
-                })?;
+                let bytes = if crate::assemble::is_hex_line(line) {
+                    let hex: String = line.split_whitespace().collect();
+                    parse_hex(&hex).expect("two hex digits a token")
+                } else {
+                    let ip = CODE_BASE + cf.code.iter().map(|c| c.1.len() as u64).sum::<u64>();
+                    crate::assemble::assemble(line, ip).map_err(|e| {
+                        err(ln, format!("expected instruction bytes in hex (`48 0f ae 27`) or Intel-syntax assembly (`xsaves64 [rbx+0x40]`): {e}"))
+                    })?
+                };
                 cf.code.push((ln, bytes));
                 continue;
             }
@@ -555,6 +566,21 @@ impl CaseFile {
             }
         }
         let mut memory = Memory::new(ARENA_BASE, pages);
+        // A fill comes first, wherever its line is.
+        for it in self.arena.iter().filter(|it| it.key == "fill") {
+            let b = parse_hex(it.value.trim())
+                .filter(|b| b.len() == 1)
+                .ok_or_else(|| {
+                    self.err(
+                        it.line,
+                        format!(
+                            "expected `fill = XX` (one byte in hex), found `{}`",
+                            it.value
+                        ),
+                    )
+                })?;
+            memory.bytes.fill(b[0]);
+        }
         for it in &self.arena {
             if it.key == "pages" {
                 continue;
@@ -581,16 +607,23 @@ impl CaseFile {
                 };
                 continue;
             }
-            let off = parse_u64(&it.key).ok_or_else(|| {
+            if it.key == "fill" {
+                continue;
+            }
+            let (a, end) = match it.key.split_once("..") {
+                Some((a, e)) => (a, Some(e)),
+                None => (it.key.as_str(), None),
+            };
+            let off = parse_u64(a).ok_or_else(|| {
                 self.err(
                     it.line,
                     format!(
-                        "expected `pages = N`, `page N = PROT` or `OFFSET = hex`, found key `{}`",
+                        "expected `pages = N`, `page N = PROT`, `fill = XX`, `OFFSET = hex` or `START..END = XX*`, found key `{}`",
                         it.key
                     ),
                 )
             })? as usize;
-            let b = self.hex(it)?;
+            let b = self.range_bytes(it, off, end)?;
             if off + b.len() > memory.bytes.len() {
                 return Err(self.err(
                     it.line,
@@ -641,6 +674,38 @@ impl CaseFile {
         })
     }
 
+    /// The bytes of a ranged item `A..END = value`: hex, or a fill `XX*` (the
+    /// byte XX repeated to END, which a fill needs).
+    fn range_bytes(&self, it: &Item, a: usize, end: Option<&str>) -> Result<Vec<u8>, ParseError> {
+        let v = it.value.trim();
+        let Some(byte) = v.strip_suffix('*') else {
+            return self.hex(it);
+        };
+        let b = parse_hex(byte.trim())
+            .filter(|b| b.len() == 1)
+            .ok_or_else(|| {
+                self.err(
+                    it.line,
+                    format!(
+                        "expected a fill `XX*` (one byte in hex, then `*`) for `{}`, found `{v}`",
+                        it.key
+                    ),
+                )
+            })?;
+        let e = end
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .and_then(parse_u64)
+            .filter(|&e| e as usize >= a)
+            .ok_or_else(|| {
+                self.err(
+                    it.line,
+                    format!("a fill `{v}` needs a range START..END, found `{}`", it.key),
+                )
+            })? as usize;
+        Ok(vec![b[0]; e - a])
+    }
+
     fn hex(&self, it: &Item) -> Result<Vec<u8>, ParseError> {
         let s: String = it.value.split_whitespace().collect();
         parse_hex(&s.replace('_', "")).ok_or_else(|| {
@@ -684,7 +749,7 @@ impl CaseFile {
             let a = parse_u64(a)
                 .ok_or_else(|| self.err(it.line, format!("bad range start `{a}`")))?
                 as usize;
-            let bytes = self.hex(it)?;
+            let bytes = self.range_bytes(it, a, Some(b))?;
             if !b.trim().is_empty() {
                 let b = parse_u64(b)
                     .ok_or_else(|| self.err(it.line, format!("bad range end `{b}`")))?
@@ -714,14 +779,15 @@ impl CaseFile {
         }
         let (off, len) = match cat.get(key) {
             Some(f) if !f.ranged => (f.offset, f.len),
-            Some(_) => return Err(self.err(it.line, format!("`{key}` is written by ranges: `{key}[START..END] = hex`"))),
+            Some(_) => {
+                return Err(self.err(
+                    it.line,
+                    format!("`{key}` is written by ranges: `{key}[START..END] = hex`"),
+                ))
+            }
             None => match ALIASES.iter().find(|a| a.0 == key) {
                 Some(&(_, o, l)) => (o, l),
-                None => {
-                    return Err(self.err(it.line, format!(
-                        "unknown field `{key}` (expected a register of this layout such as fcw, mxcsr, xmm3, ymm3_h, k1, zmm17, pkru, tilecfg, pl3_ssp, xstate_bv, xcomp_bv, or {raw}[OFFSET..] = hex)"
-                    )))
-                }
+                None => return Err(self.err(it.line, self.absent_field(key, raw, cat))),
             },
         };
         if off + len > img.len() {
@@ -741,6 +807,50 @@ impl CaseFile {
         })?;
         img[off..off + len].copy_from_slice(&bytes);
         Ok(())
+    }
+
+    /// Why `key` is not a field of this image: a field of a component the
+    /// image does not hold (and what would make it hold it), or an unknown
+    /// name with the nearest names.
+    fn absent_field(&self, key: &str, raw: &str, cat: &Catalog) -> String {
+        let model = crate::repro::file_model(self).ok();
+        let all = model.as_ref().map(crate::fields::all_fields);
+        if let Some(f) = all.as_ref().and_then(|a| a.get(key)) {
+            let i = f.component.unwrap_or(0);
+            let name = xsave_emu::component::component_name(i).unwrap_or("?");
+            let sup = model
+                .as_ref()
+                .and_then(|m| m.component(i))
+                .is_some_and(|c| c.supervisor);
+            return if sup && raw == "init" {
+                format!("{name} fields need a compacted image: xcomp_bv with bits 63 and {i} (e.g. `xcomp_bv = {:#x}`), for `{key}`", 1u64 << 63 | 1 << i | 3)
+            } else if sup {
+                format!("`{key}` is {name} state: it is not in the final image (a user XSAVE); state it in [expect] with `xss` bit {i} set in [control]")
+            } else if raw == "init" {
+                format!("`{key}` is {name} state (component {i}), not in this image: set XCR0 bit {i} in [control] (standard image) or xcomp_bv bit {i} (compacted)")
+            } else {
+                format!("`{key}` is {name} state (component {i}), not in the final image: XCR0 bit {i} is clear")
+            };
+        }
+        let mut names: Vec<&str> = cat.fields.iter().map(|f| f.name.as_str()).collect();
+        if let Some(a) = &all {
+            names.extend(a.fields.iter().map(|f| f.name.as_str()));
+        }
+        names.extend(GPR_NAMES);
+        names.extend(["fault", "xinuse", "only", "xstate_bv", "xcomp_bv"]);
+        let near = crate::fields::nearest(key, names.into_iter(), 3);
+        let hint = if near.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (did you mean {}?)",
+                near.iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        format!("unknown field `{key}`{hint}; `xsdiff fields --cpu {}` lists every field, and `{raw}[OFFSET..] = hex` writes any byte", self.model)
     }
 
     /// The expected outcome of `section` for `case` on `model`.
@@ -850,7 +960,7 @@ impl CaseFile {
                             format!("expected `supervisor[START..END] = hex`, found `{k}`"),
                         )
                     })? as usize;
-                    let b = self.hex(it)?;
+                    let b = self.range_bytes(it, a, r.map(|x| x.1))?;
                     if a + b.len() > out.supervisor.len() {
                         return Err(self.err(
                             it.line,
@@ -871,7 +981,7 @@ impl CaseFile {
                             format!("expected `mem[START..END] = hex`, found `{k}`"),
                         )
                     })? as usize;
-                    let b = self.hex(it)?;
+                    let b = self.range_bytes(it, a, r.map(|x| x.1))?;
                     if a + b.len() > out.memory.len() {
                         return Err(self.err(
                             it.line,
@@ -1228,6 +1338,77 @@ pub fn parse_fault(v: &str) -> Option<Option<FaultAt>> {
     Some(Some(FaultAt { fault, insn }))
 }
 
+/// The shortest run written as a fill `XX*` rather than hex.
+pub const FILL_MIN: usize = 16;
+
+/// One written run of `a` against `b`: bytes `start..end`, as a fill of one
+/// byte or as hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub start: usize,
+    pub end: usize,
+    pub fill: Option<u8>,
+}
+
+impl Run {
+    /// The value as a case file writes it.
+    pub fn value(&self, a: &[u8]) -> String {
+        match self.fill {
+            Some(x) => format!("{x:02x}*"),
+            None => hex(&a[self.start..self.end]),
+        }
+    }
+}
+
+/// [`runs`], with every stretch of at least [`FILL_MIN`] equal bytes that
+/// differs from `b` somewhere written as one fill.
+pub fn fill_runs(a: &[u8], b: &[u8], lo: usize, hi: usize) -> Vec<Run> {
+    let mut v = Vec::new();
+    let mut i = lo;
+    while i < hi {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < hi && a[j] == a[i] {
+            j += 1;
+        }
+        if j - i >= FILL_MIN {
+            v.push(Run {
+                start: i,
+                end: j,
+                fill: Some(a[i]),
+            });
+            i = j;
+            continue;
+        }
+        // Hex up to the next fill-long stretch.
+        let mut k = i;
+        let mut stop = hi;
+        while k < hi {
+            let mut e = k;
+            while e < hi && a[e] == a[k] {
+                e += 1;
+            }
+            if e - k >= FILL_MIN && k > i {
+                stop = k;
+                break;
+            }
+            k = e.max(k + 1);
+        }
+        for (s, e) in runs(a, b, i, stop) {
+            v.push(Run {
+                start: s,
+                end: e,
+                fill: None,
+            });
+        }
+        i = stop;
+    }
+    v
+}
+
 /// Runs of differing bytes in `a` vs `b` within `range`, gaps below 4 merged,
 /// each at most 64 bytes.
 fn runs(a: &[u8], b: &[u8], lo: usize, hi: usize) -> Vec<(usize, usize)> {
@@ -1270,15 +1451,15 @@ fn write_image(out: &mut String, raw: &str, cat: &Catalog, img: &[u8], base: &[u
             .iter_mut()
             .for_each(|c| *c = true);
         if f.ranged {
-            for (a, b) in runs(img, base, offset, offset + len) {
+            for r in fill_runs(img, base, offset, offset + len) {
                 lines.push((
-                    a,
+                    r.start,
                     format!(
                         "{}[{}..{}] = {}",
                         f.name,
-                        a - offset,
-                        b - offset,
-                        hex(&img[a..b])
+                        r.start - offset,
+                        r.end - offset,
+                        r.value(img)
                     ),
                 ));
             }
@@ -1429,9 +1610,26 @@ pub fn write_case_meta(
             }
         }
     }
-    let zero = vec![0u8; case.memory.bytes.len()];
-    for (a, b) in runs(&case.memory.bytes, &zero, 0, zero.len()) {
-        let _ = writeln!(arena, "{a:#x} = {}", hex(&case.memory.bytes[a..b]));
+    // The most common byte fills the arena when it is not zero.
+    let mut count = [0usize; 256];
+    case.memory
+        .bytes
+        .iter()
+        .for_each(|&x| count[x as usize] += 1);
+    let common = (0..256).max_by_key(|&x| (count[x], x == 0)).unwrap_or(0) as u8;
+    if common != 0 {
+        let _ = writeln!(arena, "fill = {common:02x}");
+    }
+    let base = vec![common; case.memory.bytes.len()];
+    for r in fill_runs(&case.memory.bytes, &base, 0, base.len()) {
+        match r.fill {
+            Some(x) => {
+                let _ = writeln!(arena, "{:#x}..{:#x} = {x:02x}*", r.start, r.end);
+            }
+            None => {
+                let _ = writeln!(arena, "{:#x} = {}", r.start, r.value(&case.memory.bytes));
+            }
+        }
     }
     if !arena.is_empty() {
         let _ = write!(out, "\n[arena]\n{arena}");
@@ -1484,13 +1682,19 @@ pub fn write_outcome(title: &str, model: &CpuModel, case: &Case, o: &Outcome) ->
             let _ = writeln!(out, "supervisor[{a}..{e}] = {}", hex(&o.supervisor[a..e]));
         }
     }
-    for (a, e) in runs(
+    for r in fill_runs(
         &o.memory,
         &case.memory.bytes,
         0,
         o.memory.len().min(case.memory.bytes.len()),
     ) {
-        let _ = writeln!(out, "mem[{a:#x}..{e:#x}] = {}", hex(&o.memory[a..e]));
+        let _ = writeln!(
+            out,
+            "mem[{:#x}..{:#x}] = {}",
+            r.start,
+            r.end,
+            r.value(&o.memory)
+        );
     }
     out
 }

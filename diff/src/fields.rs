@@ -171,6 +171,192 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// One row of `xsdiff fields`: a name a case file may use, where it lives,
+/// and the sections it may appear in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub name: String,
+    pub place: String,
+    pub sections: String,
+}
+
+const IMAGE: &str = "[init], [expect], [record M]";
+
+/// Every name a case file may use on `model`, in file order: the control
+/// state, the image's fields, the supervisor state, the GPRs and the keys
+/// that take ranges or whole outcomes. `xsdiff fields` prints it and the
+/// format's documentation (diff/CASE-FIELDS.md) is generated from it.
+pub fn rows(model: &CpuModel) -> Vec<Row> {
+    let r = |n: &str, p: String, s: &str| Row {
+        name: n.to_string(),
+        place: p,
+        sections: s.to_string(),
+    };
+    let mut v = vec![
+        r("xcr0", "XCR0 (XSETBV ECX = 0)".into(), "[control]"),
+        r("xss", "IA32_XSS (MSR DA0H)".into(), "[control]"),
+        r("xfd", "IA32_XFD (MSR 1C4H)".into(), "[control]"),
+        r("cpl", "CPL 0..3 (3 unless said)".into(), "[control]"),
+    ];
+    for f in [
+        "cr0.ts",
+        "cr0.em",
+        "cr0.am",
+        "cr4.osxsave",
+        "cr4.osfxsr",
+        "eflags.ac",
+        "vmx_nonroot",
+    ] {
+        v.push(r(
+            f,
+            format!("{} flag, 0 or 1", f.to_uppercase()),
+            "[control]",
+        ));
+    }
+    v.push(r(
+        "size",
+        "the initial image's length in bytes".into(),
+        "[init]",
+    ));
+    let std = Catalog::new(model, model.xcr0_supported, false);
+    let all = model.xcr0_supported | model.xss_supported;
+    let cmp = Catalog::new(model, all | 1 << 63, true);
+    for f in &std.fields {
+        let c = cmp.get(&f.name).map_or(f.offset, |c| c.offset);
+        let name = if f.ranged {
+            format!("{}[A..B]", f.name)
+        } else {
+            f.name.clone()
+        };
+        let place = if f.component.is_none_or(|i| i < 2) {
+            format!("image +{}, {} bytes", f.offset, f.len)
+        } else {
+            format!(
+                "image +{} standard, +{c} compacted with XCOMP_BV = {:#x}, {} bytes",
+                f.offset,
+                all | 1 << 63,
+                f.len
+            )
+        };
+        v.push(r(&name, place, IMAGE));
+    }
+    for &(n, o, l) in &ALIASES {
+        v.push(r(
+            n,
+            format!("image +{o}, {l} bytes (32-bit format)"),
+            IMAGE,
+        ));
+    }
+    // The supervisor state as a case has it: the components a CPL 0 case may
+    // enable (those the OS enables, CET_U and CET_S on the built-in models).
+    let xss = model.os_xss;
+    let sup = supervisor_fields(model, xss);
+    for f in &sup {
+        let Some(i) = f.component else { continue };
+        let msr = SUPERVISOR_MSRS
+            .iter()
+            .find(|m| m.0 == f.name)
+            .map_or(String::new(), |m| format!("{} (MSR {:X}H); ", m.1, m.2));
+        let c = cmp.get(&f.name).map_or(0, |c| c.offset);
+        v.push(r(
+            &f.name,
+            format!(
+                "{msr}compacted image +{c} with XCOMP_BV = {:#x}; supervisor state +{} with IA32_XSS = {:#x}; {} bytes",
+                all | 1 << 63,
+                f.offset,
+                xss,
+                f.len
+            ),
+            &format!("[init] (xcomp_bv bits 63 and {i}), [expect], [record M] (xss bit {i})"),
+        ));
+    }
+    for g in xsave_emu::case::GPR_NAMES {
+        v.push(r(
+            g,
+            "general-purpose register, 8 bytes".into(),
+            "[gprs], [expect], [record M]",
+        ));
+    }
+    v.extend([
+        r("init[A..B]", "initial image bytes A..B".into(), "[init]"),
+        r(
+            "final[A..B]",
+            "final image bytes A..B (standard format)".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "supervisor[A..B]",
+            "supervisor state bytes A..B".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "pages",
+            format!("arena pages, 1..{}", xsave_emu::case::MAX_ARENA_PAGES),
+            "[arena]",
+        ),
+        r(
+            "page N",
+            "page N's protection: rw, r or none".into(),
+            "[arena]",
+        ),
+        r("OFFSET", "arena bytes at OFFSET".into(), "[arena]"),
+        r(
+            "fill",
+            "every arena byte (`fill = aa`), before OFFSET lines".into(),
+            "[arena]",
+        ),
+        r(
+            "mem[A..B]",
+            "arena bytes A..B after the case".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "fault",
+            "none, or `#GP(0x0) at 0`, `#PF(err=0x6, cr2=arena+0x1000) at 1`, `#NM at init`".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "xinuse",
+            "XGETBV(1), or none".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "only",
+            "the parts checked: fault, gprs, final, xinuse, memory, supervisor".into(),
+            "[expect], [record M]",
+        ),
+    ]);
+    v
+}
+
+/// The rows as text, one a line.
+pub fn text(model: &CpuModel) -> String {
+    let rows = rows(model);
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut s = format!("fields of model {}\n", model.name);
+    for r in rows {
+        s.push_str(&format!("{:<w$}  {}  in {}\n", r.name, r.place, r.sections));
+    }
+    s
+}
+
+/// The rows as the Markdown of diff/CASE-FIELDS.md.
+pub fn markdown(model: &CpuModel) -> String {
+    let mut s = format!(
+        "# Case-file fields\n\nGenerated by `xsdiff fields --cpu {} --markdown` (a test checks that this file\nand the command agree). Other models place the extended components at their own\noffsets: `xsdiff fields --cpu MODEL` prints them.\n\n| name | place | sections |\n|---|---|---|\n",
+        model.name
+    );
+    for r in rows(model) {
+        s.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            r.name,
+            r.place.replace('|', "\\|"),
+            r.sections
+        ));
+    }
+    s
+}
+
 /// Aliases accepted when reading: the 32-bit-format selectors, which overlap
 /// FIP and FDP in the 64-bit format (name, offset, length).
 pub const ALIASES: [(&str, usize, usize); 2] = [("fcs", 12, 2), ("fds", 20, 2)];

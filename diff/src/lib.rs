@@ -1,6 +1,7 @@
 //! xsave-diff: case files, backends, comparison, generation, minimization and
 //! campaigns; the library behind the `xsdiff` command.
 
+pub mod assemble;
 pub mod backend;
 pub mod campaign;
 pub mod casefile;

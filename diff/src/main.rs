@@ -119,6 +119,15 @@ enum Cmd {
         #[arg(long)]
         mask: Option<String>,
     },
+    /// Every field name a case file may use on a model: its place (image offset
+    /// and size, MSR, supervisor state offset) and the sections it may appear in.
+    Fields {
+        #[arg(long, default_value = "host")]
+        cpu: String,
+        /// The Markdown of diff/CASE-FIELDS.md instead of text.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// The built-in CPU models; with --host, this CPU's model.
     Cpus {
         #[arg(long)]
@@ -333,6 +342,15 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 "\nnormalized:\n{}",
                 casefile::write_case_meta(&cf.comments, &cf.model, &cf.meta, &model, &case)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fields { cpu, markdown } => {
+            let model = models::resolve(&cpu)?;
+            if markdown {
+                print!("{}", xsave_diff::fields::markdown(&model));
+            } else {
+                print!("{}", xsave_diff::fields::text(&model));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Layout { cpu, mask } => {

@@ -1,0 +1,120 @@
+//! What a kernel developer writes from a bug report: assembly in [code],
+//! fills, supervisor state by name, and errors that say what is needed.
+use xsave_diff::casefile::{write_case, CaseFile};
+use xsave_emu::CpuModel;
+
+fn parse(text: &str) -> Result<CaseFile, String> {
+    CaseFile::parse(text, "bug.case").map_err(|e| e.to_string())
+}
+
+fn build_err(text: &str) -> String {
+    let m = CpuModel::builtin("zen5").unwrap();
+    parse(text).unwrap().build(&m).unwrap_err().to_string()
+}
+
+#[test]
+fn assembly_lines_assemble_and_errors_name_file_and_line() {
+    let cf = parse(
+        "xsave-case 1\nmodel zen5\n[code]\nmov eax, 0x18e7\n48 0f ae 27\nxsaves64 [rbx+0x40]\n",
+    )
+    .unwrap();
+    let code: Vec<&[u8]> = cf.code.iter().map(|c| c.1.as_slice()).collect();
+    assert_eq!(
+        code,
+        [
+            &[0xb8, 0xe7, 0x18, 0, 0][..],
+            &[0x48, 0x0f, 0xae, 0x27],
+            &[0x48, 0x0f, 0xc7, 0x6b, 0x40]
+        ]
+    );
+    let e = parse("xsave-case 1\nmodel zen5\n[code]\nnop\nxsaves64 rbx\n").unwrap_err();
+    assert!(e.starts_with("bug.case:5: "), "{e}");
+    assert!(e.contains("expected one of XSAVES64 mem"), "{e}");
+}
+
+#[test]
+fn cet_fields_in_init_need_a_compacted_image() {
+    let e = build_err(
+        "xsave-case 1\nmodel zen5\n[control]\ncpl = 0\nxss = 0x1800\n[init]\npl1_ssp = 0x1000\n",
+    );
+    assert!(
+        e.contains("bug.case:7: CET_S fields need a compacted image: xcomp_bv with bits 63 and 12"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_fields_suggest_the_nearest_names() {
+    let e = build_err("xsave-case 1\nmodel zen5\n[init]\nmxscr = 0x1f80\n");
+    assert!(
+        e.contains("unknown field `mxscr` (did you mean `mxcsr`"),
+        "{e}"
+    );
+    assert!(e.contains("xsdiff fields --cpu zen5"), "{e}");
+}
+
+#[test]
+fn supervisor_state_by_name_against_the_starting_state() {
+    // A guest fpstate (XCOMP_BV = 80000000_000018E7H) holding PL0_SSP: XRSTORS at
+    // CPL 0 loads it (XSTATE_BV[12] = 1), so the starting state is the baseline
+    // and an [expect] without pl0_ssp expects it unchanged (SDM1 §13.12).
+    let m = CpuModel::builtin("zen5").unwrap();
+    let text = "xsave-case 1\nmodel zen5\n[control]\ncpl = 0\nxss = 0x1800\n[init]\nxstate_bv = 0x1000\nxcomp_bv = 0x80000000000018e7\npl0_ssp = 0xffff888000001000\n[code]\nnop\n[expect]\nfault = none\npl1_ssp = 0x0\n";
+    let cf = parse(text).unwrap();
+    let case = cf.build(&m).unwrap();
+    let exp = cf.expected(cf.expect.as_ref().unwrap(), &m, &case).unwrap();
+    // CET_U's 16 bytes, then PL0_SSP at 16.
+    assert_eq!(
+        &exp.outcome.supervisor[16..24],
+        &0xffff_8880_0000_1000u64.to_le_bytes()
+    );
+    let o = xsave_emu::predict(&m, &case).unwrap();
+    assert_eq!(exp.against(&o), o);
+    // pl0_ssp in [expect] without CET_S in IA32_XSS says what is needed.
+    let bad = text.replace("xss = 0x1800\n", "xss = 0x0\n").replace(
+        "[init]\nxstate_bv = 0x1000\nxcomp_bv = 0x80000000000018e7\npl0_ssp = 0xffff888000001000\n",
+        "",
+    );
+    let cf = parse(&bad).unwrap();
+    let case = cf.build(&m).unwrap();
+    let e = match cf.expected(cf.expect.as_ref().unwrap(), &m, &case) {
+        Ok(_) => panic!("pl1_ssp accepted without CET_S in IA32_XSS"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("`pl1_ssp` is CET_S state (component 12): the case's IA32_XSS needs bit 12"),
+        "{e}"
+    );
+}
+
+#[test]
+fn fills_read_and_written() {
+    let m = CpuModel::builtin("zen5").unwrap();
+    let cf = parse(
+        "xsave-case 1\nmodel zen5\n[arena]\npages = 2\n0x10 = 01\nfill = aa\n0x100..0x800 = 55*\n",
+    )
+    .unwrap();
+    let case = cf.build(&m).unwrap();
+    let b = &case.memory.bytes;
+    assert_eq!(
+        (b[0], b[0x10], b[0x100], b[0x7ff], b[0x800]),
+        (0xaa, 0x01, 0x55, 0x55, 0xaa)
+    );
+    let text = write_case(&[], "zen5", &m, &case);
+    assert!(
+        text.contains("fill = aa\n0x10 = 01\n0x100..0x800 = 55*\n"),
+        "{text}"
+    );
+    assert!(text.len() < 200, "{text}");
+    let back = parse(&text).unwrap().build(&m).unwrap();
+    assert_eq!(back, case);
+    let e = parse("xsave-case 1\nmodel zen5\n[arena]\n0x100 = 55*\n")
+        .unwrap()
+        .build(&m)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("a fill `55*` needs a range START..END"),
+        "{e}"
+    );
+}
