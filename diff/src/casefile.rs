@@ -1374,6 +1374,10 @@ pub fn fill_runs(a: &[u8], b: &[u8], lo: usize, hi: usize) -> Vec<Run> {
         while j < hi && a[j] == a[i] {
             j += 1;
         }
+        // The stretch ends at its last byte that differs.
+        while j > i && a[j - 1] == b[j - 1] {
+            j -= 1;
+        }
         if j - i >= FILL_MIN {
             v.push(Run {
                 start: i,
@@ -1676,8 +1680,16 @@ pub fn write_outcome(title: &str, model: &CpuModel, case: &Case, o: &Outcome) ->
     img.resize(n, 0);
     b.resize(n, 0);
     write_image(&mut out, "final", &cat, &img, &b);
-    let sb = baseline_supervisor(model, case);
+    // Supervisor state by field name (`pl0_ssp = ...`), other bytes by ranges.
+    let mut sb = baseline_supervisor(model, case);
     if sb.len() == o.supervisor.len() {
+        for f in crate::fields::supervisor_fields(model, case.control.xss) {
+            let r = f.offset..f.offset + f.len;
+            if r.end <= sb.len() && o.supervisor[r.clone()] != sb[r.clone()] {
+                let _ = writeln!(out, "{} = {}", f.name, fmt_value(&o.supervisor[r.clone()]));
+                sb[r.clone()].copy_from_slice(&o.supervisor[r]);
+            }
+        }
         for (a, e) in runs(&o.supervisor, &sb, 0, sb.len()) {
             let _ = writeln!(out, "supervisor[{a}..{e}] = {}", hex(&o.supervisor[a..e]));
         }

@@ -85,3 +85,39 @@ fn a_backend_refusing_every_case_is_not_a_pass() {
         "{out}"
     );
 }
+
+#[test]
+fn the_readme_walkthrough_case_passes_on_emu() {
+    // README "Reproduce a bug report": the case written there, as written.
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let sec = &readme[readme.find("## Reproduce a bug report").unwrap()..];
+    let start = sec.find("   ```\n").unwrap() + 7;
+    let end = start + sec[start..].find("   ```\n").unwrap();
+    let text: String = sec[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("   ").unwrap_or(l)))
+        .collect();
+    let d = dir("readme");
+    let f = write(&d, "bug.case", &text);
+    let (code, out) = repro(&[&f]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("1 files: 1 pass, 0 mismatch, 0 not checked, 0 error"),
+        "{out}"
+    );
+    // The typo the README shows is an error naming line 32.
+    let t = write(
+        &d,
+        "typo.case",
+        &text.replace("pl0_ssp = 0x0", "pl0ssp = 0x0"),
+    );
+    let (code, out) = repro(&[&t]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("typo.case:32: unknown field `pl0ssp` (did you mean `pl0_ssp`"),
+        "{out}"
+    );
+}
