@@ -306,13 +306,30 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
             let case = cf.build(&model).map_err(|e| e.to_string())?;
             println!("{}: model {} ({})", file.display(), cf.model, model.name);
             let x = case.init_xcomp_bv();
+            // Every flag that differs from a Linux user process's (CR4.OSXSAVE = 0 included).
+            let d = xsave_emu::Control::user(&model);
+            let c = &case.control;
+            let mut flags = String::new();
+            for (k, a, b) in [
+                ("CR0.TS", c.cr0_ts, d.cr0_ts),
+                ("CR0.EM", c.cr0_em, d.cr0_em),
+                ("CR0.AM", c.cr0_am, d.cr0_am),
+                ("CR4.OSXSAVE", c.cr4_osxsave, d.cr4_osxsave),
+                ("CR4.OSFXSR", c.cr4_osfxsr, d.cr4_osfxsr),
+                ("EFLAGS.AC", c.eflags_ac, d.eflags_ac),
+                ("VMX non-root", c.vmx_nonroot, d.vmx_nonroot),
+            ] {
+                if a != b {
+                    flags.push_str(&format!(", {k} = {}", a as u8));
+                }
+            }
             println!(
-                "control: XCR0 {:#x} ({}), IA32_XSS {:#x}, IA32_XFD {:#x}, CPL {}",
-                case.control.xcr0,
-                Xfeatures::from_bits_retain(case.control.xcr0).names(),
-                case.control.xss,
-                case.control.xfd,
-                case.control.cpl
+                "control: XCR0 {:#x} ({}), IA32_XSS {:#x}, IA32_XFD {:#x}, CPL {}{flags}",
+                c.xcr0,
+                Xfeatures::from_bits_retain(c.xcr0).names(),
+                c.xss,
+                c.xfd,
+                c.cpl
             );
             println!(
                 "initial image: {} format, {} bytes, XSTATE_BV {:#x} ({}), XCOMP_BV {:#x}",

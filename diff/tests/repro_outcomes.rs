@@ -121,3 +121,85 @@ fn the_readme_walkthrough_case_passes_on_emu() {
         "{out}"
     );
 }
+
+#[test]
+fn an_expectation_no_capture_can_hold_is_not_checked() {
+    // A ring-3 capture is XSAVE with RFBM = XCR0 (E7H on zen5): XSTATE_BV[12]
+    // (CET_S, a supervisor component) is never written by it, so stating it is
+    // "cannot be checked", never a pass or a failure for being absent.
+    let d = dir("unobservable");
+    let f = write(
+        &d,
+        "bv12.case",
+        "xsave-case 1\nmodel zen5\n[code]\nnop\n[expect]\nfault = none\nxstate_bv = 0x1000\n",
+    );
+    let (code, out) = repro(&[&f]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("XSTATE_BV CET_S (the final image is an XSAVE with RFBM = XCR0 = 0xe7) cannot be checked on emu:zen5"),
+        "{out}"
+    );
+}
+
+#[test]
+fn show_names_cr4_osxsave_0() {
+    let d = dir("show");
+    let f = write(
+        &d,
+        "osxsave.case",
+        "xsave-case 1\nmodel zen5\n[control]\ncr4.osxsave = 0\n[code]\nxgetbv\n",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_xsdiff"))
+        .args(["show", &f])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("CPL 3, CR4.OSXSAVE = 0\n"), "{out}");
+}
+
+#[test]
+fn a_faulting_ring3_case_needs_no_only_line() {
+    // mov rax, [rdi] with page 1 absent is #PF (err = 4: user read, not present).
+    // Linux delivers it as a signal whose sigreturn XRSTOR sets XINUSE[1:0]: on
+    // xeon-amx-vm the capture then holds XSTATE_BV = 3 where the initial image had
+    // 0. The default expectation leaves XSTATE_BV[1:0] to the backend; stating
+    // `xstate_bv` checks it.
+    let d = dir("signal");
+    let text = "xsave-case 1\nmodel xeon-amx-vm\n[arena]\npages = 2\npage 1 = none\n[gprs]\nrdi = arena+0x1000\n[code]\nmov rax, [rdi]\n[expect]\nfault = #PF(err=0x4, cr2=arena+0x1000) at 0\n";
+    let run = |f: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_xsdiff"))
+            .args(["repro", "--backends", "emu:xeon-amx-vm", f])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&write(&d, "pf.case", text));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&write(
+        &d,
+        "pf-bv.case",
+        &format!("{text}xstate_bv = 0x0\n"),
+    ));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("XSTATE_BV bit 0 (x87): expected 0, got 1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_changed_xcr0_sizes_the_final_image() {
+    // XSETBV at CPL 0 from XCR0 = E7H to 3: the capture is an XSAVE of the new
+    // XCR0's standard size, 576 bytes; the default expectation takes that size.
+    let d = dir("xcr0");
+    let f = write(
+        &d,
+        "xsetbv.case",
+        "xsave-case 1\nmodel zen5\n[control]\ncpl = 0\n[code]\nmov eax, 3\nxor edx, edx\nxor ecx, ecx\nxsetbv\n[expect]\nfault = none\nrax = 0x3\n",
+    );
+    let (code, out) = repro(&[&f]);
+    assert_eq!(code, 0, "{out}");
+}
