@@ -28,22 +28,75 @@ pub struct Diff {
 pub enum Verdict {
     /// Equal to the model's prediction (noise aside).
     MatchesModel,
-    /// Off the model's prediction but inside what the SDM allows.
-    InsideEnvelope,
-    /// Outside the SDM's envelope: `field` breaks it.
-    OutsideEnvelope { field: String, detail: String },
+    /// Off the model's prediction but inside what the SDM allows: the
+    /// latitude taken (`xsave_emu::latitude` ids; empty when the difference
+    /// is the model's own path, not a freedom).
+    InsideEnvelope { latitude: Vec<&'static str> },
+    /// Outside the SDM's envelope: every rule broken, with the fields that
+    /// show it (`xsave_emu::rules`).
+    OutsideEnvelope { broken: Vec<BrokenRule> },
     /// The envelope could not be computed (the emulator does not model the case).
     Unjudged { reason: String },
+}
+
+/// A rule an outcome breaks ([`xsave_emu::Broken`] as data for reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenRule {
+    /// The rule's stable id ("xrstor.gp-mxcsr-reserved").
+    pub rule: &'static str,
+    pub sentence: &'static str,
+    pub citation: &'static str,
+    /// "field: detail", one per field that shows it.
+    pub fields: Vec<String>,
 }
 
 impl Verdict {
     pub fn short(&self) -> &'static str {
         match self {
             Verdict::MatchesModel => "matches the model",
-            Verdict::InsideEnvelope => "inside the envelope but off the model",
+            Verdict::InsideEnvelope { .. } => "inside the envelope but off the model",
             Verdict::OutsideEnvelope { .. } => "outside the envelope",
             Verdict::Unjudged { .. } => "not judged",
         }
+    }
+    /// The ids of the rules broken (outside the envelope), in the order found.
+    pub fn rules(&self) -> Vec<&'static str> {
+        match self {
+            Verdict::OutsideEnvelope { broken } => broken.iter().map(|b| b.rule).collect(),
+            _ => Vec::new(),
+        }
+    }
+    /// The ids of the latitude taken (inside the envelope, off the model).
+    pub fn latitude(&self) -> &[&'static str] {
+        match self {
+            Verdict::InsideEnvelope { latitude } => latitude,
+            _ => &[],
+        }
+    }
+}
+
+/// The verdict of a judgement of the envelope.
+pub fn verdict_of(j: &xsave_emu::Judgement) -> Verdict {
+    if j.inside() {
+        return Verdict::InsideEnvelope {
+            latitude: j.latitude_ids(),
+        };
+    }
+    Verdict::OutsideEnvelope {
+        broken: j
+            .broken
+            .iter()
+            .map(|b| BrokenRule {
+                rule: b.rule.id,
+                sentence: b.rule.sentence,
+                citation: b.rule.citation,
+                fields: b
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.detail))
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -435,11 +488,7 @@ pub fn verdict(model: &CpuModel, case: &Case, cmp: &Comparison, observed: &Outco
         return Verdict::MatchesModel;
     }
     match xsave_emu::check(model, case, observed) {
-        Ok(Ok(())) => Verdict::InsideEnvelope,
-        Ok(Err(v)) => Verdict::OutsideEnvelope {
-            field: v.field,
-            detail: v.detail,
-        },
+        Ok(j) => verdict_of(&j),
         Err(u) => Verdict::Unjudged { reason: u.0 },
     }
 }

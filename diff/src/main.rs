@@ -142,6 +142,11 @@ enum Cmd {
         #[arg(long, default_value = "host")]
         cpu: String,
     },
+    /// The SDM rules the envelope judges by, and the latitude it grants.
+    Rules {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Run case files on this CPU and add (or check) this CPU model's record.
     Record {
         files: Vec<PathBuf>,
@@ -294,6 +299,10 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode, String> {
                 ),
             }
             Ok(ExitCode::from(summary.exit_status()))
+        }
+        Cmd::Rules { format } => {
+            print!("{}", rules_text(format)?);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Minimize {
             file,
@@ -612,4 +621,37 @@ fn record_cmd(files: &[PathBuf], with_expect: bool) -> Result<ExitCode, String> 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `xsdiff rules`: every rule (id, sentence, citation), then every latitude.
+fn rules_text(format: Format) -> Result<String, String> {
+    let rules = xsave_emu::RULES
+        .iter()
+        .map(|r| (r.id, r.sentence, r.citation));
+    let lats = xsave_emu::LATITUDES
+        .iter()
+        .map(|l| (l.id, l.sentence, l.citation));
+    match format {
+        Format::Json => {
+            let obj = |(id, sentence, citation): (&str, &str, &str)| serde_json::json!({ "id": id, "sentence": sentence, "citation": citation });
+            let v = serde_json::json!({
+                "rules": rules.map(obj).collect::<Vec<_>>(),
+                "latitude": lats.map(obj).collect::<Vec<_>>(),
+            });
+            serde_json::to_string_pretty(&v)
+                .map(|s| s + "\n")
+                .map_err(|e| e.to_string())
+        }
+        Format::Text => {
+            let mut s = format!("Rules ({}):\n", xsave_emu::RULES.len());
+            for (id, sentence, citation) in rules {
+                s += &format!("{id}\n    {sentence}\n    [{citation}]\n");
+            }
+            s += &format!("\nLatitude ({}):\n", xsave_emu::LATITUDES.len());
+            for (id, sentence, citation) in lats {
+                s += &format!("{id}\n    {sentence}\n    [{citation}]\n");
+            }
+            Ok(s)
+        }
+    }
 }

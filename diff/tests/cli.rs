@@ -55,6 +55,36 @@ fn cpus_lists_models_and_the_host() {
 }
 
 #[test]
+fn rules_lists_every_rule_and_latitude_with_its_citation() {
+    // Issue 13: `xsdiff rules` prints the table the envelope judges by, as text
+    // and as JSON, each entry with its id, sentence and SDM citation.
+    let (code, out, err) = xsdiff(&["rules"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("Rules ({}):\n", xsave_emu::RULES.len())));
+    assert!(out.contains(
+        "xrstor.gp-mxcsr-reserved\n    #GP(0) if the value to be loaded into MXCSR sets a reserved bit (a bit clear in MXCSR_MASK).\n    [SDM2 XRSTOR, XRSTORS exceptions; SDM1 §13.8.2]\n"
+    ), "{out}");
+    assert!(out.contains("\nLatitude (") && out.contains("modified-optimization\n"));
+    let (code, out, err) = xsdiff(&["rules", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), xsave_emu::RULES.len());
+    let r = rules
+        .iter()
+        .find(|r| r["id"] == "xsaves.header-is-rfbm-and-xinuse")
+        .unwrap();
+    assert_eq!(
+        r["citation"],
+        "SDM1 §13.11; SDM2 XSAVES Operation (NEW_HEADER)"
+    );
+    assert_eq!(
+        v["latitude"].as_array().unwrap().len(),
+        xsave_emu::LATITUDES.len()
+    );
+}
+
+#[test]
 fn run_json_reports_the_campaign() {
     let (code, out, err) = xsdiff(&[
         "run",

@@ -18,7 +18,7 @@
 //! interrupted tile load and the SDM gives no check on it.
 //! TILEDATA is loaded in full whatever TILECFG says.
 
-use crate::exec::Machine;
+use crate::machine::Machine;
 use crate::state::XState;
 
 /// Palette 1 limits (CPUID.(1DH,1)).

@@ -3,9 +3,10 @@
 //! was (the prediction); the envelope admits any subset of the writes on the
 //! pages that allow them (SDM silent on partial saves, reference §5.2 item 9).
 
-use crate::exec::{Machine, Policy};
 use crate::fault::Fault;
+use crate::machine::{Machine, Policy};
 use crate::memory::Memory;
+use crate::rules::{self, Rule};
 use crate::state::XState;
 
 /// Where a piece's bytes come from: copied into the collection (the legacy
@@ -27,6 +28,8 @@ struct Piece {
     addr: u64,
     len: usize,
     src: Src,
+    /// The rule that writes it.
+    rule: &'static Rule,
 }
 
 /// A save's writes, collected before any is made. Pieces never overlap; the
@@ -35,12 +38,23 @@ struct Piece {
 pub struct Writes {
     pieces: Vec<Piece>,
     buf: Vec<u8>,
+    /// The rule of the pieces put from now on ([`Writes::by`]).
+    rule: Option<&'static Rule>,
 }
 
 impl Writes {
     pub fn clear(&mut self) {
         self.pieces.clear();
         self.buf.clear();
+        self.rule = None;
+    }
+    /// The pieces put from now on are written by `rule`.
+    pub fn by(&mut self, rule: &'static Rule) -> &mut Self {
+        self.rule = Some(rule);
+        self
+    }
+    fn rule(&self) -> &'static Rule {
+        self.rule.unwrap_or(&rules::SAVE_WRITES_ONLY_SAVED)
     }
     /// Room for a full save (every component a piece; the legacy region and
     /// the header copied) in one allocation each, instead of growing.
@@ -51,29 +65,41 @@ impl Writes {
     pub fn put(&mut self, addr: u64, bytes: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
+        let rule = self.rule();
         self.pieces.push(Piece {
             addr,
             len: bytes.len(),
             src: Src::Buf(start),
+            rule,
         });
+    }
+    /// [`Writes::put`] by `rule`, whatever [`Writes::by`] said.
+    pub fn put_with(&mut self, rule: &'static Rule, addr: u64, bytes: &[u8]) {
+        let r = self.rule.replace(rule);
+        self.put(addr, bytes);
+        self.rule = r;
     }
     pub fn put_u64(&mut self, addr: u64, v: u64) {
         self.put(addr, &v.to_le_bytes());
     }
     /// Component `i` of the state as it is when the writes are made.
     pub fn put_comp(&mut self, st: &XState, addr: u64, i: usize) {
+        let rule = self.rule();
         self.pieces.push(Piece {
             addr,
             len: st.comp(i).len(),
             src: Src::Comp(i),
+            rule,
         });
     }
     /// Component `i` in its initial configuration, `len` bytes.
     pub fn put_init(&mut self, addr: u64, i: usize, len: usize) {
+        let rule = self.rule();
         self.pieces.push(Piece {
             addr,
             len,
             src: Src::Init(i),
+            rule,
         });
     }
 
@@ -137,13 +163,64 @@ impl Writes {
     /// and SSE in init, at base + 512 for an XSAVEC with RFBM = TILEDATA; x87 on a
     /// writable page and the header on a read-only one fault at base + 512
     /// although XMM bytes 256..415 are on the read-only page as well).
-    pub fn commit_save(self, m: &mut Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
+    ///
+    /// `rewrites`: the XSTATE_BV bits the save writes (XSAVE, XSAVEOPT: RFBM;
+    /// XSAVEC, XSAVES: all; FXSAVE: none), for the latitude of earlier saves.
+    pub fn commit_save(
+        self,
+        m: &mut Machine,
+        base: u64,
+        rfbm: u64,
+        rewrites: u64,
+    ) -> Result<(), Fault> {
         let order = m.quirks().pf_last_byte.then_some((base, rfbm));
-        self.commit_area(m, order)
+        let arch = m.policy == Policy::Architectural;
+        let pieces: Vec<(u64, u64)> = if arch {
+            self.pieces.iter().map(|p| (p.addr, p.len as u64)).collect()
+        } else {
+            Vec::new()
+        };
+        let r = self.commit_area(m, order);
+        if arch {
+            match r {
+                Ok(()) => {
+                    for (a, n) in pieces {
+                        m.lat.bytes_written(a, n);
+                    }
+                    if rewrites != 0 {
+                        m.lat.header_rewritten(base.wrapping_add(512), rewrites);
+                    }
+                    m.lat.commit_pending();
+                }
+                Err(_) => {
+                    let (mem, cpl) = (&m.mem, m.ctl.cpl);
+                    let writable = |a: u64| mem.check(a, 1, true, cpl).is_ok();
+                    let mut lat = std::mem::take(&mut m.lat);
+                    lat.fault_pending(writable);
+                    m.lat = lat;
+                }
+            }
+        }
+        r
+    }
+
+    /// Under the architectural policy, notes each piece's range and rule
+    /// (written, or allowed to be: [`crate::provenance::Provenance::written`]).
+    pub fn note_provenance(&self, m: &mut Machine) {
+        if m.policy != Policy::Architectural {
+            return;
+        }
+        for p in &self.pieces {
+            if p.len > 0 {
+                let last = p.addr.wrapping_add(p.len as u64 - 1);
+                m.prov.written.push((p.addr, last, p.rule));
+            }
+        }
     }
 
     fn commit_area(self, m: &mut Machine, intel: Option<(u64, u64)>) -> Result<(), Fault> {
         let cpl = m.ctl.cpl;
+        self.note_provenance(m);
         let mut fault = None;
         if let Some((b, rfbm)) = intel {
             fault = [(0u64, 0), (24, 1)]
@@ -223,7 +300,7 @@ impl Writes {
                     for (k, &v) in b.iter().enumerate() {
                         let addr = a.wrapping_add(k as u64);
                         if mem.check(addr, 1, true, cpl).is_ok() {
-                            lat.alt(addr, &[v]);
+                            lat.alt(addr, &[v], &crate::latitude::PARTIAL_SAVE);
                         }
                     }
                 });

@@ -1,12 +1,9 @@
 //! The envelope: every outcome the SDM allows for a case. The emulator runs the
-//! case under [`Policy::Architectural`](crate::exec::Policy) and records, as it
-//! goes, the latitude the SDM leaves: bytes a save may or may not write (init and
-//! modified optimizations, partial writes before a fault), XSTATE_BV bits of
-//! components in init configuration, XINUSE bits that may read 1, the FSW.ES/B
-//! pair and a canonicalized FIP, a #PF on any byte of the region an instruction
-//! operates on (SDM1 §13.13), #GP(0) for #AC, partial user state before a late
-//! #GP (SDM silent, reference S2). [`check`] says whether an observed outcome lies
-//! inside, and if not which field breaks it.
+//! case under [`Policy::Architectural`] and records, as it goes, the latitude
+//! the SDM leaves ([`crate::latitude`]) and the rule behind every value
+//! ([`crate::provenance`]). [`check`] judges an observed outcome against it:
+//! every rule it breaks, with the fields that show it, and the latitude it
+//! takes where it is inside.
 //!
 //! The architectural run takes the model's own path through the choices its
 //! quirks name (each one a choice the SDM leaves open) and records the other
@@ -14,108 +11,100 @@
 //! alone; for a silicon model the envelope is centred on that silicon.
 
 use crate::case::Case;
-use crate::exec::{run_forced, Policy, Unsupported};
-use crate::fault::Fault;
-use crate::fault::FaultAt;
-use crate::memory::{Memory, Prot};
+use crate::exec::run_forced;
+use crate::fault::{Fault, FaultAt};
+use crate::latitude::{self, Freedoms, Latitude};
+use crate::machine::{Policy, Unsupported};
 use crate::model::CpuModel;
 use crate::outcome::Outcome;
+use crate::provenance::Provenance;
+use crate::rules::{self, Rule};
 use std::collections::BTreeMap;
+use std::fmt;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Latitude {
-    /// Arena byte -> values it may hold besides the predicted one.
-    pub mem_alt: BTreeMap<u64, Vec<u8>>,
-    /// Address of an XSTATE_BV qword written by a save -> bits that may be either value.
-    pub header_free: BTreeMap<u64, u64>,
-    /// An x87 load happened: FSW bits 7 (ES) and 15 (B) may have been recomputed.
-    pub fsw_es_b: bool,
-    /// The region the current (last run) instruction may access (SDM1 §13.13: any
-    /// byte of any component it operates on): a #PF may be reported on any byte of
-    /// it whose page refuses the access.
-    pub pf_region: Option<PfRegion>,
-    /// Faults the current instruction may raise instead of the predicted one,
-    /// before any access (e.g. #GP(0) for #AC); moved into `alt_faults` by the run.
-    pub alt_fault: Vec<Fault>,
-    /// Instruction index -> faults it may raise instead of the predicted one.
-    pub alt_faults: BTreeMap<usize, Vec<Fault>>,
-    /// Instruction index -> the region it may access (see `pf_region`).
-    pub pf_regions: BTreeMap<usize, PfRegion>,
-    /// States the SDM also allows after a fault (partial updates), turned into
-    /// `final_alt` by the run.
-    pub partial_states: Vec<crate::state::XState>,
-    /// Final-image byte -> values it may hold besides the predicted one.
-    pub final_alt: BTreeMap<usize, Vec<u8>>,
-    /// GPR -> bits that may be either value (XGETBV(1) of components in init
-    /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
-    pub gpr_free: [u64; 16],
-}
-
-/// Bytes an instruction may touch, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PfRegion {
-    /// First and last byte (inclusive).
-    pub first: u64,
-    pub last: u64,
-    /// The instruction writes the region (a save); it may still read it first.
-    pub write: bool,
-}
-
-impl PfRegion {
-    /// Whether `Pf{err, addr}` is a fault an access to this region may raise.
-    pub fn allows(&self, mem: &Memory, cpl: u8, err: u32, addr: u64) -> bool {
-        if addr < self.first || addr > self.last {
-            return false;
-        }
-        let prot = mem.prot_at(addr);
-        let present = prot != Prot::None;
-        let w = err & 2 != 0;
-        let expect_u = (cpl == 3) as u32;
-        if err & 1 != present as u32 || (err >> 2) & 1 != expect_u || err & !7 != 0 {
-            return false;
-        }
-        match prot {
-            Prot::None => !w || self.write,
-            Prot::Read => w && self.write,
-            Prot::ReadWrite => false,
-        }
-    }
-}
-
-impl Latitude {
-    pub fn alt(&mut self, addr: u64, vals: &[u8]) {
-        for (k, &v) in vals.iter().enumerate() {
-            let e = self.mem_alt.entry(addr.wrapping_add(k as u64)).or_default();
-            if !e.contains(&v) {
-                e.push(v);
-            }
-        }
-    }
-    /// Bytes a save may write as `new` or leave as they are in `mem`.
-    pub fn alt_or_old(&mut self, mem: &Memory, addr: u64, new: &[u8]) {
-        for (k, &v) in new.iter().enumerate() {
-            let a = addr.wrapping_add(k as u64);
-            if a >= mem.base && a < mem.end() {
-                let old = mem.bytes[(a - mem.base) as usize];
-                self.alt(a, &[v, old]);
-            }
-        }
-    }
-    pub fn header_bits(&mut self, addr: u64, bits: u64) {
-        *self.header_free.entry(addr).or_default() |= bits;
-    }
-}
-
-/// Why an outcome lies outside the envelope: the first field that breaks it.
+/// One field that shows a rule broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
+pub struct Field {
+    /// "fault", "gprs.rax", "memory[0x240..0x250]", "final[160..176] (SSE)",
+    /// "XSTATE_BV bit 2 at memory[0x200]", "xinuse".
     pub field: String,
+    /// What the SDM allows and what was observed.
     pub detail: String,
+}
+
+/// A rule an outcome breaks, and the fields that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub rule: &'static Rule,
+    pub fields: Vec<Field>,
+}
+
+/// The verdict of [`check`]: every rule broken (none: inside the envelope),
+/// and the latitude taken where the outcome differs from the architectural
+/// run but is allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judgement {
+    pub broken: Vec<Broken>,
+    pub latitude: Vec<&'static Latitude>,
+}
+
+impl Judgement {
+    /// Inside the envelope: no rule broken.
+    pub fn inside(&self) -> bool {
+        self.broken.is_empty()
+    }
+    /// The ids of the rules broken, in the order found.
+    pub fn rule_ids(&self) -> Vec<&'static str> {
+        self.broken.iter().map(|b| b.rule.id).collect()
+    }
+    /// The ids of the latitude taken.
+    pub fn latitude_ids(&self) -> Vec<&'static str> {
+        self.latitude.iter().map(|l| l.id).collect()
+    }
+    /// The first field of the first rule broken.
+    pub fn first(&self) -> Option<&Field> {
+        self.broken.first().and_then(|b| b.fields.first())
+    }
+    fn breaks(&mut self, rule: &'static Rule, field: String, detail: String) {
+        let f = Field { field, detail };
+        match self.broken.iter_mut().find(|b| b.rule.id == rule.id) {
+            Some(b) => b.fields.push(f),
+            None => self.broken.push(Broken {
+                rule,
+                fields: vec![f],
+            }),
+        }
+    }
+    fn took(&mut self, l: &'static Latitude) {
+        if !self.latitude.iter().any(|x| x.id == l.id) {
+            self.latitude.push(l);
+        }
+    }
+}
+
+impl fmt::Display for Judgement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.inside() {
+            write!(f, "inside the envelope")?;
+            if !self.latitude.is_empty() {
+                write!(f, " (latitude: {})", self.latitude_ids().join(", "))?;
+            }
+            return Ok(());
+        }
+        write!(f, "outside the envelope:")?;
+        for b in &self.broken {
+            write!(f, " {}:", b.rule.id)?;
+            for x in &b.fields {
+                write!(f, " {} ({});", x.field, x.detail)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The prediction for `model` (quirks included).
 pub fn predict(model: &CpuModel, case: &Case) -> Result<Outcome, Unsupported> {
-    run_canonical(model, case, Policy::Predict, None).map(|(o, _)| o)
+    run_canonical(model, case, Policy::Predict, None).map(|(o, _, _)| o)
 }
 
 /// [`run_forced`] with a #PF on a non-canonical address raised as the CPU does
@@ -125,25 +114,38 @@ fn run_canonical(
     case: &Case,
     policy: Policy,
     forced: Option<FaultAt>,
-) -> Result<(Outcome, Latitude), Unsupported> {
-    let (mut o, lat) = run_forced(model, case, policy, forced)?;
-    o.fault = o
-        .fault
-        .map(|f| crate::non_canonical::fault_for(model, case, f));
-    Ok((o, lat))
+) -> Result<(Outcome, Freedoms, Provenance), Unsupported> {
+    let (mut o, lat, mut prov) = run_forced(model, case, policy, forced)?;
+    if let Some(f) = o.fault {
+        let g = crate::non_canonical::fault_for(model, case, f);
+        if g != f {
+            prov.fault = Some(&rules::MEM_GP_NON_CANONICAL);
+        }
+        o.fault = Some(g);
+    }
+    Ok((o, lat, prov))
 }
 
 /// The architectural outcome and the latitude around it.
-pub fn envelope(model: &CpuModel, case: &Case) -> Result<(Outcome, Latitude), Unsupported> {
-    run_canonical(model, case, Policy::Architectural, None)
+pub fn envelope(model: &CpuModel, case: &Case) -> Result<(Outcome, Freedoms), Unsupported> {
+    run_canonical(model, case, Policy::Architectural, None).map(|(o, l, _)| (o, l))
 }
 
-/// Whether `obs` is inside the envelope of `case` on `model`.
-pub fn check(
-    model: &CpuModel,
-    case: &Case,
-    obs: &Outcome,
-) -> Result<Result<(), Violation>, Unsupported> {
+fn show(f: &Option<FaultAt>) -> String {
+    match f {
+        None => "none".into(),
+        Some(FaultAt { fault, insn: None }) => format!("{fault} at the initial XRSTOR"),
+        Some(FaultAt {
+            fault,
+            insn: Some(k),
+        }) => format!("{fault} at instruction {k}"),
+    }
+}
+
+/// Judges `obs`, an outcome of `case` on an implementation of `model`'s
+/// architecture: every rule it breaks, or the latitude it takes.
+pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, Unsupported> {
+    let mut j = Judgement::default();
     // A #PF outside the case's pages: its P bit is the OS's (foreign_page.rs),
     // judged as the model's.
     let normalized;
@@ -151,73 +153,181 @@ pub fn check(
         Some(f) if crate::foreign_page::present_bit_unknown(case, &f.fault) => {
             let mut o = obs.clone();
             o.fault = Some(crate::foreign_page::with_model_present_bit(case, f));
+            if o.fault != obs.fault {
+                j.took(&latitude::PF_P_BIT_OUTSIDE_CASE);
+            }
             normalized = o;
             &normalized
         }
         _ => obs,
     };
-    let (arch, lat) = envelope(model, case)?;
-    if let Some(
-        o @ FaultAt {
-            fault: Fault::Pf { err, addr },
-            insn: Some(k),
-        },
-    ) = obs.fault
-    {
-        // A #PF on any byte the instruction may access (SDM1 §13.13), where the
-        // architectural run went on (or stopped later, or with another fault of the
-        // same instruction that the SDM does not order against #PF): judge the
-        // rest of the outcome against a run stopped there.
-        let allowed = lat
-            .pf_regions
-            .get(&k)
-            .is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr));
-        let later = arch.fault.is_none_or(|a| a.insn.is_some_and(|ak| ak >= k));
-        if arch.fault != obs.fault && allowed && later {
-            let (arch, lat) = run_canonical(model, case, Policy::Architectural, Some(o))?;
-            return Ok(check_against(model, case, &arch, &lat, obs));
+    let (arch, lat, prov) = run_canonical(model, case, Policy::Architectural, None)?;
+    if arch.fault == obs.fault {
+        rest(model, case, &arch, &lat, &prov, obs, &mut j);
+        return Ok(j);
+    }
+    let field = || {
+        (
+            "fault".to_string(),
+            format!("SDM: {}, observed: {}", show(&arch.fault), show(&obs.fault)),
+        )
+    };
+    let same_insn = matches!((arch.fault, obs.fault), (Some(a), Some(o)) if a.insn == o.insn);
+    // Another fault the SDM allows before any access: #AC for #GP(0) (or the
+    // reverse) on a misaligned area, the non-canonical fault for the alignment
+    // fault (or the reverse).
+    if same_insn {
+        let o = obs.fault.expect("same_insn");
+        let alt = o
+            .insn
+            .and_then(|k| lat.alt_faults.get(&k))
+            .and_then(|v| v.iter().find(|(f, _)| *f == o.fault));
+        if let Some(&(_, l)) = alt {
+            j.took(l);
+            rest(model, case, &arch, &lat, &prov, obs, &mut j);
+            return Ok(j);
         }
     }
-    Ok(check_against(model, case, &arch, &lat, obs))
+    match obs.fault {
+        Some(o @ FaultAt { insn: Some(k), .. }) => {
+            let later = arch.fault.is_none_or(|a| a.insn.is_some_and(|ak| ak >= k));
+            if !later {
+                // Faulted past the instruction the SDM stops at.
+                let (f, d) = field();
+                j.breaks(prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED), f, d);
+                return Ok(j);
+            }
+            let region = lat.pf_regions.get(&k);
+            match o.fault {
+                Fault::Pf { err, addr } => {
+                    if region.is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr)) {
+                        // A #PF on any byte the instruction may access (SDM1
+                        // §13.13), where the architectural run went on or stopped
+                        // at this instruction or later.
+                        j.took(&latitude::PF_ANY_BYTE);
+                    } else if region.is_some_and(|r| !r.contains(addr)) {
+                        let (f, d) = field();
+                        j.breaks(&rules::MEM_PF_WITHIN_REGION, f, d);
+                    } else {
+                        let (f, d) = field();
+                        j.breaks(&rules::MEM_PF, f, d);
+                    }
+                }
+                _ => {
+                    let rule = match arch.fault {
+                        // The fault the SDM raises at this instruction, not raised.
+                        Some(a) if a.insn == Some(k) => {
+                            prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED)
+                        }
+                        _ => &rules::FAULT_ONLY_AS_LISTED,
+                    };
+                    let (f, d) = field();
+                    j.breaks(rule, f, d);
+                }
+            }
+            // The rest, against a run stopped there (the instruction's own
+            // effects become latitude).
+            let (arch, lat, prov) = run_canonical(model, case, Policy::Architectural, Some(o))?;
+            rest(model, case, &arch, &lat, &prov, obs, &mut j);
+        }
+        _ => {
+            // No fault where the SDM raises one (or a fault at the initial
+            // XRSTOR): the rule behind the SDM's fault; the rest follows from it.
+            let rule = match (arch.fault, obs.fault) {
+                (Some(_), _) => prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED),
+                _ => &rules::FAULT_ONLY_AS_LISTED,
+            };
+            let (f, d) = field();
+            j.breaks(rule, f, d);
+        }
+    }
+    Ok(j)
 }
 
-fn violation(field: impl Into<String>, detail: impl Into<String>) -> Result<(), Violation> {
-    Err(Violation {
-        field: field.into(),
-        detail: detail.into(),
-    })
+/// A run of neighbouring bytes broken by one rule: the first offset, what
+/// the SDM allows, what was observed.
+struct Run {
+    rule: &'static Rule,
+    start: usize,
+    sdm: Vec<u8>,
+    observed: Vec<u8>,
 }
 
-pub fn check_against(
+/// Byte-level breaks, merged into one field per run.
+#[derive(Default)]
+struct ByteRuns {
+    runs: Vec<Run>,
+}
+
+impl ByteRuns {
+    fn push(&mut self, rule: &'static Rule, k: usize, p: u8, o: u8) {
+        if let Some(r) = self.runs.last_mut() {
+            if r.rule.id == rule.id && r.start + r.sdm.len() == k {
+                r.sdm.push(p);
+                r.observed.push(o);
+                return;
+            }
+        }
+        self.runs.push(Run {
+            rule,
+            start: k,
+            sdm: vec![p],
+            observed: vec![o],
+        });
+    }
+    fn into(self, j: &mut Judgement, name: impl Fn(usize, usize) -> String) {
+        let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for r in self.runs {
+            j.breaks(
+                r.rule,
+                name(r.start, r.start + r.sdm.len()),
+                format!("SDM allows {}, observed {}", hex(&r.sdm), hex(&r.observed)),
+            );
+        }
+    }
+}
+
+/// The component whose bytes hold final-image offset `k` (None: not a
+/// component's, see [`final_rule`]).
+fn final_component(model: &CpuModel, case: &Case, k: usize) -> Option<usize> {
+    match k {
+        0..24 | 32..160 => Some(0),
+        160..416 => Some(1),
+        576.. => {
+            crate::layout::standard(model, crate::Xfeatures::from_bits_retain(case.control.xcr0))
+                .slots
+                .iter()
+                .find(|s| (s.offset as usize..(s.offset + s.size) as usize).contains(&k))
+                .map(|s| s.index)
+        }
+        _ => None,
+    }
+}
+
+/// The rule behind final-image byte `k`.
+fn final_rule(model: &CpuModel, case: &Case, prov: &Provenance, k: usize) -> &'static Rule {
+    if let Some(i) = final_component(model, case, k) {
+        return prov.of_component(i);
+    }
+    match k {
+        24..28 => prov.mxcsr.unwrap_or(&rules::STATE_UNCHANGED),
+        28..32 => &rules::SAVE_MXCSR_MASK,
+        512..576 => &rules::XSAVE_HEADER_RMW,
+        _ => &rules::SAVE_WRITES_ONLY_SAVED,
+    }
+}
+
+/// Judges everything but the fault (equal, or already judged) against the
+/// architectural run `arch`.
+fn rest(
     model: &CpuModel,
     case: &Case,
     arch: &Outcome,
-    lat: &Latitude,
+    lat: &Freedoms,
+    prov: &Provenance,
     obs: &Outcome,
-) -> Result<(), Violation> {
-    let pf_alternative = match (arch.fault, obs.fault) {
-        (Some(a), Some(o)) if a.insn == o.insn => match (a.fault, o.fault, o.insn) {
-            (Fault::Pf { .. }, Fault::Pf { err, addr }, Some(k)) => lat
-                .pf_regions
-                .get(&k)
-                .is_some_and(|r| r.allows(&case.memory, case.control.cpl, err, addr)),
-            _ => false,
-        },
-        _ => false,
-    };
-    let alt_fault = match (arch.fault, obs.fault) {
-        (Some(a), Some(o)) if a.insn == o.insn => o
-            .insn
-            .and_then(|k| lat.alt_faults.get(&k))
-            .is_some_and(|v| v.contains(&o.fault)),
-        _ => false,
-    };
-    if arch.fault != obs.fault && !pf_alternative && !alt_fault {
-        return violation(
-            "fault",
-            format!("SDM: {:?}, observed: {:?}", arch.fault, obs.fault),
-        );
-    }
+    j: &mut Judgement,
+) {
     for (k, ((&p, &o), &free)) in arch
         .gprs
         .iter()
@@ -226,123 +336,359 @@ pub fn check_against(
         .enumerate()
     {
         if (p ^ o) & !free != 0 {
-            return violation(
+            j.breaks(
+                prov.gprs[k].unwrap_or(&rules::GPRS_UNCHANGED),
                 format!("gprs.{}", crate::case::GPR_NAMES[k]),
                 format!("SDM allows {p:#x} (free bits {free:#x}), observed {o:#x}"),
             );
+        } else if p != o {
+            j.took(&latitude::XINUSE_1_OVER_INIT);
         }
     }
     if arch.supervisor != obs.supervisor {
-        return violation(
-            "supervisor",
+        supervisor(model, case, arch, prov, obs, j);
+    }
+    memory(case, arch, lat, prov, obs, j);
+    final_image(model, case, arch, lat, prov, obs, j);
+    let xcr0 = case.control.xcr0;
+    match (arch.xinuse, obs.xinuse) {
+        (Some(p), Some(o)) => {
+            // XGETBV(1) = XCR0 AND XINUSE, bit 1 forced by MXCSR != 1F80H (SDM1
+            // §13.6): a bit may read 1 over init contents, 0 only over them.
+            let free = !not_init(model, case, &obs.final_image, true) & xcr0;
+            if o & !xcr0 != 0 {
+                j.breaks(
+                    &rules::XGETBV_RETURNS_XCR,
+                    "xinuse".into(),
+                    format!("XGETBV(1) bits outside XCR0 {xcr0:#x}: observed {o:#x}"),
+                );
+            }
+            if (p & !o) & !free != 0 {
+                j.breaks(
+                    &rules::XINUSE_ZERO_ONLY_IN_INIT,
+                    "xinuse".into(),
+                    format!("SDM allows {p:#x} (may clear {free:#x}), observed {o:#x}"),
+                );
+            }
+            if o & !p & xcr0 != 0 {
+                j.took(&latitude::XINUSE_1_OVER_INIT);
+            }
+        }
+        (p, o) if p != o => j.breaks(
+            &rules::XGETBV_GP_INVALID_XCR,
+            "xinuse".into(),
             format!(
-                "SDM: {:02x?}, observed: {:02x?}",
-                arch.supervisor, obs.supervisor
+                "XGETBV(1) available: SDM {}, observed {}",
+                p.is_some(),
+                o.is_some()
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// Supervisor state, component by component.
+fn supervisor(
+    model: &CpuModel,
+    case: &Case,
+    arch: &Outcome,
+    prov: &Provenance,
+    obs: &Outcome,
+    j: &mut Judgement,
+) {
+    if arch.supervisor.len() != obs.supervisor.len() {
+        j.breaks(
+            &rules::STATE_UNCHANGED,
+            "supervisor".into(),
+            format!(
+                "{} bytes, observed {}",
+                arch.supervisor.len(),
+                obs.supervisor.len()
             ),
         );
+        return;
     }
-    // Memory: each byte is the predicted value or one of its alternatives,
-    // except XSTATE_BV qwords, judged bit by bit below.
-    let base = case.memory.base;
-    let mut header_bytes = BTreeMap::new();
-    for (&a, &bits) in &lat.header_free {
-        for k in 0..8 {
-            header_bytes.insert(a.wrapping_add(k), (bits >> (8 * k)) as u8);
+    let mut at = 0usize;
+    for i in crate::Xfeatures::from_bits_retain(case.control.xss).indices() {
+        let Some(c) = model.component(i).filter(|c| c.supervisor) else {
+            continue;
+        };
+        let r = at..(at + c.size as usize).min(arch.supervisor.len());
+        at = r.end;
+        if arch.supervisor[r.clone()] != obs.supervisor[r.clone()] {
+            j.breaks(
+                prov.of_component(i),
+                format!(
+                    "supervisor {}",
+                    crate::component::component_name(i).unwrap_or("?")
+                ),
+                format!(
+                    "SDM: {:02x?}, observed: {:02x?}",
+                    &arch.supervisor[r.clone()],
+                    &obs.supervisor[r]
+                ),
+            );
         }
     }
-    for (k, (&p, &o)) in arch.memory.iter().zip(&obs.memory).enumerate() {
-        if p == o {
+}
+
+/// The arena: each byte the architectural value or an alternative; XSTATE_BV
+/// bits of XSAVE free where XINUSE may be 1; the coupled choices of the saves
+/// with the init (and modified) optimization judged jointly.
+fn memory(
+    case: &Case,
+    arch: &Outcome,
+    lat: &Freedoms,
+    prov: &Provenance,
+    obs: &Outcome,
+    j: &mut Judgement,
+) {
+    let base = case.memory.base;
+    let at = |a: u64| -> Option<usize> {
+        a.checked_sub(base)
+            .map(|o| o as usize)
+            .filter(|&o| o < obs.memory.len().min(arch.memory.len()))
+    };
+    // Bytes and header bits the coupled choices judge.
+    let mut coupled_bytes = std::collections::HashSet::new();
+    let mut coupled_bits: BTreeMap<u64, u64> = BTreeMap::new();
+    for c in &lat.coupled {
+        for &(a, _, _) in &c.bytes {
+            coupled_bytes.insert(a);
+        }
+        if c.header_live {
+            *coupled_bits.entry(c.header).or_default() |= 1 << c.bit;
+        }
+    }
+    let mut header_free: BTreeMap<u64, u8> = BTreeMap::new();
+    for (&h, &bits) in lat.header_free.iter().chain(coupled_bits.iter()) {
+        for k in 0..8 {
+            *header_free.entry(h.wrapping_add(k)).or_default() |= (bits >> (8 * k)) as u8;
+        }
+    }
+    let mut runs = ByteRuns::default();
+    let n = arch.memory.len().min(obs.memory.len());
+    for k in 0..n {
+        let (p, o) = (arch.memory[k], obs.memory[k]);
+        let a = base.wrapping_add(k as u64);
+        if p == o || coupled_bytes.contains(&a) {
             continue;
         }
-        let a = base.wrapping_add(k as u64);
-        if let Some(&free) = header_bytes.get(&a) {
+        if let Some(&free) = header_free.get(&a) {
             if (p ^ o) & !free == 0 {
+                // Judged by its coupled choice, or an XSAVE bit free alone.
+                if lat.header_free.keys().any(|&h| (h..h + 8).contains(&a)) {
+                    j.took(&latitude::XINUSE_1_OVER_INIT);
+                }
                 continue;
             }
         }
-        if lat.mem_alt.get(&a).is_some_and(|v| v.contains(&o)) {
+        if let Some(l) = lat.mem_allows(a, o) {
+            j.took(l);
             continue;
         }
-        return violation(
-            format!("memory[{:#x}]", k),
-            format!("SDM allows {p:#04x}, observed {o:#04x}"),
+        runs.push(
+            prov.byte(a).unwrap_or(&rules::SAVE_WRITES_ONLY_SAVED),
+            k,
+            p,
+            o,
         );
     }
-    // Final registers: the capture image, except FSW.ES/B where recomputed, FIP
-    // canonicalized, the XSTATE_BV bits (judged as XINUSE), partial updates the
-    // SDM allows before a fault, and x87 pointers a model leaves open.
+    runs.into(j, |s, e| {
+        if e == s + 1 {
+            format!("memory[{s:#x}]")
+        } else {
+            format!("memory[{s:#x}..{e:#x}]")
+        }
+    });
+    if arch.memory.len() != obs.memory.len() {
+        j.breaks(
+            &rules::SAVE_WRITES_ONLY_SAVED,
+            "memory".into(),
+            format!("{} bytes, observed {}", arch.memory.len(), obs.memory.len()),
+        );
+    }
+    for c in &lat.coupled {
+        let (w_ok, u_ok) = c.bytes.iter().fold((true, true), |(w, u), &(a, new, old)| {
+            let o = at(a).map(|k| obs.memory[k]);
+            let wrote = o == Some(new) || o.is_some_and(|o| lat.mem_allows(a, o).is_some());
+            (w && wrote, u && o == Some(old))
+        });
+        let bit_of = |m: &[u8]| {
+            at(c.header).filter(|&k| k + 8 <= m.len()).map(|k| {
+                u64::from_le_bytes(m[k..k + 8].try_into().expect("8 bytes")) >> c.bit & 1 == 1
+            })
+        };
+        let bit = if c.header_live {
+            bit_of(&obs.memory)
+        } else {
+            None
+        };
+        let fits =
+            |&(b, w): &(bool, bool)| bit.is_none_or(|x| x == b) && if w { w_ok } else { u_ok };
+        if let Some(&(b, w)) = c.choices.iter().find(|ch| fits(ch)) {
+            let arch_bit = if c.header_live {
+                bit_of(&arch.memory)
+            } else {
+                None
+            };
+            let arch_w = c
+                .bytes
+                .iter()
+                .all(|&(a, new, _)| at(a).is_some_and(|k| arch.memory[k] == new));
+            if arch_bit.is_some_and(|x| x != b) || (arch_w != w && w_ok != u_ok) {
+                j.took(if b && !w {
+                    &latitude::MODIFIED_OPTIMIZATION
+                } else {
+                    &latitude::XINUSE_1_OVER_INIT
+                });
+            }
+            continue;
+        }
+        let name = crate::component::component_name(c.bit as usize).unwrap_or("?");
+        let shown = |w: bool| {
+            if w {
+                "written"
+            } else if u_ok {
+                "left as it was"
+            } else {
+                "neither written nor left as it was"
+            }
+        };
+        let bytes_fit = c.choices.iter().any(|&(_, w)| if w { w_ok } else { u_ok });
+        let (first, last) = c
+            .bytes
+            .iter()
+            .fold((u64::MAX, 0), |(f, l), &(a, _, _)| (f.min(a), l.max(a)));
+        let detail = format!(
+            "XSTATE_BV[{}] = {} with {name}'s bytes {}; the SDM allows {}",
+            c.bit,
+            bit.map_or("?".into(), |b| (b as u8).to_string()),
+            shown(w_ok && !u_ok),
+            c.choices
+                .iter()
+                .map(|&(b, w)| format!(
+                    "({}, {})",
+                    b as u8,
+                    if w { "written" } else { "not written" }
+                ))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+        if bytes_fit {
+            j.breaks(
+                c.header_rule,
+                format!(
+                    "XSTATE_BV bit {} ({name}) at memory[{:#x}]",
+                    c.bit,
+                    c.header.wrapping_sub(base)
+                ),
+                detail,
+            );
+        } else {
+            j.breaks(
+                c.save_rule,
+                format!(
+                    "{name} at memory[{:#x}..{:#x}]",
+                    first.wrapping_sub(base),
+                    last.wrapping_sub(base) + 1
+                ),
+                detail,
+            );
+        }
+    }
+}
+
+/// The final registers: the capture image, except FSW.ES/B where recomputed,
+/// FIP canonicalized, the XSTATE_BV bits (judged as XINUSE), partial updates
+/// the SDM allows before a fault, and x87 pointers a model leaves open.
+fn final_image(
+    model: &CpuModel,
+    case: &Case,
+    arch: &Outcome,
+    lat: &Freedoms,
+    prov: &Provenance,
+    obs: &Outcome,
+    j: &mut Judgement,
+) {
     let xcr0 = case.control.xcr0;
-    let fip = |img: &[u8]| u64::from_le_bytes(img[8..16].try_into().unwrap_or([0; 8]));
-    let fip_ok = arch.final_image.len() >= 16
-        && obs.final_image.len() >= 16
-        && fip_variants(fip(&arch.final_image)).contains(&fip(&obs.final_image));
     if arch.final_image.len() != obs.final_image.len() {
-        return violation(
-            "final",
+        j.breaks(
+            &rules::STATE_UNCHANGED,
+            "final".into(),
             format!(
                 "image of {} bytes, observed {}",
                 arch.final_image.len(),
                 obs.final_image.len()
             ),
         );
+        return;
     }
+    let fip = |img: &[u8]| u64::from_le_bytes(img[8..16].try_into().unwrap_or([0; 8]));
+    let fip_ok = arch.final_image.len() >= 16
+        && latitude::fip_variants(fip(&arch.final_image)).contains(&fip(&obs.final_image));
     // XSAVE writes XSTATE_BV[i] = XINUSE[i]: 1 is always allowed, 0 only for a
     // component in its init configuration (judged on the observed state).
     let obs_init = !not_init(model, case, &obs.final_image, false) & xcr0;
+    let mut runs = ByteRuns::default();
     for (k, (&p, &o)) in arch.final_image.iter().zip(&obs.final_image).enumerate() {
         if p == o {
             continue;
         }
         if lat.fsw_es_b && (k == 2 || k == 3) && (p ^ o) & 0x80 == (p ^ o) {
+            j.took(&latitude::FSW_ES_B);
             continue;
         }
         if fip_ok && (8..16).contains(&k) {
+            j.took(&latitude::FIP_CANONICAL);
             continue;
         }
         if (512..520).contains(&k) {
             let sh = 8 * (k - 512);
             let (p, o) = ((p as u64) << sh, (o as u64) << sh);
-            if o & !xcr0 == 0 && (p & !o) & !obs_init == 0 {
-                continue;
+            if o & !xcr0 != 0 {
+                runs.push(
+                    &rules::XSAVE_HEADER_RMW,
+                    k,
+                    (p >> sh) as u8,
+                    (o >> sh) as u8,
+                );
+            } else if (p & !o) & !obs_init != 0 {
+                runs.push(
+                    &rules::XINUSE_ZERO_ONLY_IN_INIT,
+                    k,
+                    (p >> sh) as u8,
+                    (o >> sh) as u8,
+                );
+            } else {
+                j.took(&latitude::XINUSE_1_OVER_INIT);
             }
+            continue;
         }
         if lat.final_alt.get(&k).is_some_and(|v| v.contains(&o)) {
+            j.took(&latitude::PARTIAL_RESTORE);
             continue;
         }
         if model.quirks.x87_pointers_uncontrolled && (6..24).contains(&k) {
+            j.took(&latitude::X87_POINTERS);
             continue;
         }
-        return violation(
-            format!("final[{k}]"),
-            format!("SDM allows {p:#04x}, observed {o:#04x}"),
-        );
+        runs.push(final_rule(model, case, prov, k), k, p, o);
     }
-    match (arch.xinuse, obs.xinuse) {
-        (Some(p), Some(o)) => {
-            // XGETBV(1) = XCR0 AND XINUSE, bit 1 forced by MXCSR != 1F80H (SDM1
-            // §13.6): a bit may read 1 over init contents, 0 only over them.
-            let free = !not_init(model, case, &obs.final_image, true) & xcr0;
-            if o & !xcr0 != 0 || (p & !o) & !free != 0 {
-                return violation(
-                    "xinuse",
-                    format!("SDM allows {p:#x} (may clear {free:#x}), observed {o:#x}"),
-                );
-            }
-        }
-        (p, o) if p != o => return violation("xinuse", format!("{p:?} vs {o:?}")),
-        _ => {}
-    }
-    Ok(())
-}
-
-/// FIP as loaded, or canonicalized to 48 or 57 bits (a linear address; the SDM
-/// does not say whether XRSTOR keeps non-canonical bits of it).
-pub fn fip_variants(v: u64) -> [u64; 3] {
-    [
-        v,
-        ((v << 16) as i64 >> 16) as u64,
-        ((v << 7) as i64 >> 7) as u64,
-    ]
+    runs.into(j, |s, e| {
+        let what = match final_component(model, case, s) {
+            Some(i) => crate::component::component_name(i)
+                .unwrap_or("?")
+                .to_string(),
+            None => match s {
+                24..28 => "MXCSR".into(),
+                28..32 => "MXCSR_MASK".into(),
+                512..520 => "XSTATE_BV".into(),
+                _ => "reserved".into(),
+            },
+        };
+        format!("final[{s}..{e}] ({what})")
+    });
 }
 
 /// Components of XCR0 not in init configuration in a capture image; with

@@ -3,10 +3,11 @@
 //! become 1 (the SDM is silent; loading from memory is a use).
 
 use crate::area::read;
-use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::fxsave::fx_gate;
 use crate::legacy;
+use crate::machine::{Machine, Operand};
+use crate::rules;
 
 pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     fx_gate(m)?;
@@ -15,12 +16,15 @@ pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     let b = read(m, op.addr, 512)?;
     let mx = u32::from_le_bytes(b[24..28].try_into().unwrap());
     if m.ctl.cr4_osfxsr {
-        legacy::check_mxcsr(m, mx)?;
+        legacy::check_mxcsr(m, mx, &rules::FXRSTOR_GP_MXCSR_RESERVED)?;
     }
     legacy::load_x87(m, &b[0..160], op.rex_w);
+    m.set_by(1, &rules::FXRSTOR_LOADS_LEGACY);
     if m.ctl.cr4_osfxsr {
         m.st.mxcsr = mx;
         legacy::load_xmm(m, &b[160..416]);
+        m.set_by(2, &rules::FXRSTOR_LOADS_LEGACY);
+        m.mxcsr_by(&rules::FXRSTOR_LOADS_LEGACY);
     }
     if m.quirks().xinuse_by_contents {
         m.st.xinuse = (m.st.xinuse & !0b11) | m.st.not_init(0b11);

@@ -2,17 +2,18 @@
 //! the form REX.W selects, MXCSR and MXCSR_MASK, XMM0..15 (CR4.OSFXSR = 1).
 //! Bytes 160+256..511 are not written. Independent of XCR0 and CR4.OSXSAVE.
 
-use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::legacy;
+use crate::machine::{Machine, Operand};
+use crate::rules;
 
 /// #UD without FXSR; #NM if CR0.TS or CR0.EM.
 pub fn fx_gate(m: &Machine) -> Result<(), Fault> {
     if !m.model.fxsr {
-        return Err(Fault::Ud);
+        return Err(m.raise(&rules::FXSAVE_UD_NO_FXSR, Fault::Ud));
     }
     if m.ctl.cr0_ts || m.ctl.cr0_em {
-        return Err(Fault::Nm);
+        return Err(m.raise(&rules::FXSAVE_NM_TS_EM, Fault::Nm));
     }
     Ok(())
 }
@@ -22,13 +23,14 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     m.check_area(op, 16)?;
     m.access_region(op.addr, 512, true)?;
     let mut w = m.writes();
-    let b = legacy::x87_bytes(m, op.rex_w);
-    w.put(op.addr, &b[0..24]);
-    w.put(op.addr.wrapping_add(32), &b[32..160]);
+    crate::save::x87_writes(m, &mut w, op.addr, op.rex_w);
+    w.by(&rules::FXSAVE_SAVES_LEGACY);
     if m.ctl.cr4_osfxsr {
-        w.put(op.addr.wrapping_add(24), &legacy::mxcsr_bytes(m));
+        let b = legacy::mxcsr_bytes(m);
+        w.put(op.addr.wrapping_add(24), &b[0..4]);
+        w.put_with(&rules::SAVE_MXCSR_MASK, op.addr.wrapping_add(28), &b[4..8]);
         w.put(op.addr.wrapping_add(160), &legacy::xmm_bytes(m));
     }
     legacy::x87_latitude(m, op.addr, op.rex_w);
-    w.commit_save(m, op.addr, 1)
+    w.commit_save(m, op.addr, 1, 0)
 }

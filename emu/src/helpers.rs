@@ -6,9 +6,10 @@
 //! registers sets its XINUSE and XMODIFIED bits (SDM1 §13.6). Anything else is
 //! declined with the instruction's text.
 
-use crate::exec::{Machine, Unsupported};
 use crate::fault::Fault;
 use crate::legacy;
+use crate::machine::{Machine, Policy, Unsupported};
+use crate::rules;
 use iced_x86::{Code, Instruction, OpKind, Register};
 
 /// Under `xinuse-by-contents` (AMD) the bit follows the contents after LDMXCSR,
@@ -29,6 +30,17 @@ fn touch(m: &mut Machine, i: usize) {
 fn touch_always(m: &mut Machine, i: usize) {
     m.st.xinuse |= 1 << i;
     m.st.xmodified |= 1 << i;
+    m.set_by(1 << i, &rules::INSN_SEMANTICS);
+}
+
+/// Under the architectural policy, notes a MOV's or STMXCSR's `len` bytes at `a`.
+fn wrote(m: &mut Machine, a: u64, len: u64) {
+    if m.policy == Policy::Architectural {
+        m.prov
+            .written
+            .push((a, a.wrapping_add(len - 1), &rules::INSN_SEMANTICS));
+        m.lat.bytes_written(a, len);
+    }
 }
 
 /// An SSE instruction wrote an XMM register. `sse-write-avx-under-zmm-hi256`:
@@ -68,14 +80,15 @@ fn data_addr(m: &Machine, ins: &Instruction, size: u64) -> Result<Result<u64, Fa
     // SDM2 (LDMXCSR, MOV, ... 64-bit mode exceptions): a non-canonical address is
     // #SS(0) when the access uses SS, #GP(0) otherwise.
     if !m.canonical(a) {
-        return Ok(Err(if crate::exec::stack_based(ins) {
+        let f = if crate::decode::stack_based(ins) {
             Fault::Ss
         } else {
             Fault::gp0()
-        }));
+        };
+        return Ok(Err(m.raise(&rules::MEM_GP_NON_CANONICAL, f)));
     }
     if m.ctl.alignment_checking() && a % size != 0 {
-        return Ok(Err(Fault::Ac));
+        return Ok(Err(m.raise(&rules::INSN_SEMANTICS, Fault::Ac)));
     }
     Ok(Ok(a))
 }
@@ -85,6 +98,19 @@ fn gpr(r: Register) -> usize {
 }
 
 pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
+    let before = m.gprs;
+    let r = step_other(m, ins)?;
+    if m.policy == Policy::Architectural {
+        for (k, b) in before.iter().enumerate() {
+            if m.gprs[k] != *b {
+                m.prov.gprs[k] = Some(&rules::INSN_SEMANTICS);
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
     let r = match ins.code() {
         // UD2 is #UD by definition (SDM2 UD).
         // UD0, UD1, UD2: defined to raise #UD (UD0 without ModRM on AMD).
@@ -95,7 +121,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
         | Code::Ud0_r64_rm64
         | Code::Ud1_r16_rm16
         | Code::Ud1_r32_rm32
-        | Code::Ud1_r64_rm64 => Err(Fault::Ud),
+        | Code::Ud1_r64_rm64 => Err(m.raise(&rules::INSN_UD_INVALID, Fault::Ud)),
         Code::Nopd | Code::Nopq | Code::Nopw | Code::Nop_rm32 | Code::Nop_rm16 | Code::Nop_rm64 => {
             Ok(())
         }
@@ -121,7 +147,11 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             Ok(a) => {
                 let v = m.gprs[gpr(ins.op1_register())];
                 let cpl = m.ctl.cpl;
-                m.mem.write(a, &v.to_le_bytes(), cpl)
+                let r = m.mem.write(a, &v.to_le_bytes(), cpl);
+                if r.is_ok() {
+                    wrote(m, a, 8);
+                }
+                r
             }
             Err(f) => Err(f),
         },
@@ -145,8 +175,9 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
                         // LDMXCSR is an SSE instruction: it puts SSE in use whatever
                         // the value (Intel host: XSAVE64 after LDMXCSR 1F80H writes
                         // XSTATE_BV[1] = 1; native case `ldmxcsr_default_puts_sse_in_use`).
-                        legacy::check_mxcsr(m, v).map(|_| {
+                        legacy::check_mxcsr(m, v, &rules::INSN_SEMANTICS).map(|_| {
                             m.st.mxcsr = v;
+                            m.mxcsr_by(&rules::INSN_SEMANTICS);
                             touch(m, 1);
                         })
                     }
@@ -159,7 +190,11 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             Ok(a) => {
                 let cpl = m.ctl.cpl;
                 let v = m.st.mxcsr;
-                m.mem.write(a, &v.to_le_bytes(), cpl)
+                let r = m.mem.write(a, &v.to_le_bytes(), cpl);
+                if r.is_ok() {
+                    wrote(m, a, 4);
+                }
+                r
             }
             Err(f) => Err(f),
         },
@@ -182,8 +217,9 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
         }
         Code::VEX_Vzeroupper => {
             if m.ctl.xcr0 & 0b110 != 0b110 {
-                return Ok(Err(Fault::Ud));
+                return Ok(Err(m.raise(&rules::INSN_SEMANTICS, Fault::Ud)));
             }
+            m.set_by(1 << 2 | 1 << 6, &rules::INSN_SEMANTICS);
             m.st.init_component(2);
             if m.model.component(6).is_some() {
                 m.st.comp_mut(6).fill(0);
@@ -196,7 +232,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
         }
         Code::VEX_Kmovq_kr_r64 => {
             if m.ctl.xcr0 & 0xE6 != 0xE6 {
-                return Ok(Err(Fault::Ud));
+                return Ok(Err(m.raise(&rules::INSN_SEMANTICS, Fault::Ud)));
             }
             let k = ins.op0_register().number();
             let v = m.gprs[gpr(ins.op1_register())];

@@ -2,8 +2,10 @@
 //! and 64-bit forms, MXCSR and MXCSR_MASK, XMM registers (SDM2 FXSAVE tables
 //! 3-53, 3-56; SDM1 §13.5.1, §13.5.2).
 
-use crate::exec::Machine;
 use crate::fault::Fault;
+use crate::latitude;
+use crate::machine::Machine;
+use crate::rules::Rule;
 use crate::state::X87;
 
 /// Bytes 0..160 of the x87 part (bytes 24..31, MXCSR, are left as zero here).
@@ -77,7 +79,7 @@ pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
     for k in 0..8 {
         x.st[k].copy_from_slice(&b[32 + 16 * k..32 + 16 * k + 10]);
     }
-    if m.policy == crate::exec::Policy::Architectural {
+    if m.policy == crate::machine::Policy::Architectural {
         m.lat.fsw_es_b = true;
     }
     m.st.x87 = x;
@@ -106,10 +108,11 @@ pub fn mxcsr_bytes(m: &Machine) -> [u8; 8] {
     b
 }
 
-/// #GP(0) if the MXCSR image sets a bit that MXCSR_MASK says is reserved.
-pub fn check_mxcsr(m: &Machine, v: u32) -> Result<(), Fault> {
+/// #GP(0) if the MXCSR image sets a bit that MXCSR_MASK says is reserved
+/// (the instruction's `rule`).
+pub fn check_mxcsr(m: &Machine, v: u32, rule: &'static Rule) -> Result<(), Fault> {
     if v & !m.model.mxcsr_mask != 0 {
-        Err(Fault::gp0())
+        Err(m.raise(rule, Fault::gp0()))
     } else {
         Ok(())
     }
@@ -120,19 +123,25 @@ pub fn check_mxcsr(m: &Machine, v: u32) -> Result<(), Fault> {
 /// canonicalized (see `envelope::fip_variants`). Only under the architectural
 /// policy.
 pub fn x87_latitude(m: &mut Machine, addr: u64, rex_w: bool) {
-    if m.policy != crate::exec::Policy::Architectural {
+    if m.policy != crate::machine::Policy::Architectural {
         return;
     }
     let x = m.st.x87;
     if m.lat.fsw_es_b {
         // ES (bit 7) and B (bit 15) as loaded or as recomputed: either bit may differ.
         let [lo, hi] = x.fsw.to_le_bytes();
-        m.lat.alt(addr.wrapping_add(2), &[lo ^ 0x80]);
-        m.lat.alt(addr.wrapping_add(3), &[hi ^ 0x80]);
+        m.lat
+            .alt(addr.wrapping_add(2), &[lo ^ 0x80], &latitude::FSW_ES_B);
+        m.lat
+            .alt(addr.wrapping_add(3), &[hi ^ 0x80], &latitude::FSW_ES_B);
     }
     if rex_w {
-        for v in crate::envelope::fip_variants(x.fip) {
-            m.lat.alt(addr.wrapping_add(8), &v.to_le_bytes());
+        for v in crate::latitude::fip_variants(x.fip) {
+            m.lat.alt(
+                addr.wrapping_add(8),
+                &v.to_le_bytes(),
+                &latitude::FIP_CANONICAL,
+            );
         }
     }
 }

@@ -13,7 +13,7 @@
 //! the diff_native fuzz target).
 
 use crate::case::Case;
-use crate::exec::{decode, stack_based};
+use crate::decode::{decode, stack_based};
 use crate::fault::{Fault, FaultAt};
 use crate::model::CpuModel;
 

@@ -2,8 +2,9 @@
 //! XCR0 AND XINUSE, with bit 1 set when XCR0[1] = 1 and MXCSR != 1F80H (SDM1
 //! §13.6); other ECX #GP(0). RCX[63:32] is ignored; RAX/RDX[63:32] are cleared.
 
-use crate::exec::Machine;
 use crate::fault::Fault;
+use crate::machine::{Machine, Policy};
+use crate::rules;
 use crate::state::MXCSR_INIT;
 
 pub fn xgetbv1_value(m: &Machine) -> u64 {
@@ -16,16 +17,20 @@ pub fn xgetbv1_value(m: &Machine) -> u64 {
 
 pub fn xgetbv(m: &mut Machine) -> Result<(), Fault> {
     if !m.model.xsave || !m.ctl.cr4_osxsave {
-        return Err(Fault::Ud);
+        return Err(m.raise(&rules::XSAVE_UD_DISABLED, Fault::Ud));
     }
     let v = match m.gprs[1] as u32 {
         0 => m.ctl.xcr0,
         1 if m.model.xgetbv1 => xgetbv1_value(m),
-        _ => return Err(Fault::gp0()),
+        _ => return Err(m.raise(&rules::XGETBV_GP_INVALID_XCR, Fault::gp0())),
     };
     m.gprs[0] = v & 0xFFFF_FFFF;
     m.gprs[2] = v >> 32;
-    if m.gprs[1] as u32 == 1 && m.policy == crate::exec::Policy::Architectural {
+    if m.policy == Policy::Architectural {
+        m.prov.gprs[0] = Some(&rules::XGETBV_RETURNS_XCR);
+        m.prov.gprs[2] = Some(&rules::XGETBV_RETURNS_XCR);
+    }
+    if m.gprs[1] as u32 == 1 && m.policy == Policy::Architectural {
         // XINUSE[i] may read 1 for a component in init configuration (SDM1 §13.6).
         let mut free = m.ctl.xcr0 & !m.st.not_init(m.ctl.xcr0);
         if m.st.mxcsr != MXCSR_INIT {

@@ -4,10 +4,13 @@
 //! 1F80H; MXCSR is loaded only with SSE.
 
 use crate::area::{check_read, read_array, Header};
-use crate::exec::{Machine, Operand};
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
+use crate::machine::{Machine, Operand};
+use crate::restore::{commit_extended, legacy_part, probe_legacy};
+use crate::rules;
+use crate::supervisor::check_supervisor_value;
 use crate::Xfeatures;
 
 /// `allowed` is XCR0 for XRSTOR and XCR0 | IA32_XSS for XRSTORS;
@@ -33,29 +36,29 @@ pub fn restore_compacted(
     let format = h.xcomp_bv & !(1 << 63);
     // #GP: XCOMP_BV[62:0] not a subset of what is enabled.
     if format & !allowed != 0 {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XRSTOR_GP_XCOMP_BV_NOT_ENABLED, Fault::gp0()));
     }
     let fmt = Xfeatures::from_bits_retain(format);
     let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
     m.note_region(op.addr, end as u64, false);
     let probe = |m: &mut Machine| {
         m.probe_last_byte(op.addr, end as u64, false)?;
-        crate::xrstor::probe_legacy(m, op.addr, rfbm)
+        probe_legacy(m, op.addr, rfbm)
     };
     let header_first = m.quirks().xrstor_header_checks_first;
     if !header_first {
         probe(m)?;
     }
     if xstate_bv_63_gp && h.xstate_bv >> 63 == 1 {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XRSTOR_GP_XSTATE_BV_NOT_IN_XCOMP_BV, Fault::gp0()));
     }
     // #GP: XSTATE_BV not a subset of XCOMP_BV (bit 63 may be set: XCOMP_BV[63] = 1).
     if h.xstate_bv & !h.xcomp_bv != 0 {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XRSTOR_GP_XSTATE_BV_NOT_IN_XCOMP_BV, Fault::gp0()));
     }
     // #GP: header bytes 63:16 not zero.
     if h.bytes[16..64].iter().any(|&b| b != 0) {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XRSTOR_GP_HEADER_BYTES_63_16, Fault::gp0()));
     }
     if header_first {
         probe(m)?;
@@ -63,7 +66,7 @@ pub fn restore_compacted(
     let to_restore = format & rfbm & h.xstate_bv;
     let to_init = rfbm & !(format & h.xstate_bv);
     if to_restore & m.ctl.xfd_armed() != 0 {
-        return Err(Fault::Nm);
+        return Err(m.raise(&rules::XRSTOR_NM_XFD, Fault::Nm));
     }
     let base = op.addr;
     let x87 = if to_restore & 1 != 0 {
@@ -84,10 +87,10 @@ pub fn restore_compacted(
         check_read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
     }
     if let Some((mx, xmm)) = &sse {
-        if let Err(f) = legacy::check_mxcsr(m, *mx) {
+        if let Err(f) = legacy::check_mxcsr(m, *mx, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             let (x, xmm) = (x87, *xmm);
             let partial = move |m: &mut Machine| {
-                crate::xrstor::legacy_part(m, op.rex_w, to_init, x.as_ref(), Some(&xmm), true);
+                legacy_part(m, op.rex_w, to_init, x.as_ref(), Some(&xmm), true);
                 for i in Xfeatures::from_bits_retain(to_init)
                     .indices()
                     .filter(|&i| i >= 2)
@@ -98,7 +101,8 @@ pub fn restore_compacted(
                 m.st.xinuse &= !to_init;
             };
             if m.quirks().xrstor_compacted_mxcsr_late {
-                let before = (m.policy == crate::exec::Policy::Architectural).then(|| m.st.clone());
+                let before =
+                    (m.policy == crate::machine::Policy::Architectural).then(|| m.st.clone());
                 partial(m);
                 if let Some(before) = before {
                     m.lat.partial_states.push(before);
@@ -113,9 +117,13 @@ pub fn restore_compacted(
         // SDM1 §13.12: a supervisor component may be partly loaded when XRSTORS
         // faults; the prediction changes nothing before the #GP.
         let b = m.read_slice(base.wrapping_add(s.offset as u64), s.size as usize);
-        crate::xrstors::check_supervisor_value(m, s.index, &b)?;
+        check_supervisor_value(m, s.index, &b)?;
     }
-    crate::xrstor::legacy_part(
+    m.set_by(rfbm, &rules::XRSTOR_LOADS_COMPACTED);
+    if rfbm & 2 != 0 {
+        m.mxcsr_by(&rules::XRSTOR_LOADS_COMPACTED);
+    }
+    legacy_part(
         m,
         op.rex_w,
         to_init,
@@ -127,6 +135,6 @@ pub fn restore_compacted(
         m.st.mxcsr = mx;
     }
     let (xcomp_bv, ext) = (h.xcomp_bv, ext());
-    crate::xrstor::commit_extended(m, op, rfbm, to_restore, to_init, base, ext, xcomp_bv);
+    commit_extended(m, op, rfbm, to_restore, to_init, base, ext, xcomp_bv);
     Ok(())
 }

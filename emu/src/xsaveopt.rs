@@ -3,14 +3,14 @@
 //! address at the same CPL and VMX mode). MXCSR is saved whenever RFBM[1] or
 //! RFBM[2] is set.
 
-use crate::area::Writes;
-use crate::exec::{Machine, Operand, Policy};
 use crate::fault::Fault;
-use crate::xsave::{standard_writes, xinuse_for_xstate_bv};
+use crate::machine::{Machine, Operand};
+use crate::rules;
+use crate::save::{coupled_latitude, standard_writes, xinuse_for_xstate_bv, Format};
 use crate::Xfeatures;
 
 pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
-    m.xsave_family_gate(m.model.xsaveopt)?;
+    m.xsave_family_gate(m.model.xsaveopt, &rules::XSAVEOPT_UD_NOT_ADVERTISED)?;
     m.check_area(op, 64)?;
     let rfbm = m.ctl.xcr0 & m.edx_eax();
     let end = crate::layout::standard_region_end(
@@ -33,24 +33,22 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     }
     let old = crate::area::read_header_qword(m, op.addr);
     let mut w = m.writes();
+    w.by(&rules::XSAVEOPT_SAVES_IN_USE);
     standard_writes(m, &mut w, op.addr, to_be_saved, op.rex_w, rfbm & 0b110 != 0);
-    w.put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
+    w.by(&rules::XSAVE_HEADER_RMW)
+        .put_u64(op.addr.wrapping_add(512), (old & !rfbm) | inuse);
     if rfbm & 1 != 0 {
         crate::legacy::x87_latitude(m, op.addr, op.rex_w);
     }
-    if m.policy == Policy::Architectural {
-        // Any RFBM component not both in use and modified may be written or skipped.
-        let must =
-            m.st.not_init(rfbm) & !m.ctl.xfd_armed() & if info_match { m.st.xmodified } else { !0 };
-        let optional = rfbm & !must & !m.ctl.xfd_armed();
-        let mut all = Writes::default();
-        standard_writes(m, &mut all, op.addr, optional, op.rex_w, false);
-        let Machine { st, mem, lat, .. } = &mut *m;
-        all.for_each(st, |a, b| lat.alt_or_old(mem, a, b));
-        m.lat.header_bits(
-            op.addr.wrapping_add(512),
-            rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed(),
-        );
-    }
-    w.commit_save(m, op.addr, rfbm)
+    coupled_latitude(
+        m,
+        op.addr,
+        rfbm,
+        op.rex_w,
+        Format::Standard,
+        info_match,
+        &rules::XSAVEOPT_SAVES_IN_USE,
+        &rules::XSAVE_HEADER_RMW,
+    );
+    w.commit_save(m, op.addr, rfbm, rfbm)
 }

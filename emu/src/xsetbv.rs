@@ -1,8 +1,9 @@
 //! XSETBV (SDM2 XSETBV; SDM1 §13.3): CPL 0 only, ECX = 0 only, and the value must
 //! be a valid XCR0 for this CPU.
 
-use crate::exec::Machine;
 use crate::fault::Fault;
+use crate::machine::Machine;
+use crate::rules;
 
 /// Whether `v` may be loaded into XCR0 (SDM1 §13.3).
 pub fn valid_xcr0(supported: u64, v: u64) -> bool {
@@ -26,17 +27,17 @@ pub fn exits_to_vmm(m: &Machine) -> bool {
 
 pub fn xsetbv(m: &mut Machine) -> Result<(), Fault> {
     if !m.model.xsave || !m.ctl.cr4_osxsave {
-        return Err(Fault::Ud);
+        return Err(m.raise(&rules::XSAVE_UD_DISABLED, Fault::Ud));
     }
     if m.ctl.cpl != 0 {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XSETBV_GP_CPL, Fault::gp0()));
     }
     if m.gprs[1] as u32 != 0 {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XSETBV_GP_ECX, Fault::gp0()));
     }
     let v = m.edx_eax();
     if !valid_xcr0(m.model.xcr0_supported, v) {
-        return Err(Fault::gp0());
+        return Err(m.raise(&rules::XSETBV_GP_INVALID_XCR0, Fault::gp0()));
     }
     m.ctl.xcr0 = v;
     Ok(())

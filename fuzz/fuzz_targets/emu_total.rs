@@ -19,11 +19,8 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             };
             let why = match check(model, &case, &pred) {
-                Ok(Ok(())) => continue,
-                Ok(Err(v)) => format!(
-                    "the prediction lies outside the envelope: {}: {}",
-                    v.field, v.detail
-                ),
+                Ok(j) if j.inside() => continue,
+                Ok(j) => format!("the prediction lies outside the envelope: {j}"),
                 Err(u) => format!("predict ran the case but the envelope declines it: {u}"),
             };
             let text = case_text(

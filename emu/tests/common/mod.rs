@@ -91,10 +91,8 @@ impl T {
     pub fn predict(&self) -> Outcome {
         let o = xsave_emu::predict(&self.model, &self.case).expect("supported case");
         // Every prediction lies inside the envelope.
-        match xsave_emu::check(&self.model, &self.case, &o).expect("supported case") {
-            Ok(()) => {}
-            Err(v) => panic!("prediction outside the envelope: {}: {}", v.field, v.detail),
-        }
+        let j = xsave_emu::check(&self.model, &self.case, &o).expect("supported case");
+        assert!(j.inside(), "prediction outside the envelope: {j}");
         o
     }
     pub fn fault(&self) -> Option<Fault> {

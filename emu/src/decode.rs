@@ -1,0 +1,155 @@
+//! Decoding the case's code with iced-x86, and what the decoder tells about an
+//! instruction beyond its operation: whether its memory operand uses SS, and
+//! whether it is longer than 15 bytes.
+
+use crate::case::CODE_BASE;
+use crate::model::CpuModel;
+use iced_x86::{CpuidFeature, Decoder, DecoderError, DecoderOptions, Instruction, Register};
+
+/// Decodes the case's code into instructions (at [`CODE_BASE`]). A truncated
+/// last instruction comes out as an invalid instruction; [`decode_checked`] tells
+/// it apart.
+pub fn decode(code: &[u8]) -> Vec<Instruction> {
+    decode_checked(code).into_iter().map(|(i, _)| i).collect()
+}
+
+/// Decodes the case's code; each instruction comes with `true` when the code
+/// ended inside it (hardware would fetch bytes past the case's code).
+pub fn decode_checked(code: &[u8]) -> Vec<(Instruction, bool)> {
+    decode_with_errors(code)
+        .into_iter()
+        .map(|(ins, e)| (ins, e == DecoderError::NoMoreBytes))
+        .collect()
+}
+
+/// Whether a memory operand's access uses SS: in 64-bit mode the ES, CS, SS and
+/// DS overrides are ignored (SDM1 §3.3.7.1), so SS is used exactly when the base
+/// register is RSP or RBP (ESP/EBP with a 67H prefix). Intel host: a
+/// non-canonical `ds: ldmxcsr [rbp]` and `ds: xsave64 [rbp]` give #SS(0), `ss:
+/// ldmxcsr [rbx]` gives #GP(0) (corpus/silicon/non-canonical-stack-base-ss.case).
+pub fn stack_based(ins: &Instruction) -> bool {
+    matches!(
+        ins.memory_base(),
+        Register::RSP | Register::RBP | Register::ESP | Register::EBP
+    )
+}
+
+/// Whether the (invalid) instruction at `ins` is longer than 15 bytes (SDM
+/// Vol.2 §2.3.11: #GP(0)). iced-x86 rejects such an instruction without saying
+/// how long it is; its length is measured by decoding it again with the run of
+/// prefixes collapsed (one copy of each distinct legacy prefix, in the order of
+/// its last occurrence, so the last segment or F2/F3 prefix still wins, and the
+/// REX prefix if it is the last byte before the opcode), then adding back the
+/// bytes removed. 15 or more prefix bytes can never end within 15 bytes.
+/// `None`: the length cannot be told (see the end).
+pub fn too_long(code: &[u8], ins: &Instruction, options: u32) -> Option<bool> {
+    let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
+    let Some(rest) = code.get(start..) else {
+        return Some(false);
+    };
+    let is_rex = |b: u8| (0x40..=0x4f).contains(&b);
+    let is_prefix = |b: u8| {
+        matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        ) || is_rex(b)
+    };
+    let run = rest.iter().take_while(|&&b| is_prefix(b)).count();
+    if run >= 15 {
+        return Some(true);
+    }
+    let (prefixes, tail) = rest.split_at(run);
+    let mut kept: Vec<u8> = Vec::new();
+    for &b in prefixes.iter().filter(|&&b| !is_rex(b)) {
+        kept.retain(|&k| k != b);
+        kept.push(b);
+    }
+    if let Some(&last) = prefixes.last().filter(|&&b| is_rex(b)) {
+        kept.push(last);
+    }
+    // The length decoder sizes an opcode before anything checks that it is
+    // valid: an undefined form (66H 0F 78 /6 on Intel) still has the length of
+    // its opcode map entry. When the collapsed bytes do not decode, they are
+    // sized again without the mandatory prefixes (66H, F2H, F3H), which select
+    // the form but not the ModRM and displacement (NP 0F 78 /r is VMREAD).
+    let without_mandatory: Vec<u8> = kept
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, 0x66 | 0xf2 | 0xf3))
+        .collect();
+    // Sized by the first candidate that decodes. An opcode of AMD's retired
+    // extensions (3DNow!, SSE4a, XOP, FMA4, TBM), which iced-x86 decodes for any
+    // CPU, is sized by a CPU without them as something else: Intel host, 13 REX
+    // prefixes then 0F 0F 0F 1C (3DNow! with ModRM and suffix, 17 bytes) is #UD,
+    // not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin). Unknown.
+    let sized = [kept, without_mandatory].into_iter().find_map(|mut p| {
+        let removed = run - p.len();
+        p.extend_from_slice(tail);
+        let ins = Decoder::with_ip(64, &p, CODE_BASE, options).decode();
+        if ins.is_invalid() {
+            return None;
+        }
+        let retired = ins.cpuid_features().iter().any(|f| {
+            matches!(
+                f,
+                CpuidFeature::D3NOW
+                    | CpuidFeature::D3NOWEXT
+                    | CpuidFeature::SSE4A
+                    | CpuidFeature::XOP
+                    | CpuidFeature::FMA4
+                    | CpuidFeature::TBM
+            )
+        });
+        Some((!retired).then(|| ins.len() + removed > 15))
+    });
+    // Neither decodes (or only as a retired AMD opcode): the length is the
+    // hardware length decoder's. The longest form (3-byte opcode, ModRM, SIB,
+    // disp32, imm32) is 13 bytes, so after at most two prefixes it cannot pass
+    // 15 bytes.
+    sized.flatten().or((run <= 2).then_some(false))
+}
+
+/// Whether the undefined instruction `ins` is LOCK MOV to or from CR0 on an AMD
+/// model: AMD's alternative encoding of MOV CR8, which iced-x86 calls invalid in
+/// 64-bit mode (Zen 5 host: F0 0F 22 00 and F0 0F 20 00 at CPL 3 are #GP(0), as
+/// MOV CRn is; diff_native finding).
+pub fn amd_lock_mov_cr(model: &CpuModel, code: &[u8], ins: &Instruction) -> bool {
+    let at = ins.ip().wrapping_sub(CODE_BASE) as usize;
+    let bytes = code.get(at..).unwrap_or_default();
+    let prefix = |b: &u8| {
+        matches!(
+            b,
+            0xF0 | 0x66 | 0x67 | 0xF2 | 0xF3 | 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65
+        ) || (0x40..=0x4F).contains(b)
+    };
+    let n = bytes.iter().take_while(|b| prefix(b)).count();
+    model.vendor == crate::model::Vendor::Amd
+        && bytes[..n].contains(&0xF0)
+        && matches!(bytes[n..], [0x0F, 0x20 | 0x22, ..])
+}
+
+/// Decodes the case's code with iced-x86's verdict on each instruction
+/// (`DecoderError::None` for a valid one).
+pub fn decode_with_errors(code: &[u8]) -> Vec<(Instruction, DecoderError)> {
+    decode_lazily(code, DecoderOptions::NONE).collect()
+}
+
+/// [`decode_with_errors`] one instruction at a time, as the run reaches it
+/// (nothing after a fault is decoded), with `options` ([`CpuModel::decoder_options`]).
+pub fn decode_lazily(
+    code: &[u8],
+    options: u32,
+) -> impl Iterator<Item = (Instruction, DecoderError)> + '_ {
+    let mut d = Decoder::with_ip(64, code, CODE_BASE, options);
+    std::iter::from_fn(move || {
+        d.can_decode().then(|| {
+            let ins = d.decode();
+            let e = if ins.is_invalid() {
+                d.last_error()
+            } else {
+                DecoderError::None
+            };
+            (ins, e)
+        })
+    })
+}

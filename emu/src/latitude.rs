@@ -1,0 +1,253 @@
+//! The latitude the SDM grants, as data ([`LATITUDES`]: a stable id, one
+//! sentence, its citation, like [`crate::rules`]), and [`Freedoms`]: what a
+//! run under [`Policy::Architectural`](crate::machine::Policy) recorded of it,
+//! each freedom tagged with the latitude that grants it, so that a verdict
+//! inside the envelope but off the model names the latitude taken.
+//!
+//! Coupled choices are recorded jointly ([`Coupled`]): a compacted save or
+//! XSAVEOPT writes XSTATE_BV[i] and component i's bytes from one choice of
+//! XINUSE[i] (and XMODIFIED[i]), so a header bit cannot flip alone.
+
+use crate::fault::Fault;
+use crate::memory::{Memory, Prot};
+use crate::state::XState;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One freedom the SDM grants (or, where it is silent, that this project
+/// grants and says so).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Latitude {
+    pub id: &'static str,
+    pub sentence: &'static str,
+    pub citation: &'static str,
+}
+
+impl fmt::Display for Latitude {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.id)
+    }
+}
+
+macro_rules! latitudes {
+    ($($name:ident = $id:literal, $sentence:literal, $citation:literal;)*) => {
+        $(pub static $name: Latitude = Latitude { id: $id, sentence: $sentence, citation: $citation };)*
+        /// Every latitude, in the order of this file.
+        pub static LATITUDES: &[&Latitude] = &[$(&$name),*];
+    };
+}
+
+latitudes! {
+    XINUSE_1_OVER_INIT = "xinuse-1-over-init",
+        "XINUSE[i] may be 1 while state component i is in its initial configuration: XSTATE_BV[i] and XGETBV(1) bit i may read 1, and a save with the init optimization then writes the component (its init values) with XSTATE_BV[i] = 1.",
+        "SDM1 §13.6, §13.8.3 (after XRSTOR initializes i, XINUSE[i] may be 0 or 1)";
+    MODIFIED_OPTIMIZATION = "modified-optimization",
+        "When XRSTOR_INFO matches, XSAVEOPT and XSAVES may skip a component not modified since the last XRSTOR(S) (XMODIFIED[i] = 0) or save it (XMODIFIED[i] = 1 is always allowed); XSTATE_BV is written as if saved.",
+        "SDM1 §13.6, §13.9, §13.11; SDM2 XSAVEOPT, XSAVES Operation";
+    PF_ANY_BYTE = "pf-any-byte-of-region",
+        "An instruction may access any byte of any state component it operates on, written or not, in an order the SDM does not give: a #PF may be reported on any of them whose page refuses the access, before the other checks of the instruction.",
+        "SDM1 §13.13; reference S1 (order of #PF and header #GP silent)";
+    PARTIAL_SAVE = "partial-save-before-fault",
+        "A save that faults may have written any part of what it would have written, on the pages that allow it.",
+        "SDM silent (reference §5.2 item 9)";
+    PARTIAL_RESTORE = "partial-restore-before-fault",
+        "A restore that faults may have loaded or initialized part of the state it would have (supervisor components: each element old, new or init).",
+        "SDM1 §13.12 (supervisor); SDM silent for user components (reference S2)";
+    CANONICAL_OR_ALIGNMENT = "canonical-or-alignment-first",
+        "A base both non-canonical and misaligned may raise either fault: the SDM lists both, in no order.",
+        "SDM2 XSAVE, XRSTOR, XSAVEOPT, XSAVEC, XSAVES, XRSTORS, FXSAVE, FXRSTOR exceptions";
+    AC_OR_GP = "ac-or-gp-misaligned",
+        "With alignment checking on, a misaligned area may raise #AC instead of #GP(0) (the width of the alignment check may vary).",
+        "SDM1 §13.7 footnote; SDM2 XSAVE, FXSAVE #AC notes";
+    FSW_ES_B = "fsw-es-b-recomputed",
+        "After an x87 load, FSW.ES (bit 7) and FSW.B (bit 15) may be as loaded or recomputed from the unmasked exception flags.",
+        "SDM1 §8.1.3 (ES summarizes unmasked exceptions, B mirrors ES)";
+    FIP_CANONICAL = "fip-canonicalized",
+        "A 64-bit FIP may be kept as loaded or canonicalized (sign-extended from bit 47 or bit 56).",
+        "SDM silent (FIP is a linear address, SDM1 §8.1.8)";
+    X87_POINTERS = "x87-pointers-implementation",
+        "FOP, FIP and FDP hold implementation-dependent values (FOP compatibility mode, FDP_EXCPTN_ONLY, AMD's rule for ES = 0) where the model says so.",
+        "SDM1 §8.1.8, §8.1.9.1; AMD APM Vol.4 FXSAVE";
+    PF_P_BIT_OUTSIDE_CASE = "pf-p-bit-outside-case",
+        "Whether a page outside the case's pages is present is the OS's page tables, not the CPU's: the P bit of a #PF there may be either value.",
+        "SDM3 §4.7 (P bit of the error code)";
+}
+
+/// The latitude with this id.
+pub fn by_id(id: &str) -> Option<&'static Latitude> {
+    LATITUDES.iter().copied().find(|l| l.id == id)
+}
+
+/// One coupled choice of a save: XSTATE_BV bit `bit` of the header qword at
+/// `header` and component `bit`'s bytes are decided together; `choices` lists
+/// the (bit, written) pairs the SDM allows. Taking (1, unwritten) is the
+/// modified optimization, the others XINUSE[i] = 1 or 0 over init contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupled {
+    pub header: u64,
+    pub bit: u32,
+    /// Each written byte: address, value written, value before the save.
+    pub bytes: Vec<(u64, u8, u8)>,
+    pub choices: Vec<(bool, bool)>,
+    /// What bytes that fit no choice break.
+    pub save_rule: &'static crate::rules::Rule,
+    /// What a bit that fits no choice (given the bytes) breaks.
+    pub header_rule: &'static crate::rules::Rule,
+    /// The header bit is still this save's (no later save rewrote it).
+    pub header_live: bool,
+}
+
+/// What a run recorded of the latitude (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Freedoms {
+    /// Arena byte -> values it may hold besides the predicted one, and why.
+    pub mem_alt: BTreeMap<u64, Vec<(u8, &'static Latitude)>>,
+    /// Address of an XSTATE_BV qword written by XSAVE -> bits that may be
+    /// either value (XINUSE[i] = 1 over init contents; XSAVE writes the bytes
+    /// anyway, so the bit is not coupled with them).
+    pub header_free: BTreeMap<u64, u64>,
+    /// Coupled choices of completed saves.
+    pub coupled: Vec<Coupled>,
+    /// Coupled choices of the current instruction, until its writes commit.
+    pub pending: Vec<Coupled>,
+    /// An x87 load happened: FSW bits 7 (ES) and 15 (B) may have been recomputed.
+    pub fsw_es_b: bool,
+    /// The region the current (last run) instruction may access (SDM1 §13.13: any
+    /// byte of any component it operates on): a #PF may be reported on any byte of
+    /// it whose page refuses the access.
+    pub pf_region: Option<PfRegion>,
+    /// Faults the current instruction may raise instead of the predicted one,
+    /// before any access (#GP(0) for #AC), and the latitude that allows it;
+    /// moved into `alt_faults` by the run.
+    pub alt_fault: Vec<(Fault, &'static Latitude)>,
+    /// Instruction index -> faults it may raise instead of the predicted one.
+    pub alt_faults: BTreeMap<usize, Vec<(Fault, &'static Latitude)>>,
+    /// Instruction index -> the region it may access (see `pf_region`).
+    pub pf_regions: BTreeMap<usize, PfRegion>,
+    /// States the SDM also allows after a fault (partial updates), turned into
+    /// `final_alt` by the run.
+    pub partial_states: Vec<XState>,
+    /// Final-image byte -> values it may hold besides the predicted one
+    /// (partial restores before a fault).
+    pub final_alt: BTreeMap<usize, Vec<u8>>,
+    /// GPR -> bits that may be either value (XGETBV(1) of components in init
+    /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
+    pub gpr_free: [u64; 16],
+}
+
+/// Bytes an instruction may touch, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PfRegion {
+    /// First and last byte (inclusive).
+    pub first: u64,
+    pub last: u64,
+    /// The instruction writes the region (a save); it may still read it first.
+    pub write: bool,
+}
+
+impl PfRegion {
+    /// Whether `addr` lies in the region.
+    pub fn contains(&self, addr: u64) -> bool {
+        (self.first..=self.last).contains(&addr)
+    }
+    /// Whether `Pf{err, addr}` is a fault an access to this region may raise.
+    pub fn allows(&self, mem: &Memory, cpl: u8, err: u32, addr: u64) -> bool {
+        if !self.contains(addr) {
+            return false;
+        }
+        let prot = mem.prot_at(addr);
+        let present = prot != Prot::None;
+        let w = err & 2 != 0;
+        let expect_u = (cpl == 3) as u32;
+        if err & 1 != present as u32 || (err >> 2) & 1 != expect_u || err & !7 != 0 {
+            return false;
+        }
+        match prot {
+            Prot::None => !w || self.write,
+            Prot::Read => w && self.write,
+            Prot::ReadWrite => false,
+        }
+    }
+}
+
+impl Freedoms {
+    /// Byte `addr..` may hold `vals` instead, by latitude `why`.
+    pub fn alt(&mut self, addr: u64, vals: &[u8], why: &'static Latitude) {
+        for (k, &v) in vals.iter().enumerate() {
+            let e = self.mem_alt.entry(addr.wrapping_add(k as u64)).or_default();
+            if !e.iter().any(|&(x, _)| x == v) {
+                e.push((v, why));
+            }
+        }
+    }
+    pub fn header_bits(&mut self, addr: u64, bits: u64) {
+        *self.header_free.entry(addr).or_default() |= bits;
+    }
+    /// The latitude that lets byte `addr` hold `v`, if any.
+    pub fn mem_allows(&self, addr: u64, v: u8) -> Option<&'static Latitude> {
+        self.mem_alt
+            .get(&addr)
+            .and_then(|e| e.iter().find(|&&(x, _)| x == v))
+            .map(|&(_, l)| l)
+    }
+
+    /// `[first, first + len)` was written definitively (a completed save, a
+    /// MOV): the coupled bytes of earlier saves there no longer apply.
+    pub fn bytes_written(&mut self, first: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let last = first.wrapping_add(len - 1);
+        for c in &mut self.coupled {
+            c.bytes.retain(|&(a, _, _)| a < first || a > last);
+        }
+        self.coupled
+            .retain(|c| c.header_live || !c.bytes.is_empty());
+    }
+
+    /// A completed save rewrote `bits` of the XSTATE_BV qword at `header`:
+    /// earlier choices of those bits no longer show.
+    pub fn header_rewritten(&mut self, header: u64, bits: u64) {
+        for c in &mut self.coupled {
+            if c.header == header && bits >> c.bit & 1 != 0 {
+                c.header_live = false;
+            }
+        }
+        self.coupled
+            .retain(|c| c.header_live || !c.bytes.is_empty());
+        if let Some(f) = self.header_free.get_mut(&header) {
+            *f &= !bits;
+        }
+    }
+
+    /// The current save completed: its pending choices hold.
+    pub fn commit_pending(&mut self) {
+        self.coupled.append(&mut self.pending);
+    }
+
+    /// The current save faulted: any part of its writes may have been made
+    /// (on the pages `writable` allows), so its pending choices become
+    /// byte alternatives and free header bits.
+    pub fn fault_pending(&mut self, writable: impl Fn(u64) -> bool) {
+        for c in std::mem::take(&mut self.pending) {
+            for &(a, new, _) in &c.bytes {
+                if writable(a) {
+                    self.alt(a, &[new], &PARTIAL_SAVE);
+                }
+            }
+            if writable(c.header) {
+                self.header_bits(c.header, 1 << c.bit);
+            }
+        }
+    }
+}
+
+/// FIP as loaded, or canonicalized to 48 or 57 bits (a linear address; the SDM
+/// does not say whether XRSTOR keeps non-canonical bits of it).
+pub fn fip_variants(v: u64) -> [u64; 3] {
+    [
+        v,
+        ((v << 16) as i64 >> 16) as u64,
+        ((v << 7) as i64 >> 7) as u64,
+    ]
+}
