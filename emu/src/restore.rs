@@ -11,22 +11,23 @@ use crate::state::XrstorInfo;
 use crate::Xfeatures;
 
 /// The `pf-last-byte` quirk, after the last byte: Intel probes byte 0 if
-/// RFBM[0] = 1 and byte 24 (MXCSR) if RFBM[1] or RFBM[2] = 1, whatever
-/// XSTATE_BV says, before any header #GP and before XFD's #NM, in both forms.
+/// `probe`[0] = 1 and byte 24 (MXCSR) if `probe`[1] or `probe`[2] = 1,
+/// whatever XSTATE_BV says, before any header #GP and before XFD's #NM: the
+/// standard form passes RFBM, the compacted form RFBM AND XCOMP_BV[1:0].
 /// Intel host, page 0 absent, header on page 1 (corpus/silicon/xrstor-probe-byte-0-*.case):
 /// RFBM = x87 with XSTATE_BV = 0, with a reserved header byte set, with
 /// XSTATE_BV bit 56, with XCOMP_BV = 2^63 | 1 and with armed TILEDATA in
 /// XSTATE_BV (#NM otherwise): #PF at base + 0; RFBM = SSE or AVX with a reserved
 /// header byte set: #PF at base + 24; RFBM = x87 | SSE: base + 0; with the
 /// region's last byte absent as well, the last byte first.
-pub fn probe_legacy(m: &Machine, base: u64, rfbm: u64) -> Result<(), Fault> {
+pub fn probe_legacy(m: &Machine, base: u64, probe: u64) -> Result<(), Fault> {
     if !m.quirks().pf_last_byte {
         return Ok(());
     }
-    if rfbm & 1 != 0 {
+    if probe & 1 != 0 {
         m.read_check(base, 1)?;
     }
-    if rfbm & 0b110 != 0 {
+    if probe & 0b110 != 0 {
         m.read_check(base.wrapping_add(24), 1)?;
     }
     Ok(())

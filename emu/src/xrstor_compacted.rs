@@ -41,9 +41,15 @@ pub fn restore_compacted(
     let fmt = Xfeatures::from_bits_retain(format);
     let end = layout::compacted_end(m.model, fmt, Xfeatures::from_bits_retain(rfbm));
     m.note_region(op.addr, end as u64, false);
+    // Intel probes the legacy bytes of the components this form may load: x87
+    // and SSE of RFBM AND XCOMP_BV (outside XCOMP_BV they are initialized).
+    // Intel host, page 0 absent, a reserved header byte set, XCOMP_BV =
+    // 2^63 | SSE: RFBM = SSE and RFBM = E7H (x87 included) both #PF at base + 24
+    // (corpus/silicon/xrstor-compacted-probe-byte-24-*.case); XCOMP_BV = 2^63 | x87
+    // with RFBM = x87: base + 0. XCOMP_BV with AVX but not SSE: not measured.
     let probe = |m: &mut Machine| {
         m.probe_last_byte(op.addr, end as u64, false)?;
-        probe_legacy(m, op.addr, rfbm)
+        probe_legacy(m, op.addr, rfbm & format & 0b11)
     };
     let header_first = m.quirks().xrstor_header_checks_first;
     if !header_first {

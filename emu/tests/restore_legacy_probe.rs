@@ -49,6 +49,48 @@ fn intel_probes_byte_24_for_sse_or_avx_before_header_gp() {
 }
 
 #[test]
+fn intel_compacted_probes_only_the_legacy_bytes_of_xcomp_bv() {
+    // diff_native on the Intel host (issue 13; corpus/silicon/
+    // xrstor-compacted-probe-byte-24-not-0-x87-outside-xcomp-bv.case): XRSTOR64,
+    // RFBM = E7H, XCOMP_BV = 2^63 | SSE, header byte 24 set: #PF at base + 24,
+    // not base + 0: x87 is outside XCOMP_BV, so it is initialized, not probed.
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let xcomp = |bits: u64| {
+        let v: u64 = 1 << 63 | bits;
+        (0..8).map(move |k| (8 + k, (v >> (8 * k)) as u8))
+    };
+    let hdr: Vec<(usize, u8)> = xcomp(2).chain([(24, 1)]).collect();
+    assert_eq!(pf_at(&m, &case(&m, 0xE7, &hdr)), Some(24));
+    // With x87 in XCOMP_BV, byte 0 first (xrstor-probe-byte-0-* in compacted form).
+    let hdr: Vec<(usize, u8)> = xcomp(3).chain([(24, 1)]).collect();
+    assert_eq!(pf_at(&m, &case(&m, 0xE7, &hdr)), Some(0));
+    // The envelope admits either address for any model (SDM1 §13.13), names
+    // the latitude, and rejects an address outside the region.
+    let hdr: Vec<(usize, u8)> = xcomp(2).chain([(24, 1)]).collect();
+    let c = case(&m, 0xE7, &hdr);
+    let mut o = predict(&m, &c).unwrap();
+    let f = o.fault.unwrap();
+    o.fault = Some(xsave_emu::FaultAt {
+        fault: Fault::Pf { err: 4, addr: BASE },
+        ..f
+    });
+    let j = check(&m, &c, &o).unwrap();
+    assert!(j.inside(), "{j}");
+    assert_eq!(j.latitude_ids(), ["pf-any-byte-of-region"]);
+    o.fault = Some(xsave_emu::FaultAt {
+        fault: Fault::Pf {
+            err: 4,
+            addr: BASE - 0x1000,
+        },
+        ..f
+    });
+    assert_eq!(
+        check(&m, &c, &o).unwrap().rule_ids(),
+        ["mem.pf-within-region"]
+    );
+}
+
+#[test]
 fn the_architectural_envelope_admits_the_probe_and_the_plain_gp() {
     // A model without the quirk predicts the header #GP; the SDM allows the #PF
     // on byte 0 too (any byte of the region may be accessed first).
