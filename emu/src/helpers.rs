@@ -30,6 +30,11 @@ fn touch(m: &mut Machine, i: usize) {
 fn touch_always(m: &mut Machine, i: usize) {
     m.st.xinuse |= 1 << i;
     m.st.xmodified |= 1 << i;
+}
+
+/// Notes (architectural policy) that this instruction set component i's
+/// registers: a changed value there breaks its semantics.
+fn wrote_comp(m: &mut Machine, i: usize) {
     m.set_by(1 << i, &rules::INSN_SEMANTICS);
 }
 
@@ -48,6 +53,7 @@ fn wrote(m: &mut Machine, a: u64, len: u64) {
 /// non-zero: MOVQ XMM7, R8 and PXOR XMM0, XMM0 read XINUSE[2] = 1; with only
 /// Hi16_ZMM or opmask in use, 0).
 fn sse_write(m: &mut Machine, zero_idiom: bool) {
+    wrote_comp(m, 1);
     if zero_idiom {
         touch(m, 1);
     } else {
@@ -175,7 +181,7 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
                         // LDMXCSR is an SSE instruction: it puts SSE in use whatever
                         // the value (Intel host: XSAVE64 after LDMXCSR 1F80H writes
                         // XSTATE_BV[1] = 1; native case `ldmxcsr_default_puts_sse_in_use`).
-                        legacy::check_mxcsr(m, v, &rules::INSN_SEMANTICS).map(|_| {
+                        legacy::check_mxcsr(m, v, &rules::LDMXCSR_GP_RESERVED).map(|_| {
                             m.st.mxcsr = v;
                             m.mxcsr_by(&rules::INSN_SEMANTICS);
                             touch(m, 1);
@@ -239,6 +245,7 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
             m.st.comp_mut(5)[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
             // Zen 5 host: KMOVQ K1, RAX with RAX = 0 reads XINUSE[5] = 1.
             touch_always(m, 5);
+            wrote_comp(m, 5);
             Ok(())
         }
         Code::Fninit => {
@@ -253,6 +260,7 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
                 ..crate::state::X87::init()
             };
             touch(m, 0);
+            wrote_comp(m, 0);
             Ok(())
         }
         Code::Lea_r64_m | Code::Lea_r32_m => {

@@ -212,6 +212,9 @@ rules! {
     GPRS_UNCHANGED = "gprs.unchanged",
         "The XSAVE-family instructions modify no general-purpose register (XGETBV writes EDX:EAX).",
         "SDM2 XSAVE-family Operation sections";
+    LDMXCSR_GP_RESERVED = "ldmxcsr.gp-mxcsr-reserved",
+        "LDMXCSR: #GP(0) if the value sets a reserved bit of MXCSR (a bit clear in MXCSR_MASK).",
+        "SDM2 LDMXCSR exceptions";
     INSN_SEMANTICS = "insn.other-semantics",
         "The other instructions a case uses (MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP) do what their pages say.",
         "SDM2 MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP Operation";
