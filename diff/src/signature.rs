@@ -36,32 +36,32 @@ pub fn judge(model: &CpuModel, case: &Case, cmp: &Comparison, obs: &Outcome) -> 
     from_verdict(&verdict(model, case, cmp, obs), cmp)
 }
 
-/// The judgement a verdict gives. Until the envelope names rules, the rule of
-/// a violation is its first field's kind (`fault`, `gprs.rax`, `memory`), and
-/// the latitude of an outcome inside the envelope is the comparison's classes.
+/// The judgement a verdict gives: the rules the envelope names
+/// (`xsave_emu::rules` ids), or the latitude it names (`xsave_emu::latitude`
+/// ids; where it names none, the difference is the model's own path and the
+/// comparison's classes stand for it).
 pub fn from_verdict(v: &Verdict, cmp: &Comparison) -> Judgement {
     match v {
         Verdict::MatchesModel => Judgement::Latitude { taken: Vec::new() },
-        Verdict::InsideEnvelope => Judgement::Latitude {
+        Verdict::InsideEnvelope { latitude } if latitude.is_empty() => Judgement::Latitude {
             taken: vec![cmp.signature()],
         },
-        Verdict::OutsideEnvelope { field, .. } => Judgement::Breaks {
-            rules: vec![Broken {
-                rule: field_kind(field),
-                fields: vec![field.clone()],
-            }],
+        Verdict::InsideEnvelope { latitude } => Judgement::Latitude {
+            taken: latitude.iter().map(|l| l.to_string()).collect(),
+        },
+        Verdict::OutsideEnvelope { broken } => Judgement::Breaks {
+            rules: broken
+                .iter()
+                .map(|b| Broken {
+                    rule: b.rule.to_string(),
+                    fields: b.fields.clone(),
+                })
+                .collect(),
         },
         Verdict::Unjudged { reason } => Judgement::Unjudged {
             reason: reason.clone(),
         },
     }
-}
-
-/// A violation's field without its offsets: `memory arena+0x40..0x48` ->
-/// `memory`, `final[24..28]` -> `final`.
-fn field_kind(field: &str) -> String {
-    let end = field.find([' ', '[']).unwrap_or(field.len());
-    field[..end].to_string()
 }
 
 /// The instruction a mismatch is charged to: the first faulting instruction of
@@ -182,24 +182,54 @@ mod tests {
 
     #[test]
     fn a_violation_is_one_signature_per_rule() {
+        // Two rules broken (issue 13: a signature is (backend, rule, instruction)).
+        let broken = |rule: &'static str, field: &str| crate::compare::BrokenRule {
+            rule,
+            sentence: "",
+            citation: "",
+            fields: vec![field.into()],
+        };
         let j = from_verdict(
             &Verdict::OutsideEnvelope {
-                field: "memory arena+0x40..0x48".into(),
-                detail: String::new(),
+                broken: vec![
+                    broken("xsave.mxcsr-with-sse-or-avx", "memory[0x18..0x20]: ..."),
+                    broken("save.x87-format", "memory[0x6..0x8]: ..."),
+                ],
             },
             &Comparison::default(),
         );
         let s = signatures("exec:valgrind", &j, "xsave");
         assert_eq!(
             s,
-            [Signature {
-                backend: "exec:valgrind".into(),
-                rule: "memory".into(),
-                instruction: "xsave".into()
-            }]
+            [
+                Signature {
+                    backend: "exec:valgrind".into(),
+                    rule: "xsave.mxcsr-with-sse-or-avx".into(),
+                    instruction: "xsave".into()
+                },
+                Signature {
+                    backend: "exec:valgrind".into(),
+                    rule: "save.x87-format".into(),
+                    instruction: "xsave".into()
+                }
+            ]
         );
-        assert_eq!(s[0].to_string(), "exec:valgrind: memory on xsave");
-        let inside = from_verdict(&Verdict::InsideEnvelope, &Comparison::default());
+        assert_eq!(
+            s[0].to_string(),
+            "exec:valgrind: xsave.mxcsr-with-sse-or-avx on xsave"
+        );
+        let inside = from_verdict(
+            &Verdict::InsideEnvelope {
+                latitude: vec!["xinuse-1-over-init"],
+            },
+            &Comparison::default(),
+        );
+        assert_eq!(
+            inside,
+            Judgement::Latitude {
+                taken: vec!["xinuse-1-over-init".into()]
+            }
+        );
         assert!(signatures("x", &inside, "xsave").is_empty());
     }
 }

@@ -184,8 +184,9 @@ impl Writes {
         if arch {
             match r {
                 Ok(()) => {
+                    let header = base.wrapping_add(512);
                     for (a, n) in pieces {
-                        m.lat.bytes_written(a, n);
+                        m.lat.bytes_written(a, n, Some(header));
                     }
                     if rewrites != 0 {
                         m.lat.header_rewritten(base.wrapping_add(512), rewrites);
@@ -193,6 +194,10 @@ impl Writes {
                     m.lat.commit_pending();
                 }
                 Err(_) => {
+                    let header = base.wrapping_add(512);
+                    for (a, n) in pieces {
+                        m.lat.bytes_maybe_written(a, n, Some(header));
+                    }
                     let (mem, cpl) = (&m.mem, m.ctl.cpl);
                     let writable = |a: u64| mem.check(a, 1, true, cpl).is_ok();
                     let mut lat = std::mem::take(&mut m.lat);

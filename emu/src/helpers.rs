@@ -44,7 +44,7 @@ fn wrote(m: &mut Machine, a: u64, len: u64) {
         m.prov
             .written
             .push((a, a.wrapping_add(len - 1), &rules::INSN_SEMANTICS));
-        m.lat.bytes_written(a, len);
+        m.lat.bytes_written(a, len, None);
     }
 }
 

@@ -191,18 +191,50 @@ impl Freedoms {
             .map(|&(_, l)| l)
     }
 
-    /// `[first, first + len)` was written definitively (a completed save, a
-    /// MOV): the coupled bytes of earlier saves there no longer apply.
-    pub fn bytes_written(&mut self, first: u64, len: u64) {
+    /// `[first, first + len)` was written definitively (a completed save's
+    /// data, a MOV): the coupled bytes of earlier saves there no longer apply,
+    /// nor their XSTATE_BV bits or XSAVE's free bits where the write covers
+    /// the header qword (another area's data over it). `own_header`: the
+    /// writing save's own XSTATE_BV qword, whose bits [`Freedoms::header_rewritten`]
+    /// judges (an XSAVE keeps the bits outside RFBM, and their freedom).
+    pub fn bytes_written(&mut self, first: u64, len: u64, own_header: Option<u64>) {
         if len == 0 {
             return;
         }
         let last = first.wrapping_add(len - 1);
+        let hit = |h: u64| own_header != Some(h) && h <= last && first <= h.wrapping_add(7);
         for c in &mut self.coupled {
             c.bytes.retain(|&(a, _, _)| a < first || a > last);
+            if hit(c.header) {
+                c.header_live = false;
+            }
         }
         self.coupled
             .retain(|c| c.header_live || !c.bytes.is_empty());
+        self.header_free.retain(|&h, _| !hit(h));
+    }
+
+    /// `[first, first + len)` may have been written by a save that then
+    /// faulted: the coupled bytes of earlier saves there are judged alone from
+    /// now on (their old or new value, or what the faulting save wrote), and
+    /// their XSTATE_BV bits no longer where the write may cover the header.
+    pub fn bytes_maybe_written(&mut self, first: u64, len: u64, own_header: Option<u64>) {
+        if len == 0 {
+            return;
+        }
+        let last = first.wrapping_add(len - 1);
+        let mut loose = Vec::new();
+        for c in &self.coupled {
+            for &(a, new, old) in &c.bytes {
+                if (first..=last).contains(&a) {
+                    loose.push((a, new, old));
+                }
+            }
+        }
+        for (a, new, old) in loose {
+            self.alt(a, &[new, old], &XINUSE_1_OVER_INIT);
+        }
+        self.bytes_written(first, len, own_header);
     }
 
     /// A completed save rewrote `bits` of the XSTATE_BV qword at `header`:
