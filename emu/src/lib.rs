@@ -33,6 +33,7 @@ pub mod rules;
 pub mod save;
 pub mod state;
 pub mod supervisor;
+pub mod writes;
 pub mod xgetbv;
 pub mod xrstor;
 pub mod xrstor_compacted;

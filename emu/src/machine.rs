@@ -49,7 +49,7 @@ pub struct Machine<'m> {
     /// The rule behind the fault being raised ([`Machine::raise`]).
     why: Cell<Option<&'static Rule>>,
     /// A save's write collection, kept between instructions for its capacity.
-    pub(crate) spare_writes: crate::area::Writes,
+    pub(crate) spare_writes: crate::writes::Writes,
     /// While the runner's initial XRSTOR runs from a borrowed image: that image
     /// at [`INIT_BASE`] (reads come from it, not from the arena; see
     /// [`Machine::read_check`]).
@@ -69,7 +69,7 @@ pub struct Operand {
 impl<'m> Machine<'m> {
     /// An empty write collection (the machine's spare one: no allocation once
     /// it has grown).
-    pub fn writes(&mut self) -> crate::area::Writes {
+    pub fn writes(&mut self) -> crate::writes::Writes {
         let mut w = std::mem::take(&mut self.spare_writes);
         w.clear();
         w.reserve();
@@ -114,12 +114,19 @@ impl<'m> Machine<'m> {
     }
 
     /// Gives a write collection back for the next instruction.
-    pub fn recycle_writes(&mut self, w: crate::area::Writes) {
+    pub fn recycle_writes(&mut self, w: crate::writes::Writes) {
         self.spare_writes = w;
     }
     pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
         let st = XState::reset(model);
-        Machine::with_buffers(model, ctl, mem, policy, st, crate::area::Writes::default())
+        Machine::with_buffers(
+            model,
+            ctl,
+            mem,
+            policy,
+            st,
+            crate::writes::Writes::default(),
+        )
     }
 
     /// [`Machine::new`] from a power-on state `st` of `model` and an empty
@@ -130,7 +137,7 @@ impl<'m> Machine<'m> {
         mem: Memory,
         policy: Policy,
         st: XState,
-        spare_writes: crate::area::Writes,
+        spare_writes: crate::writes::Writes,
     ) -> Machine<'m> {
         Machine {
             model,

@@ -4,9 +4,9 @@
 //! ([`XState::reset_in_place`]): only the components the last run changed are
 //! rewritten, so a case that never touches TILEDATA costs nothing for it.
 
-use crate::area::Writes;
 use crate::model::CpuModel;
 use crate::state::XState;
+use crate::writes::Writes;
 use std::cell::Cell;
 
 thread_local! {

@@ -2,7 +2,6 @@
 //! XINUSE as a save reports it, the region a compacted save operates on, and
 //! the coupled latitude of the init and modified optimizations.
 
-use crate::area::Writes;
 use crate::fault::Fault;
 use crate::latitude::Coupled;
 use crate::layout;
@@ -10,6 +9,7 @@ use crate::legacy;
 use crate::machine::{Machine, Policy};
 use crate::rules::{self, Rule};
 use crate::state::MXCSR_INIT;
+use crate::writes::Writes;
 use crate::Xfeatures;
 
 /// The XINUSE bits an XSAVE/XSAVEOPT writes into XSTATE_BV for `rfbm`:

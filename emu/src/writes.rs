@@ -1,0 +1,172 @@
+//! A save's writes, collected before any is made ([`Writes`]): each piece an
+//! address, its bytes (copied, a component's contents read when written, or
+//! a component's initial configuration) and the rule that writes it. Making
+//! them (checked against the pages, in the order a silicon faults in) is
+//! [`crate::area`]'s.
+
+use crate::memory::Memory;
+use crate::rules::{self, Rule};
+use crate::state::XState;
+
+/// Where a piece's bytes come from: copied into the collection (the legacy
+/// region, the header), or read from the state when the writes are made (an
+/// extended component, thousands of bytes, never copied twice), or a
+/// component's initial configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Src {
+    /// `Writes::buf[start..start + len]`.
+    Buf(usize),
+    /// The contents of component i (`XState::comp`).
+    Comp(usize),
+    /// Component i in its initial configuration (zero but for its first qword).
+    Init(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub(crate) addr: u64,
+    pub(crate) len: usize,
+    pub(crate) src: Src,
+    /// The rule that writes it.
+    pub(crate) rule: &'static Rule,
+}
+
+/// A save's writes, collected before any is made. Pieces never overlap; the
+/// state they name must not change before they are written.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub(crate) pieces: Vec<Piece>,
+    buf: Vec<u8>,
+    /// The rule of the pieces put from now on ([`Writes::by`]).
+    rule: Option<&'static Rule>,
+}
+
+impl Writes {
+    pub fn clear(&mut self) {
+        self.pieces.clear();
+        self.buf.clear();
+        self.rule = None;
+    }
+    /// The pieces put from now on are written by `rule`.
+    pub fn by(&mut self, rule: &'static Rule) -> &mut Self {
+        self.rule = Some(rule);
+        self
+    }
+    fn rule(&self) -> &'static Rule {
+        self.rule.unwrap_or(&rules::SAVE_WRITES_ONLY_SAVED)
+    }
+    /// Room for a full save (every component a piece; the legacy region and
+    /// the header copied) in one allocation each, instead of growing.
+    pub fn reserve(&mut self) {
+        self.pieces.reserve(32);
+        self.buf.reserve(1024);
+    }
+    pub fn put(&mut self, addr: u64, bytes: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        let rule = self.rule();
+        self.pieces.push(Piece {
+            addr,
+            len: bytes.len(),
+            src: Src::Buf(start),
+            rule,
+        });
+    }
+    /// [`Writes::put`] by `rule`, whatever [`Writes::by`] said.
+    pub fn put_with(&mut self, rule: &'static Rule, addr: u64, bytes: &[u8]) {
+        let r = self.rule.replace(rule);
+        self.put(addr, bytes);
+        self.rule = r;
+    }
+    pub fn put_u64(&mut self, addr: u64, v: u64) {
+        self.put(addr, &v.to_le_bytes());
+    }
+    /// Component `i` of the state as it is when the writes are made.
+    pub fn put_comp(&mut self, st: &XState, addr: u64, i: usize) {
+        let rule = self.rule();
+        self.pieces.push(Piece {
+            addr,
+            len: st.comp(i).len(),
+            src: Src::Comp(i),
+            rule,
+        });
+    }
+    /// Component `i` in its initial configuration, `len` bytes.
+    pub fn put_init(&mut self, addr: u64, i: usize, len: usize) {
+        let rule = self.rule();
+        self.pieces.push(Piece {
+            addr,
+            len,
+            src: Src::Init(i),
+            rule,
+        });
+    }
+
+    /// Writes each piece into `out` (indexed by `addr - base`).
+    fn write_to(&self, st: &XState, out: &mut [u8], base: u64) {
+        for p in &self.pieces {
+            let o = p.addr.wrapping_sub(base) as usize;
+            let dst = &mut out[o..o + p.len];
+            match p.src {
+                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Comp(i) => dst.copy_from_slice(st.comp(i)),
+                Src::Init(i) => init_bytes(i, dst),
+            }
+        }
+    }
+
+    /// Calls `f` with each piece's address and bytes.
+    pub fn for_each(&self, st: &XState, mut f: impl FnMut(u64, &[u8])) {
+        let mut init = Vec::new();
+        for p in &self.pieces {
+            match p.src {
+                Src::Buf(s) => f(p.addr, &self.buf[s..s + p.len]),
+                Src::Comp(i) => f(p.addr, st.comp(i)),
+                Src::Init(i) => {
+                    init.resize(p.len, 0);
+                    init_bytes(i, &mut init);
+                    f(p.addr, &init)
+                }
+            }
+        }
+    }
+
+    /// Writes the pieces into a zeroed buffer that stands for addresses 0..
+    /// (the runner's capture area): an initial configuration, and a component
+    /// the state holds in its initial configuration ([`XState::is_dirty`]),
+    /// needs only its first qword there.
+    pub fn store(&self, st: &XState, area: &mut [u8]) {
+        for p in &self.pieces {
+            let o = p.addr as usize;
+            let dst = &mut area[o..o + p.len];
+            match p.src {
+                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Comp(i) if st.is_dirty(i) => dst.copy_from_slice(st.comp(i)),
+                Src::Comp(i) | Src::Init(i) => init_qword(i, dst),
+            }
+        }
+    }
+}
+
+/// Makes the writes, every piece already checked.
+pub(crate) fn write_checked(w: &Writes, st: &XState, mem: &mut Memory) {
+    let base = mem.base;
+    w.write_to(st, &mut mem.bytes, base);
+}
+
+/// Component `i`'s initial configuration into `out`: zero but for its first
+/// qword (`COMPONENTS[i].init_qword0`).
+fn init_bytes(i: usize, out: &mut [u8]) {
+    out.fill(0);
+    init_qword(i, out);
+}
+
+/// The first qword of component `i`'s initial configuration into zeroed `out`.
+pub(crate) fn init_qword(i: usize, out: &mut [u8]) {
+    let q = crate::component::COMPONENTS
+        .get(i)
+        .map_or(0, |c| c.init_qword0);
+    if q != 0 && out.len() >= 8 {
+        out[..8].copy_from_slice(&q.to_le_bytes());
+    }
+}
