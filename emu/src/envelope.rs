@@ -304,6 +304,27 @@ fn final_component(model: &CpuModel, case: &Case, k: usize) -> Option<usize> {
     }
 }
 
+/// Each final-image byte's part: component i (0 = x87, 1 = the XMM
+/// registers) as i, MXCSR as 64, any other byte as 65 + its offset.
+fn final_parts(model: &CpuModel, case: &Case, len: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..len)
+        .map(|k| match k {
+            0..24 | 32..160 => 0,
+            24..28 => 64,
+            160..416 => 1,
+            _ => 65 + k,
+        })
+        .collect();
+    let lay = crate::layout::standard(model, crate::Xfeatures::from_bits_retain(case.control.xcr0));
+    for s in &lay.slots {
+        let end = ((s.offset + s.size) as usize).min(len);
+        for p in &mut v[(s.offset as usize).min(end)..end] {
+            *p = s.index;
+        }
+    }
+    v
+}
+
 /// The rule behind final-image byte `k`.
 fn final_rule(model: &CpuModel, case: &Case, prov: &Provenance, k: usize) -> &'static Rule {
     if let Some(i) = final_component(model, case, k) {
@@ -630,17 +651,48 @@ fn final_image(
     // XSAVE writes XSTATE_BV[i] = XINUSE[i]: 1 is always allowed, 0 only for a
     // component in its init configuration (judged on the observed state).
     let obs_init = !not_init(model, case, &obs.final_image, false) & xcr0;
+    // Bytes a latitude of their own admits, whatever the rest shows.
+    let own_latitude = |k: usize, p: u8, o: u8| -> Option<&'static Latitude> {
+        if lat.fsw_es_b && (k == 2 || k == 3) && (p ^ o) & 0x80 == (p ^ o) {
+            Some(&latitude::FSW_ES_B)
+        } else if fip_ok && (8..16).contains(&k) {
+            Some(&latitude::FIP_CANONICAL)
+        } else if model.quirks.x87_pointers_uncontrolled && (6..24).contains(&k) {
+            Some(&latitude::X87_POINTERS)
+        } else {
+            None
+        }
+    };
+    // A partial restore: the parts (components, MXCSR) whose bytes all come
+    // from one image the SDM allows after the fault.
+    let parts = final_parts(model, case, obs.final_image.len());
+    let mut from_alt = std::collections::BTreeSet::new();
+    if !lat.final_alts.is_empty() {
+        let mut off: BTreeMap<usize, bool> = BTreeMap::new();
+        for (k, (&p, &o)) in arch.final_image.iter().zip(&obs.final_image).enumerate() {
+            if p != o && !(512..520).contains(&k) && own_latitude(k, p, o).is_none() {
+                off.insert(parts[k], true);
+            }
+        }
+        for alt in &lat.final_alts {
+            let mut fits: BTreeMap<usize, bool> = off.keys().map(|&q| (q, true)).collect();
+            for (k, &o) in obs.final_image.iter().enumerate() {
+                if let Some(f) = fits.get_mut(&parts[k]) {
+                    let p = arch.final_image[k];
+                    let a = alt.get(k).copied().unwrap_or(p);
+                    *f &= o == a || (512..520).contains(&k) || own_latitude(k, p, o).is_some();
+                }
+            }
+            from_alt.extend(fits.into_iter().filter(|&(_, f)| f).map(|(q, _)| q));
+        }
+    }
     let mut runs = ByteRuns::default();
     for (k, (&p, &o)) in arch.final_image.iter().zip(&obs.final_image).enumerate() {
         if p == o {
             continue;
         }
-        if lat.fsw_es_b && (k == 2 || k == 3) && (p ^ o) & 0x80 == (p ^ o) {
-            j.took(&latitude::FSW_ES_B);
-            continue;
-        }
-        if fip_ok && (8..16).contains(&k) {
-            j.took(&latitude::FIP_CANONICAL);
+        if let Some(l) = own_latitude(k, p, o) {
+            j.took(l);
             continue;
         }
         if (512..520).contains(&k) {
@@ -665,12 +717,8 @@ fn final_image(
             }
             continue;
         }
-        if lat.final_alt.get(&k).is_some_and(|v| v.contains(&o)) {
+        if from_alt.contains(&parts[k]) {
             j.took(&latitude::PARTIAL_RESTORE);
-            continue;
-        }
-        if model.quirks.x87_pointers_uncontrolled && (6..24).contains(&k) {
-            j.took(&latitude::X87_POINTERS);
             continue;
         }
         runs.push(final_rule(model, case, prov, k), k, p, o);

@@ -445,13 +445,8 @@ pub fn run_forced(
         let own = std::mem::replace(&mut m.st, alt);
         let (img, _) = m.capture();
         m.st = own;
-        for (k, (&a, &b)) in img.iter().zip(&final_image).enumerate() {
-            if a != b {
-                let e = m.lat.final_alt.entry(k).or_default();
-                if !e.contains(&a) {
-                    e.push(a);
-                }
-            }
+        if img != final_image && !m.lat.final_alts.contains(&img) {
+            m.lat.final_alts.push(img);
         }
     }
     let out = Outcome {

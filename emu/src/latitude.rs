@@ -125,11 +125,12 @@ pub struct Freedoms {
     /// Instruction index -> the region it may access (see `pf_region`).
     pub pf_regions: BTreeMap<usize, PfRegion>,
     /// States the SDM also allows after a fault (partial updates), turned into
-    /// `final_alt` by the run.
+    /// `final_alts` by the run.
     pub partial_states: Vec<XState>,
-    /// Final-image byte -> values it may hold besides the predicted one
-    /// (partial restores before a fault).
-    pub final_alt: BTreeMap<usize, Vec<u8>>,
+    /// Final images the SDM also allows (partial restores before a fault),
+    /// each judged component by component: a component's bytes all from the
+    /// architectural image or all from one of these.
+    pub final_alts: Vec<Vec<u8>>,
     /// GPR -> bits that may be either value (XGETBV(1) of components in init
     /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
     pub gpr_free: [u64; 16],

@@ -104,6 +104,32 @@ fn xrstor_standard_gp_mxcsr_reserved_bit() {
     assert_eq!(u32_at(&t.predict().final_image, 24), 0x2_1F80);
 }
 
+#[test]
+fn a_partial_restore_before_the_mxcsr_gp_is_whole_components() {
+    // The SDM is silent on user state before XRSTOR's MXCSR #GP (reference S2):
+    // the envelope admits x87 and the XMM registers as loaded (latitude
+    // partial-restore-before-fault), each component as a whole: XMM0 loaded with
+    // XMM1 left as it was is outside, naming the rule behind the old XMM1 (the
+    // runner's initial XRSTOR loaded it).
+    let mut t = xrstor("xeon-amx-vm", 0b11, 0b11, 0);
+    t.init(160, &pat(1, 32)).init_bv(0b10);
+    t.put(24, &0x1_1F80u32.to_le_bytes()).put(160, &pat(2, 32));
+    let o = t.predict();
+    assert_eq!(o.fault.map(|f| f.fault), Some(Fault::Gp(0)));
+    assert_eq!(&o.final_image[160..192], &pat(1, 32)[..], "nothing loaded");
+    let j = |obs: &xsave_emu::Outcome| xsave_emu::check(&t.model, &t.case, obs).unwrap();
+    let mut loaded = o.clone();
+    loaded.final_image[160..192].copy_from_slice(&pat(2, 32));
+    let v = j(&loaded);
+    assert!(v.inside(), "{v}");
+    assert_eq!(v.latitude_ids(), ["partial-restore-before-fault"]);
+    let mut half = o.clone();
+    half.final_image[160..176].copy_from_slice(&pat(2, 16));
+    let v = j(&half);
+    assert_eq!(v.rule_ids(), ["xrstor.loads-rfbm-by-xstate-bv"], "{v}");
+    assert_eq!(v.first().unwrap().field, "final[160..176] (SSE)");
+}
+
 // ---- XRSTOR, compacted form: #GP(0) conditions ----
 
 #[test]
