@@ -107,8 +107,13 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
     let before = m.gprs;
     let r = step_other(m, ins)?;
     if m.policy == Policy::Architectural {
+        // A GPR it wrote, changed or not (MOV EAX, 0 over 0).
+        let dest = (r.is_ok() && ins.op_count() > 0 && ins.op0_kind() == OpKind::Register)
+            .then(|| ins.op0_register().full_register())
+            .filter(|r| r.is_gpr64())
+            .map(|r| r.number());
         for (k, b) in before.iter().enumerate() {
-            if m.gprs[k] != *b {
+            if m.gprs[k] != *b || dest == Some(k) {
                 m.prov.gprs[k] = Some(&rules::INSN_SEMANTICS);
             }
         }

@@ -17,7 +17,9 @@ fn xgetbv1_may_report_init_components_in_use() {
     let mut obs = predict(&m, &c).unwrap();
     assert_eq!(obs.gprs[0], 0, "all-init state: predicted XINUSE is 0");
     obs.gprs[0] = 0x217;
-    assert!(check(&m, &c, &obs).unwrap().inside());
+    let j = check(&m, &c, &obs).unwrap();
+    assert_eq!(j.latitude_ids(), ["xinuse-1-over-init"], "{j}");
+    assert!(j.inside());
 }
 
 #[test]
@@ -31,7 +33,7 @@ fn xgetbv1_may_not_report_a_used_component_as_init() {
     assert_eq!(obs.gprs[0] & 2, 2);
     obs.gprs[0] &= !2;
     let v = check(&m, &c, &obs).unwrap();
-    assert!(!v.inside(), "{v}");
+    assert_eq!(v.rule_ids(), ["xgetbv.returns-xcr"], "{v}");
     let v = v.first().unwrap();
     assert_eq!(v.field, "gprs.rax");
 }
@@ -43,5 +45,9 @@ fn a_later_write_to_rax_ends_the_latitude() {
     c.code.extend_from_slice(&[0xb8, 0x00, 0x00, 0x00, 0x00]); // mov eax, 0
     let mut obs = predict(&m, &c).unwrap();
     obs.gprs[0] = 4;
-    assert!(!check(&m, &c, &obs).unwrap().inside());
+    // MOV EAX, 0 wrote it last (SDM2 MOV).
+    assert_eq!(
+        check(&m, &c, &obs).unwrap().rule_ids(),
+        ["insn.other-semantics"]
+    );
 }

@@ -167,14 +167,18 @@ fn misaligned_area_is_gp_or_ac_with_alignment_checking() {
             fault: Fault::Gp(0),
             insn: Some(0),
         });
-        assert!(xsave_emu::check(&t.model, &t.case, &gp).unwrap().inside());
+        let j = xsave_emu::check(&t.model, &t.case, &gp).unwrap();
+        assert!(j.inside(), "{j}");
+        if want != Fault::Gp(0) {
+            assert_eq!(j.latitude_ids(), ["ac-or-gp-misaligned"], "{model} +{off}");
+        }
         let mut ud = o;
         ud.fault = Some(FaultAt {
             fault: Fault::Ud,
             insn: Some(0),
         });
         let v = xsave_emu::check(&t.model, &t.case, &ud).unwrap();
-        assert!(!v.inside(), "{v}");
+        assert_eq!(v.rule_ids(), ["xsave.gp-misaligned"], "{v}");
         let v = v.first().unwrap();
         assert_eq!(v.field, "fault");
         // At CPL 0 alignment checking is off: #GP(0).
@@ -472,12 +476,20 @@ fn the_envelope_admits_a_pf_anywhere_in_the_region() {
             insn: Some(0),
         })
     };
+    let judge = |pf: &xsave_emu::Outcome| xsave_emu::check(&t.model, &t.case, pf).unwrap();
     pf.fault = at(B + 4096 - 448 + 511);
-    assert!(xsave_emu::check(&t.model, &t.case, &pf).unwrap().inside());
+    assert!(judge(&pf).inside());
+    // The first byte of the absent page: predicted by neither silicon.
+    pf.fault = at(B + 4096);
+    let j = judge(&pf);
+    assert!(j.inside(), "{j}");
+    assert_eq!(j.latitude_ids(), ["pf-any-byte-of-region"]);
+    // Past the region: no byte FXSAVE accesses.
     pf.fault = at(B + 4096 - 448 + 512);
-    assert!(!xsave_emu::check(&t.model, &t.case, &pf).unwrap().inside());
+    assert_eq!(judge(&pf).rule_ids(), ["mem.pf-within-region"]);
+    // In the region, on a writable page: no #PF there (SDM3 §4.7).
     pf.fault = at(B + 4096 - 8);
-    assert!(!xsave_emu::check(&t.model, &t.case, &pf).unwrap().inside());
+    assert_eq!(judge(&pf).rule_ids(), ["mem.pf"]);
 }
 
 #[test]
@@ -691,7 +703,10 @@ fn the_envelope_admits_a_restore_pf_before_the_header_gp() {
     pf.fault = at(B + 0x800 + end as u64 - 1);
     assert!(xsave_emu::check(&t.model, &t.case, &pf).unwrap().inside());
     pf.fault = at(B + 0x800 + end as u64);
-    assert!(!xsave_emu::check(&t.model, &t.case, &pf).unwrap().inside());
+    assert_eq!(
+        xsave_emu::check(&t.model, &t.case, &pf).unwrap().rule_ids(),
+        ["mem.pf-within-region"]
+    );
 }
 
 #[test]
@@ -726,13 +741,16 @@ fn the_pf_present_bit_outside_the_case_pages_is_the_oss() {
         assert_eq!(o.fault, pf(4), "{model}");
         let mut obs = o.clone();
         obs.fault = pf(5);
-        assert!(
-            xsave_emu::check(&t.model, &t.case, &obs).unwrap().inside(),
-            "{model}"
-        );
+        let j = xsave_emu::check(&t.model, &t.case, &obs).unwrap();
+        assert!(j.inside(), "{model}: {j}");
+        assert_eq!(j.latitude_ids(), ["pf-p-bit-outside-case"], "{model}");
+        // A write (W = 1) where XRSTOR only reads.
         obs.fault = pf(6);
-        assert!(
-            !xsave_emu::check(&t.model, &t.case, &obs).unwrap().inside(),
+        assert_eq!(
+            xsave_emu::check(&t.model, &t.case, &obs)
+                .unwrap()
+                .rule_ids(),
+            ["mem.pf"],
             "{model}"
         );
         // An absent arena page: P = 0 is the case's own, P = 1 is outside.
@@ -751,8 +769,11 @@ fn the_pf_present_bit_outside_the_case_pages_is_the_oss() {
             fault: Fault::Pf { err: 5, addr },
             insn,
         });
-        assert!(
-            !xsave_emu::check(&t.model, &t.case, &obs).unwrap().inside(),
+        assert_eq!(
+            xsave_emu::check(&t.model, &t.case, &obs)
+                .unwrap()
+                .rule_ids(),
+            ["mem.pf"],
             "{model}"
         );
     }

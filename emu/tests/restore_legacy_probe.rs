@@ -105,7 +105,9 @@ fn the_architectural_envelope_admits_the_probe_and_the_plain_gp() {
     let observed = predict(&intel, &case(&intel, 1, &[(16, 1)])).unwrap();
     let mut on_zen5 = predict(&zen5, &c).unwrap();
     on_zen5.fault = observed.fault;
-    assert!(check(&zen5, &c, &on_zen5).unwrap().inside());
+    let j = check(&zen5, &c, &on_zen5).unwrap();
+    assert!(j.inside(), "{j}");
+    assert_eq!(j.latitude_ids(), ["pf-any-byte-of-region"]);
 }
 
 /// Intel's XSAVE past its probes: a fault in the middle of the area comes after
