@@ -886,8 +886,8 @@ impl CaseFile {
                 stated_xstate_bv = parse_u64(&it.value);
             }
             if key == "xstate_bv"
-                || key.starts_with("mem[")
                 || ["fip", "fdp", "fop", "fcs", "fds"].contains(&key)
+                || key.starts_with("mem[") && states_noisy_bytes(case, key)
             {
                 explicit_noise_fields = true;
             }
@@ -1033,6 +1033,22 @@ impl CaseFile {
             xcr0: case.control.xcr0,
         })
     }
+}
+
+/// Whether a `mem[A..B]` key covers bytes a noise quirk would excuse: the
+/// XSTATE_BV (512..520) or the x87 pointers (6..24) of an area the case saves to.
+fn states_noisy_bytes(case: &Case, key: &str) -> bool {
+    let Some((a, b)) = key[4..]
+        .strip_suffix(']')
+        .and_then(|r| r.split_once(".."))
+        .and_then(|(a, b)| Some((parse_u64(a)?, parse_u64(b)?)))
+    else {
+        return false;
+    };
+    let (a, b) = (case.memory.base + a, case.memory.base + b);
+    crate::compare::save_areas(case)
+        .iter()
+        .any(|&s| a < s + 520 && b > s + 512 || a < s + 24 && b > s + 6)
 }
 
 /// The supervisor component whose state a field name names (`pl0_ssp`: 12).

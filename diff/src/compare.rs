@@ -193,7 +193,7 @@ fn bits(what: &str, a: u64, b: u64) -> Vec<(usize, Diff)> {
 
 /// Addresses of the save areas the case's instructions write, from the
 /// initial GPRs (enough for noise masks: the cases load their bases first).
-fn save_areas(case: &Case) -> Vec<u64> {
+pub(crate) fn save_areas(case: &Case) -> Vec<u64> {
     use iced_x86::Mnemonic::*;
     let mut v = Vec::new();
     for ins in decode(&case.code) {

@@ -118,3 +118,25 @@ fn fills_read_and_written() {
         "{e}"
     );
 }
+
+#[test]
+fn stating_a_saved_xstate_bv_turns_noise_off() {
+    // zen5 has `xinuse-noise` (extra XSTATE_BV bits over init contents are noise):
+    // a section stating the saved area's XSTATE_BV bytes (arena+200H..208H for
+    // xsave64 [rdi] with RDI = arena) is checked without it; other bytes keep it.
+    let m = CpuModel::builtin("zen5").unwrap();
+    assert!(m.quirks.xinuse_noise);
+    let with = |line: &str| {
+        let text = format!(
+            "xsave-case 1\nmodel zen5\n[gprs]\nrax = 3\nrdi = arena\n[code]\nxsave64 [rdi]\n[expect]\nfault = none\n{line}\n"
+        );
+        let cf = parse(&text).unwrap();
+        let case = cf.build(&m).unwrap();
+        cf.expected(cf.expect.as_ref().unwrap(), &m, &case)
+            .unwrap()
+            .explicit_noise_fields
+    };
+    assert!(with("mem[0x200..0x208] = 0000000000000000"));
+    assert!(!with("mem[0x0..0x2] = 7f03"));
+    assert!(with("mem[0x8..0x10] = 0000000000000000"), "FIP bytes 8..15");
+}
