@@ -4,7 +4,8 @@
 //! each rule it breaks, under the signature (backend, rule, instruction); one
 //! inside it counts under the latitude taken. Signatures are checked against
 //! the corpus's known findings ([`crate::known`]); only new ones are minimized
-//! and written to `--out` (with `--out-inside`, one case per latitude too).
+//! and written to `--out`, one case per new signature (with `--out-inside`,
+//! one case per latitude too).
 //!
 //! A new finding is written at once as found, then minimized: its candidates
 //! run in batches (one emulator process, one Bochs boot for many), a few
@@ -203,10 +204,13 @@ pub fn goal_holds(
     }
     let j = signature::judge(model, case, &cmp, obs);
     match goal {
-        Goal::Rule(sig) => {
-            signature::signatures(name, &j, &signature::instruction(case, reference, obs))
-                .contains(sig)
-        }
+        Goal::Rule(sig) => signature::signatures(
+            name,
+            &j,
+            case,
+            &signature::instruction(case, reference, obs),
+        )
+        .contains(sig),
         Goal::Latitude(l) => matches!(&j, Judgement::Latitude { taken } if taken.contains(l)),
     }
 }
@@ -552,21 +556,21 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                     match &j {
                         Judgement::Breaks { .. } => {
                             *t.outside.entry(names[bi].clone()).or_default() += 1;
-                            for sig in signature::signatures(&names[bi], &j, &insn) {
+                            for sig in signature::signatures(&names[bi], &j, case, &insn) {
                                 let status = match &sh.targets[bi] {
-                                    Some(tg) => {
-                                        sh.known.lookup(tg, &sig).map_or(Status::New, |f| {
-                                            Status::Known {
-                                                file: f.path.clone(),
-                                            }
-                                        })
-                                    }
+                                    Some(tg) => match sh.known.explaining(tg, &sig).as_slice() {
+                                        [] => Status::New,
+                                        [f, rest @ ..] => Status::Known {
+                                            file: f.path.clone(),
+                                            others: rest.iter().map(|f| f.path.clone()).collect(),
+                                        },
+                                    },
                                     None => Status::New,
                                 };
                                 let e = t.signatures.entry(sig.clone()).or_insert(SigStat {
                                     count: 0,
                                     example: match &status {
-                                        Status::Known { file } => file.clone(),
+                                        Status::Known { file, .. } => file.clone(),
                                         Status::New => example.clone(),
                                     },
                                     status,
@@ -587,7 +591,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                                     .or_insert((0, example.clone()));
                                 e.0 += 1;
                                 if e.0 == 1 && cfg.out_inside {
-                                    let what = format!("latitude-{:016x}", fnv(l));
+                                    let what = format!("latitude-{l}");
                                     start.push((Goal::Latitude(l.clone()), what));
                                 }
                             }
@@ -723,12 +727,6 @@ fn judged_once(
             j
         }
     }
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Runs a campaign.

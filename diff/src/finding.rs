@@ -32,8 +32,8 @@ pub fn slug(s: &str) -> String {
         .collect()
 }
 
-/// The file a finding goes to in `dir`: named after the backend, the rule
-/// and the instruction (or a hash of the latitude taken).
+/// The file a finding goes to in `dir`: named after the backend, the rule and
+/// the instruction (or the latitude taken).
 pub fn path_for(dir: &Path, backend: &str, what: &str) -> PathBuf {
     dir.join(format!("{}-{}.case", slug(backend), slug(what)))
 }

@@ -23,6 +23,9 @@ pub struct KnownFile {
     /// The instruction its case is charged to (see [`crate::signature::instruction`]),
     /// filled in when the file is checked on a target.
     pub instruction: Option<String>,
+    /// Backends on which its rules no longer break ("fixed upstream?"): it
+    /// explains none of their signatures.
+    pub fixed_on: Vec<String>,
 }
 
 impl KnownFile {
@@ -162,6 +165,7 @@ impl Known {
                     path: p.display().to_string(),
                     file,
                     instruction: None,
+                    fixed_on: Vec::new(),
                 });
             }
             k.folders.push(dir.display().to_string());
@@ -176,25 +180,29 @@ impl Known {
             .filter(move |f| f.targets().iter().any(|t| t.program == program))
     }
 
-    /// The known file of a signature on `target`: a file naming the target's
-    /// program and the signature's rule, the one charged to the same
-    /// instruction first.
+    /// The known files of a signature on `target`: files naming the target's
+    /// program and the signature's rule, not fixed on the signature's backend;
+    /// those charged to the same instruction first.
+    pub fn explaining<'a>(
+        &'a self,
+        target: &'a BackendTarget,
+        sig: &Signature,
+    ) -> Vec<&'a KnownFile> {
+        let mut v: Vec<&KnownFile> = self
+            .for_program(&target.program)
+            .filter(|f| f.rules().contains(&sig.rule) && !f.fixed_on.contains(&sig.backend))
+            .collect();
+        v.sort_by_key(|f| f.instruction.as_deref() != Some(sig.instruction.as_str()));
+        v
+    }
+
+    /// The first of [`Known::explaining`].
     pub fn lookup<'a>(
         &'a self,
         target: &'a BackendTarget,
         sig: &Signature,
     ) -> Option<&'a KnownFile> {
-        let mut hits = self
-            .for_program(&target.program)
-            .filter(|f| f.rules().contains(&sig.rule));
-        let first = hits.next()?;
-        if first.instruction.as_deref() == Some(sig.instruction.as_str()) {
-            return Some(first);
-        }
-        Some(
-            hits.find(|f| f.instruction.as_deref() == Some(sig.instruction.as_str()))
-                .unwrap_or(first),
-        )
+        self.explaining(target, sig).into_iter().next()
     }
 }
 
@@ -229,8 +237,9 @@ pub fn check(
     target: &BackendTarget,
     backend: &mut dyn crate::backend::Backend,
 ) -> Vec<KnownCheck> {
+    let backend_name = backend.name();
     use crate::compare::compare;
-    use crate::signature::{instruction, judge, Judgement};
+    use crate::signature::{charge, instruction, judge, Judgement};
     let idx: Vec<usize> = (0..known.files.len())
         .filter(|&i| {
             known.files[i]
@@ -275,7 +284,11 @@ pub fn check(
         let verdict = match o {
             Err(s) => CheckVerdict::NotChecked { reason: s.0 },
             Ok(o) => {
-                f.instruction = Some(instruction(&case, &predicted, &o));
+                let insn = instruction(&case, &predicted, &o);
+                f.instruction = Some(match f.rules().first() {
+                    Some(r) => charge(r, &case, &insn),
+                    None => insn,
+                });
                 let cmp = compare(&model, &case, &predicted, &o);
                 let broken: Vec<String> = if cmp.is_match() {
                     Vec::new()
@@ -294,6 +307,7 @@ pub fn check(
                 if missing.is_empty() {
                     CheckVerdict::StillBreaks
                 } else if missing.len() == f.rules().len() {
+                    f.fixed_on.push(backend_name.clone());
                     CheckVerdict::FixedUpstream {
                         now: if cmp.is_match() {
                             "matches the model".into()
@@ -318,6 +332,30 @@ pub fn check(
         });
     }
     out.into_iter().flatten().collect()
+}
+
+/// The rules a silicon case shows: those the envelope names when the case's
+/// instructions are undone (its outcome replaced by the one of the same case
+/// with no code: no fault, nothing saved, loaded or returned). A case that
+/// faults shows the fault's rule; one that saves shows the save's rules.
+pub fn rules_shown(
+    model: &xsave_emu::CpuModel,
+    case: &xsave_emu::Case,
+) -> Result<Vec<String>, String> {
+    use crate::compare::compare;
+    use crate::signature::{judge, Judgement};
+    let predicted = xsave_emu::predict(model, case).map_err(|u| u.0)?;
+    let mut idle = case.clone();
+    idle.code.clear();
+    let undone = xsave_emu::predict(model, &idle).map_err(|u| u.0)?;
+    let cmp = compare(model, case, &predicted, &undone);
+    if cmp.is_match() {
+        return Ok(Vec::new());
+    }
+    Ok(match judge(model, case, &cmp, &undone) {
+        Judgement::Breaks { rules } => rules.into_iter().map(|b| b.rule).collect(),
+        _ => Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +390,7 @@ mod tests {
             path: path.into(),
             file: CaseFile::parse(text, path).unwrap(),
             instruction: Some(instruction.into()),
+            fixed_on: Vec::new(),
         }
     }
 
@@ -408,5 +447,10 @@ mod tests {
         assert!(k
             .lookup(&bochs, &sig("xrstor.gp-mxcsr-reserved", "xrstor"))
             .is_none());
+        // A file whose rules no longer break on this backend explains nothing there.
+        let mut k = k.clone();
+        k.files[0].fixed_on.push("exec:valgrind --tool=none".into());
+        let found = k.lookup(&vg, &sig("xrstor.gp-mxcsr-reserved", "xrstor"));
+        assert_eq!(found.map(|f| f.path.as_str()), Some("b.case"));
     }
 }

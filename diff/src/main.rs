@@ -508,7 +508,7 @@ fn minimize_cmd(
         let insn = xsave_diff::signature::instruction(&case, &outs[0], &outs[bi]);
         let (goal, what) = match &j {
             xsave_diff::signature::Judgement::Breaks { .. } => {
-                let sig = xsave_diff::signature::signatures(&name, &j, &insn).remove(0);
+                let sig = xsave_diff::signature::signatures(&name, &j, &case, &insn).remove(0);
                 let what = format!("breaks {} on {}", sig.rule, sig.instruction);
                 (Goal::Rule(sig), what)
             }

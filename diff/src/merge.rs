@@ -196,7 +196,11 @@ pub fn charge_known(known: &mut Known) {
             .and_then(|(_, sec)| f.file.expected(sec, &model, &case).ok())
             .map(|e| e.against(&predicted))
             .unwrap_or_else(|| predicted.clone());
-        f.instruction = Some(crate::signature::instruction(&case, &predicted, &observed));
+        let insn = crate::signature::instruction(&case, &predicted, &observed);
+        f.instruction = Some(match f.rules().first() {
+            Some(r) => crate::signature::charge(r, &case, &insn),
+            None => insn,
+        });
     }
 }
 
@@ -362,15 +366,26 @@ pub fn merge(out: &Path, inputs: &[Input], known: &Known) -> Result<Summary, Str
         }
     };
     for (sig, st) in tally.signatures.iter_mut() {
-        let hit = targets
+        let hit: Vec<String> = targets
             .get(&sig.backend)
             .cloned()
             .flatten()
-            .and_then(|t| known.lookup(&parse_target(&t), sig).map(|f| f.path.clone()));
-        match hit {
-            Some(file) => {
+            .map(|t| {
+                let t = parse_target(&t);
+                known
+                    .explaining(&t, sig)
+                    .iter()
+                    .map(|f| f.path.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match hit.split_first() {
+            Some((file, others)) => {
                 st.example = file.clone();
-                st.status = Status::Known { file };
+                st.status = Status::Known {
+                    file: file.clone(),
+                    others: others.to_vec(),
+                };
             }
             None => {
                 st.status = Status::New;
@@ -502,6 +517,7 @@ mod tests {
                 )
                 .unwrap(),
                 instruction: Some("xrstor".into()),
+                fixed_on: Vec::new(),
             }],
             folders: vec!["corpus/regressions".into()],
         };
@@ -562,7 +578,10 @@ mod tests {
                     "xrstor.gp-mxcsr-reserved",
                     "xrstor",
                     7,
-                    &Status::Known { file: file.into() },
+                    &Status::Known {
+                        file: file.into(),
+                        others: Vec::new()
+                    },
                     file
                 ),
             ]

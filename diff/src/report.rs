@@ -14,9 +14,12 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
-    /// A corpus file names the rule for this backend's target.
+    /// A corpus file names the rule for this backend's target (`file`; `others`
+    /// name it too).
     Known {
         file: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        others: Vec<String>,
     },
     New,
 }
@@ -35,6 +38,8 @@ pub struct SigStat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatitudeRow {
     pub latitude: String,
+    /// What the SDM allows, from the latitude table.
+    pub sentence: Option<String>,
     pub count: u64,
     pub example: String,
 }
@@ -124,6 +129,21 @@ impl RuleRow {
         }
     }
 
+    /// Every known file that names this rule, in order of first mention.
+    pub fn known_files(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        for i in &self.instructions {
+            if let Status::Known { file, others } = &i.status {
+                for f in std::iter::once(file).chain(others) {
+                    if !v.contains(&f.as_str()) {
+                        v.push(f);
+                    }
+                }
+            }
+        }
+        v
+    }
+
     /// The example of the most frequent instruction, the known file first.
     pub fn example(&self) -> &str {
         self.instructions
@@ -153,8 +173,21 @@ pub struct BackendReport {
 
 /// The sentence and citation of a rule id, where the rule table has it.
 pub fn rule_text(id: &str) -> Option<(String, String)> {
-    let _ = id;
-    None
+    xsave_emu::RULES
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| (r.sentence.to_string(), r.citation.to_string()))
+}
+
+/// The sentence of a latitude id, where the latitude table has it.
+pub fn latitude_text(id: &str) -> Option<String> {
+    match id {
+        crate::signature::MODEL_PATH => Some(
+            "The model predicts its silicon's choice (a quirk); this outcome takes another one the SDM allows."
+                .into(),
+        ),
+        _ => xsave_emu::latitude::by_id(id).map(|l| format!("{} ({})", l.sentence, l.citation)),
+    }
 }
 
 /// What a campaign counted, per backend.
@@ -214,6 +247,7 @@ pub fn build(
             .filter(|((bb, _), _)| bb == b)
             .map(|((_, l), (n, e))| LatitudeRow {
                 latitude: l.clone(),
+                sentence: latitude_text(l),
                 count: *n,
                 example: e.clone(),
             })
@@ -299,6 +333,10 @@ pub fn text(reports: &[BackendReport]) -> String {
                     x.example()
                 );
                 let _ = writeln!(s, "      on {}", instructions(x));
+                let known = x.known_files();
+                if known.len() > 1 {
+                    let _ = writeln!(s, "      known from {}", known.join(", "));
+                }
                 if let Some(t) = &x.sentence {
                     let _ = writeln!(
                         s,
@@ -369,7 +407,10 @@ pub fn markdown(title: &str, reports: &[BackendReport]) -> String {
                     md_cell(&sdm),
                     x.count,
                     md_cell(&instructions(x)),
-                    md_cell(&x.status()),
+                    md_cell(&match x.known_files().as_slice() {
+                        [_, _, ..] => format!("{} ({})", x.status(), x.known_files().join(", ")),
+                        _ => x.status(),
+                    }),
                     md_cell(x.example())
                 );
             }
@@ -378,12 +419,15 @@ pub fn markdown(title: &str, reports: &[BackendReport]) -> String {
             s.push_str(
                 "\nLatitude taken inside the envelope (allowed by the SDM, not findings):\n\n",
             );
-            s.push_str("| latitude | count | example |\n|---|---:|---|\n");
+            s.push_str(
+                "| latitude | what the SDM allows | count | example |\n|---|---|---:|---|\n",
+            );
             for l in &r.latitude {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} |",
+                    "| `{}` | {} | {} | `{}` |",
                     md_cell(&l.latitude),
+                    md_cell(l.sentence.as_deref().unwrap_or("")),
                     l.count,
                     md_cell(&l.example)
                 );
@@ -430,6 +474,7 @@ mod tests {
                 count: 7,
                 status: Status::Known {
                     file: "corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case".into(),
+                    others: vec!["corpus/regressions/other.case".into()],
                 },
                 example: "corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case".into(),
             },
@@ -453,7 +498,7 @@ mod tests {
         t.outside.insert(b.clone(), 39);
         t.inside.insert(b.clone(), 5);
         t.latitude.insert(
-            (b.clone(), "XINUSE[2] = 1 over init contents".into()),
+            (b.clone(), "xinuse-1-over-init".into()),
             (5, "seed 1 case 9".into()),
         );
         t
@@ -517,16 +562,19 @@ mod tests {
         assert!(t.contains("  rule                        count  known or new                     example\n  xsavec.ud-not-advertised       30  new                              seed 1 case 4\n      on xsavec 30\n"), "{t}");
         assert!(t.contains("  xrstor.gp-mxcsr-reserved        9  new on fxrstor; known on xrstor  corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case\n      on xrstor 7, fxrstor 2\n"), "{t}");
         assert!(
-            t.contains("        5  XINUSE[2] = 1 over init contents  (e.g. seed 1 case 9)\n"),
+            t.contains("        5  xinuse-1-over-init  (e.g. seed 1 case 9)\n"),
             "{t}"
         );
         assert!(t.contains("corpus/regressions/valgrind-xsetbv-cpl3-ud.case: fixed upstream? (no rule broken) [xsetbv.gp-cpl]"), "{t}");
+        assert!(t.contains("      known from corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case, corpus/regressions/other.case\n"), "{t}");
+        assert!(t.contains("      SDM: #UD if CPUID.(EAX=0DH,ECX=1):EAX.XSAVEC[bit 1] = 0. (SDM2 XSAVEC exceptions)\n"), "{t}");
         let m = markdown("xsdiff run", &r);
+        assert!(m.contains("| `xinuse-1-over-init` | XINUSE[i] may be 1 while state component i is in its initial configuration"), "{m}");
         assert!(
             m.contains("## exec:valgrind --tool=none -q (valgrind 3.19.0)\n"),
             "{m}"
         );
-        assert!(m.contains("| `xrstor.gp-mxcsr-reserved` |  | 9 | xrstor 7, fxrstor 2 | new on fxrstor; known on xrstor | `corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case` |\n"), "{m}");
+        assert!(m.contains("| `xrstor.gp-mxcsr-reserved` | #GP(0) if the value to be loaded into MXCSR sets a reserved bit (a bit clear in MXCSR_MASK). (SDM2 XRSTOR, XRSTORS exceptions; SDM1 §13.8.2) | 9 | xrstor 7, fxrstor 2 | new on fxrstor; known on xrstor (corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case, corpus/regressions/other.case) | `corpus/regressions/valgrind-xrstor-mxcsr-reserved-no-gp.case` |\n"), "{m}");
         assert!(m.contains("| `corpus/regressions/valgrind-xsetbv-cpl3-ud.case` | xsetbv.gp-cpl | valgrind 3.19.0 | fixed upstream? (no rule broken) |\n"), "{m}");
     }
 }

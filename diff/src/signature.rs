@@ -33,18 +33,21 @@ pub enum Judgement {
 
 /// Judges a mismatch (`cmp` non-empty) of `obs` against `model`'s envelope.
 pub fn judge(model: &CpuModel, case: &Case, cmp: &Comparison, obs: &Outcome) -> Judgement {
-    from_verdict(&verdict(model, case, cmp, obs), cmp)
+    from_verdict(&verdict(model, case, cmp, obs))
 }
 
-/// The judgement a verdict gives: the rules the envelope names
-/// (`xsave_emu::rules` ids), or the latitude it names (`xsave_emu::latitude`
-/// ids; where it names none, the difference is the model's own path and the
-/// comparison's classes stand for it).
-pub fn from_verdict(v: &Verdict, cmp: &Comparison) -> Judgement {
+/// What a campaign calls a difference inside the envelope that names no
+/// latitude: the model's prediction follows a quirk of its silicon, the
+/// observed outcome the architecture's other choice.
+pub const MODEL_PATH: &str = "model-quirk-not-followed";
+
+/// The judgement a verdict gives: the rules broken (each with its fields), or
+/// the latitude taken ([`MODEL_PATH`] where none is named).
+pub fn from_verdict(v: &Verdict) -> Judgement {
     match v {
         Verdict::MatchesModel => Judgement::Latitude { taken: Vec::new() },
         Verdict::InsideEnvelope { latitude } if latitude.is_empty() => Judgement::Latitude {
-            taken: vec![cmp.signature()],
+            taken: vec![MODEL_PATH.to_string()],
         },
         Verdict::InsideEnvelope { latitude } => Judgement::Latitude {
             taken: latitude.iter().map(|l| l.to_string()).collect(),
@@ -125,15 +128,28 @@ impl std::fmt::Display for Signature {
     }
 }
 
-/// The signatures of a judgement (one per rule broken; none inside the envelope).
-pub fn signatures(backend: &str, j: &Judgement, instruction: &str) -> Vec<Signature> {
+/// The instruction a broken rule is charged to: the rule's own instruction
+/// where its id names one the case holds (`xrstor.loads-...` in a case that
+/// ends with XSAVEOPT is XRSTOR's), else `default` ([`instruction`]).
+pub fn charge(rule: &str, case: &Case, default: &str) -> String {
+    let scope = rule.split('.').next().unwrap_or("");
+    if scope == default || !(is_xsave_family(scope) || scope == "ldmxcsr") {
+        return default.to_string();
+    }
+    let has = decode(&case.code).iter().any(|i| mnemonic(i) == scope);
+    if has { scope } else { default }.to_string()
+}
+
+/// The signatures of a judgement (one per rule broken; none inside the
+/// envelope), each charged to its instruction ([`charge`]).
+pub fn signatures(backend: &str, j: &Judgement, case: &Case, default: &str) -> Vec<Signature> {
     match j {
         Judgement::Breaks { rules } => rules
             .iter()
             .map(|b| Signature {
                 backend: backend.to_string(),
                 rule: b.rule.clone(),
-                instruction: instruction.to_string(),
+                instruction: charge(&b.rule, case, default),
             })
             .collect(),
         _ => Vec::new(),
@@ -143,6 +159,7 @@ pub fn signatures(backend: &str, j: &Judgement, instruction: &str) -> Vec<Signat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::BrokenRule;
     use xsave_emu::{Control, Fault, FaultAt};
 
     fn case_with(code: &[u8]) -> (Case, Outcome) {
@@ -175,6 +192,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_charged_to_the_instruction_it_names() {
+        // xrstor64 [rdi]; xsaveopt64 [rdi]: the state XRSTOR loaded shows in the save.
+        let (c, _) = case_with(&[0x48, 0x0f, 0xae, 0x2f, 0x48, 0x0f, 0xae, 0x37]);
+        assert_eq!(
+            charge("xrstor.loads-rfbm-by-xstate-bv", &c, "xsaveopt"),
+            "xrstor"
+        );
+        assert_eq!(
+            charge("xsave.header-xstate-bv-rmw", &c, "xsaveopt"),
+            "xsaveopt"
+        );
+        assert_eq!(charge("save.x87-format", &c, "xsaveopt"), "xsaveopt");
+        assert_eq!(
+            charge("xsavec.ud-not-advertised", &c, "xsaveopt"),
+            "xsaveopt"
+        );
+    }
+
+    #[test]
     fn rex_w_forms_share_the_mnemonic() {
         let (c, a) = case_with(&[0x48, 0x0f, 0xc7, 0x27, 0x90]); // xsavec64 [rdi]; nop
         assert_eq!(instruction(&c, &a, &a), "xsavec");
@@ -182,54 +218,47 @@ mod tests {
 
     #[test]
     fn a_violation_is_one_signature_per_rule() {
-        // Two rules broken (issue 13: a signature is (backend, rule, instruction)).
-        let broken = |rule: &'static str, field: &str| crate::compare::BrokenRule {
-            rule,
-            sentence: "",
-            citation: "",
-            fields: vec![field.into()],
+        let rule = |r: &'static xsave_emu::Rule, f: &str| BrokenRule {
+            rule: r.id,
+            sentence: r.sentence,
+            citation: r.citation,
+            fields: vec![f.to_string()],
         };
-        let j = from_verdict(
-            &Verdict::OutsideEnvelope {
-                broken: vec![
-                    broken("xsave.mxcsr-with-sse-or-avx", "memory[0x18..0x20]: ..."),
-                    broken("save.x87-format", "memory[0x6..0x8]: ..."),
-                ],
-            },
-            &Comparison::default(),
-        );
-        let s = signatures("exec:valgrind", &j, "xsave");
+        let j = from_verdict(&Verdict::OutsideEnvelope {
+            broken: vec![
+                rule(
+                    &xsave_emu::rules::XSAVE_MXCSR_WITH_SSE_OR_AVX,
+                    "memory[0x18..0x20]: ...",
+                ),
+                rule(&xsave_emu::rules::SAVE_X87_FORMAT, "memory[0x6..0x8]: ..."),
+            ],
+        });
+        let (c, _) = case_with(&[0x48, 0x0f, 0xae, 0x27]); // xsave64 [rdi]
+        let s = signatures("exec:valgrind", &j, &c, "xsave");
+        let ids: Vec<String> = s.iter().map(|x| x.to_string()).collect();
         assert_eq!(
-            s,
+            ids,
             [
-                Signature {
-                    backend: "exec:valgrind".into(),
-                    rule: "xsave.mxcsr-with-sse-or-avx".into(),
-                    instruction: "xsave".into()
-                },
-                Signature {
-                    backend: "exec:valgrind".into(),
-                    rule: "save.x87-format".into(),
-                    instruction: "xsave".into()
-                }
+                "exec:valgrind: xsave.mxcsr-with-sse-or-avx on xsave",
+                "exec:valgrind: save.x87-format on xsave"
             ]
         );
-        assert_eq!(
-            s[0].to_string(),
-            "exec:valgrind: xsave.mxcsr-with-sse-or-avx on xsave"
-        );
-        let inside = from_verdict(
-            &Verdict::InsideEnvelope {
-                latitude: vec!["xinuse-1-over-init"],
-            },
-            &Comparison::default(),
-        );
+        let inside = from_verdict(&Verdict::InsideEnvelope {
+            latitude: vec!["xinuse-1-over-init"],
+        });
         assert_eq!(
             inside,
             Judgement::Latitude {
                 taken: vec!["xinuse-1-over-init".into()]
             }
         );
-        assert!(signatures("x", &inside, "xsave").is_empty());
+        assert!(signatures("x", &inside, &c, "xsave").is_empty());
+        let quirk = from_verdict(&Verdict::InsideEnvelope { latitude: vec![] });
+        assert_eq!(
+            quirk,
+            Judgement::Latitude {
+                taken: vec![MODEL_PATH.into()]
+            }
+        );
     }
 }
