@@ -19,12 +19,10 @@ use iced_x86::{Code, Instruction, OpKind, Register};
 /// PXOR XMM0, XMM1 read XINUSE[1] = 1; PXOR XMM0, XMM0, LDMXCSR 1F80H and
 /// FNINIT read 0.
 fn touch(m: &mut Machine, i: usize) {
+    touch_always(m, i);
     if m.quirks().xinuse_by_contents && m.st.is_init(i) {
         m.st.xinuse &= !(1 << i);
-    } else {
-        m.st.xinuse |= 1 << i;
     }
-    m.st.xmodified |= 1 << i;
 }
 
 fn touch_always(m: &mut Machine, i: usize) {

@@ -19,18 +19,10 @@ pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
     // byte 5 is reserved and written as 0.
     b[6..8].copy_from_slice(&x.fop.to_le_bytes());
     if rex_w {
-        let fip = if q.fip_canonical_57 {
-            ((x.fip << 7) as i64 >> 7) as u64
-        } else {
-            x.fip
-        };
-        b[8..16].copy_from_slice(&fip.to_le_bytes());
-        let fdp = if q.fdp_canonical_57 {
-            ((x.fdp << 7) as i64 >> 7) as u64
-        } else {
-            x.fdp
-        };
-        b[16..24].copy_from_slice(&fdp.to_le_bytes());
+        // Quirks fip-canonical-57, fdp-canonical-57: bits 63..57 copy bit 56.
+        let canonical_57 = |v: u64, on: bool| if on { ((v << 7) as i64 >> 7) as u64 } else { v };
+        b[8..16].copy_from_slice(&canonical_57(x.fip, q.fip_canonical_57).to_le_bytes());
+        b[16..24].copy_from_slice(&canonical_57(x.fdp, q.fdp_canonical_57).to_le_bytes());
     } else {
         let dep = m.model.fcs_fds_deprecated;
         b[8..12].copy_from_slice(&(x.fip as u32).to_le_bytes());

@@ -13,7 +13,7 @@
 //! the diff_native fuzz target).
 
 use crate::case::Case;
-use crate::decode::{decode, stack_based};
+use crate::decode::{decode_lazily, stack_based};
 use crate::fault::{Fault, FaultAt};
 use crate::model::CpuModel;
 
@@ -34,7 +34,8 @@ pub fn fault_for(model: &CpuModel, case: &Case, f: FaultAt) -> FaultAt {
     }
     let ss = f
         .insn
-        .and_then(|k| decode(&case.code).get(k).map(stack_based))
+        .and_then(|k| decode_lazily(&case.code, model.decoder_options()).nth(k))
+        .map(|(ins, _)| stack_based(&ins))
         .unwrap_or(false);
     FaultAt {
         fault: if ss { Fault::Ss } else { Fault::gp0() },
