@@ -36,6 +36,10 @@ fn codes() -> &'static HashMap<String, Vec<Code>> {
     })
 }
 
+/// Other spellings of a mnemonic (Intel's name, as iced's formatter writes
+/// it) -> iced's mnemonic: FWAIT is WAIT (SDM2 "WAIT/FWAIT", opcode 9B).
+const MNEMONIC_ALIASES: [(&str, &str); 1] = [("fwait", "wait")];
+
 /// Register name (lower case) -> register.
 fn registers() -> &'static HashMap<String, Register> {
     static T: OnceLock<HashMap<String, Register>> = OnceLock::new();
@@ -277,6 +281,10 @@ pub fn assemble(line: &str, ip: u64) -> Result<Vec<u8>, String> {
             "prefix `{mnem}` is not supported in assembly: write the instruction's bytes in hex"
         ));
     }
+    let mnem = MNEMONIC_ALIASES
+        .iter()
+        .find(|a| a.0 == mnem)
+        .map_or(mnem, |a| a.1);
     let codes = codes().get(mnem).ok_or_else(|| {
         let near = crate::fields::nearest(mnem, codes().keys().map(String::as_str), 3);
         if near.is_empty() {
@@ -391,6 +399,9 @@ mod tests {
         assert_eq!(asm("xsetbv"), [0x0f, 0x01, 0xd1]);
         assert_eq!(asm("ldmxcsr dword ptr [rdi]"), [0x0f, 0xae, 0x17]);
         assert_eq!(asm("fldcw [rsi+rcx*2-8]"), [0xd9, 0x6c, 0x4e, 0xf8]);
+        // SDM2 WAIT/FWAIT: 9B, either name; iced's formatter writes `fwait`.
+        assert_eq!(asm("fwait"), [0x9b]);
+        assert_eq!(asm("wait"), [0x9b]);
         // The formatter's own spelling.
         assert_eq!(asm("mov ecx,6A4h"), [0xb9, 0xa4, 0x06, 0, 0]);
     }

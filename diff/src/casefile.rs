@@ -43,6 +43,10 @@
 //! mem[0x40..0x42] = 7f03        # arena bytes that changed
 //! rax = 0x5                     # GPRs that changed
 //!
+//! pl0_ssp = 0x0                 # supervisor state by name (CPL 0 cases; `xsdiff fields`)
+//! compacted.cet_s = 2448, 24    # the layout a backend enumerates: OFFSET, SIZE of a
+//! standard.size = 2432          # component, or an area's size (`xsdiff layout`)
+//!
 //! only = fault, memory          # optional: check only these parts (fault, gprs, final,
 //!                               # xinuse, memory, supervisor); default all
 //!
@@ -60,6 +64,11 @@
 //! An expected final image is complete: every byte not named is expected to
 //! equal the baseline ([`baseline_final`]: the initial image's values in the
 //! standard format). `xinuse` is checked only where a line gives it.
+//! What a backend cannot observe (supervisor state on a ring-3 runner,
+//! XSTATE_BV bits outside XCR0 in the final image, a layout where the
+//! backend's model is not its own CPUID) is not failed for being absent; an
+//! explicit line on it is reported "cannot be checked on BACKEND", and a file
+//! whose explicit lines no backend observed is not checked, never a pass.
 //!
 //! Numbers are `0x` hex, decimal or `0b` binary. Image offsets (`init[..]`,
 //! `final[..]`) are written in decimal, arena offsets in hex. Every error names
@@ -182,28 +191,121 @@ pub struct Expected {
     pub stated_xstate_bv: Option<u64>,
     /// XCR0 at the start (the ring-3 capture is an XSAVE with RFBM = XCR0).
     pub xcr0: u64,
+    /// The layout the section states (`standard.avx = 576, 256`).
+    pub layout: Vec<LayoutExpect>,
+}
+
+/// One stated layout item: `standard.COMPONENT = OFFSET, SIZE`,
+/// `compacted.COMPONENT = OFFSET, SIZE`, `standard.size = N`,
+/// `compacted.size = N`; `compacted(MASK).…` names the compacted format's
+/// mask (default: the initial image's XCOMP_BV when it is compacted, else
+/// XCR0 | IA32_XSS). Checked against the layout a backend enumerates (CPUID
+/// leaf 0DH: the standard offset and size of component i are (0DH,i).EBX and
+/// EAX; compacted offsets follow SDM1 §13.4.3 from the sizes and
+/// (0DH,i).ECX[1]; the standard size is (0DH,0).EBX for the case's XCR0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutExpect {
+    pub line: usize,
+    /// The key as written.
+    pub key: String,
+    /// None: the standard format; Some(mask): the compacted format of `mask`.
+    pub compacted: Option<u64>,
+    /// The component, or None for the size of the area.
+    pub component: Option<usize>,
+    /// (offset, size) of the component, or (None, size) of the area.
+    pub value: (Option<u32>, u32),
+}
+
+impl LayoutExpect {
+    /// What `model` enumerates for this item with XCR0 = `xcr0` (None: the
+    /// component is not in that format on this model).
+    pub fn observed(&self, model: &CpuModel, xcr0: u64) -> Option<(Option<u32>, u32)> {
+        let lay = match self.compacted {
+            None => layout::standard(
+                model,
+                Xfeatures::from_bits_retain(match self.component {
+                    // A component's standard offset does not depend on XCR0.
+                    Some(i) => 1 << i,
+                    None => xcr0,
+                }),
+            ),
+            Some(m) => layout::compacted(model, Xfeatures::from_bits_retain(m & !(1 << 63))),
+        };
+        match self.component {
+            None => Some((None, lay.size)),
+            Some(i) => lay.slot(i).map(|s| (Some(s.offset), s.size)),
+        }
+    }
+
+    /// The item's name in a difference: `layout standard AVX`, `layout compacted 0x18e7 size`.
+    pub fn what(&self) -> String {
+        let f = match self.compacted {
+            None => "standard".to_string(),
+            Some(m) => format!("compacted {:#x}", m & !(1 << 63)),
+        };
+        let c = match self.component {
+            Some(i) => format!(
+                "{} (offset, size)",
+                xsave_emu::component::component_name(i).unwrap_or("?")
+            ),
+            None => "size".into(),
+        };
+        format!("layout {f} {c}")
+    }
+}
+
+/// `576, 256` or `2432`; absent: `none`.
+pub fn fmt_layout_value(v: Option<(Option<u32>, u32)>) -> String {
+    match v {
+        None => "none (not in this format)".into(),
+        Some((Some(o), s)) => format!("{o}, {s}"),
+        Some((None, s)) => s.to_string(),
+    }
 }
 
 /// The parts an `only` line may name.
 pub const PARTS: [&str; 6] = ["fault", "gprs", "final", "xinuse", "memory", "supervisor"];
 
 impl Expected {
-    /// What the section states that `obs`'s backend cannot observe: supervisor
-    /// state in an outcome that holds none, XSTATE_BV bits outside XCR0 (a
-    /// user XSAVE never writes them).
-    pub fn unobservable(&self, obs: &Outcome) -> Option<String> {
-        if self.states_supervisor && obs.supervisor.is_empty() {
-            return Some("supervisor state (IA32_XSS components after the case)".into());
-        }
-        let outside = self.stated_xstate_bv.unwrap_or(0) & !self.xcr0;
-        if outside != 0 {
-            return Some(format!(
-                "XSTATE_BV {} (the final image is an XSAVE with RFBM = XCR0 = {:#x})",
-                Xfeatures::from_bits_retain(outside).names(),
-                self.xcr0
+    /// What the section states explicitly that a backend cannot observe, as
+    /// (key, what) pairs: supervisor state where the backend does not read it
+    /// (a ring-3 runner), XSTATE_BV bits outside XCR0 (the final image is an
+    /// XSAVE with RFBM = XCR0, which never writes them), a layout where the
+    /// backend's model is not its enumerated CPUID. A part `only` leaves out
+    /// is not stated.
+    pub fn unobservable(
+        &self,
+        observes_supervisor: bool,
+        enumerates_layout: bool,
+    ) -> Vec<(String, String)> {
+        let on = |p: &str| self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == p));
+        let mut v = Vec::new();
+        if self.states_supervisor && !observes_supervisor && on("supervisor") {
+            v.push((
+                "supervisor".into(),
+                "supervisor state (a ring-3 runner cannot read IA32_XSS components)".into(),
             ));
         }
-        None
+        let outside = self.stated_xstate_bv.unwrap_or(0) & !self.xcr0;
+        if outside != 0 && on("final") {
+            for i in Xfeatures::from_bits_retain(outside).indices() {
+                v.push((
+                    format!("xstate_bv:{i}"),
+                    format!(
+                        "XSTATE_BV bit {i} ({}) (the final image is an XSAVE with RFBM = XCR0 = {:#x})",
+                        xsave_emu::component::component_name(i).unwrap_or("?"),
+                        self.xcr0
+                    ),
+                ));
+            }
+        }
+        if !self.layout.is_empty() && !enumerates_layout {
+            v.push((
+                "layout".into(),
+                "the layout (its model is not read from its CPUID)".into(),
+            ));
+        }
+        v
     }
 
     /// `self.outcome` with every part this section does not check taken from `obs`.
@@ -875,6 +977,7 @@ impl CaseFile {
         let mut explicit_noise_fields = false;
         let mut states_supervisor = false;
         let mut stated_xstate_bv = None;
+        let mut layout = Vec::new();
         // A case that changes XCR0 (XSETBV) ends with an image of the new size:
         // the baseline takes the size of the model's prediction.
         if let Ok(p) = xsave_emu::predict(model, case) {
@@ -890,6 +993,10 @@ impl CaseFile {
                 || key.starts_with("mem[") && states_noisy_bytes(case, key)
             {
                 explicit_noise_fields = true;
+            }
+            if let Some(l) = self.layout_item(it, case)? {
+                layout.push(l);
+                continue;
             }
             if let Some(f) = sup.iter().find(|f| f.name == key) {
                 states_supervisor = true;
@@ -1031,7 +1138,95 @@ impl CaseFile {
             states_supervisor,
             stated_xstate_bv,
             xcr0: case.control.xcr0,
+            layout,
         })
+    }
+
+    /// A layout item (`standard.avx = 576, 256`, `compacted(0x18e7).size =
+    /// 2472`), or None when `it` is not one.
+    fn layout_item(&self, it: &Item, case: &Case) -> Result<Option<LayoutExpect>, ParseError> {
+        let key = it.key.as_str();
+        let (compacted, rest) = if let Some(r) = key.strip_prefix("standard.") {
+            (None, r)
+        } else if let Some(r) = key.strip_prefix("compacted.") {
+            let xcomp = if case.init.len() >= 528 {
+                case.init_xcomp_bv()
+            } else {
+                0
+            };
+            let m = if xcomp >> 63 == 1 {
+                xcomp
+            } else {
+                case.control.xcr0 | case.control.xss
+            };
+            (Some(m & !(1 << 63)), r)
+        } else if let Some(r) = key.strip_prefix("compacted(") {
+            let (m, r) = r
+                .split_once(").")
+                .and_then(|(m, r)| Some((parse_u64(m)?, r)))
+                .ok_or_else(|| {
+                    self.err(
+                        it.line,
+                        format!("expected `compacted(MASK).COMPONENT` or `compacted(MASK).size`, found `{key}`"),
+                    )
+                })?;
+            (Some(m & !(1 << 63)), r)
+        } else {
+            return Ok(None);
+        };
+        let component = if rest == "size" {
+            None
+        } else {
+            Some(
+                parse_u64(rest)
+                    .map(|i| i as usize)
+                    .filter(|&i| i <= xsave_emu::component::MAX_COMPONENT)
+                    .or_else(|| xsave_emu::component::component_by_name(rest))
+                    // `tilecfg`, `tiledata`: the names of the fields.
+                    .or_else(|| xsave_emu::component::component_by_name(&format!("x{rest}")))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = xsave_emu::component::COMPONENTS
+                            .iter()
+                            .map(|c| c.name)
+                            .collect();
+                        self.err(
+                            it.line,
+                            format!(
+                                "unknown component `{rest}` in `{key}` (expected `size`, a component number or name: {})",
+                                names.join(", ")
+                            ),
+                        )
+                    })?,
+            )
+        };
+        let nums: Vec<Option<u32>> = it
+            .value
+            .split(',')
+            .map(|v| parse_u64(v.trim()).and_then(|n| u32::try_from(n).ok()))
+            .collect();
+        let value = match (component, nums.as_slice()) {
+            (Some(_), [Some(o), Some(s)]) => (Some(*o), *s),
+            (None, [Some(s)]) => (None, *s),
+            (Some(_), _) => {
+                return Err(self.err(
+                    it.line,
+                    format!("expected `OFFSET, SIZE` (as `xsdiff layout` prints them) for `{key}`, found `{}`", it.value),
+                ))
+            }
+            (None, _) => {
+                return Err(self.err(
+                    it.line,
+                    format!("expected the area's size in bytes for `{key}`, found `{}`", it.value),
+                ))
+            }
+        };
+        Ok(Some(LayoutExpect {
+            line: it.line,
+            key: key.to_string(),
+            compacted,
+            component,
+            value,
+        }))
     }
 }
 
@@ -1251,7 +1446,8 @@ fn parse_value(v: &str, len: usize) -> Option<Vec<u8>> {
     (b.len() == len).then_some(b)
 }
 
-fn fmt_value(b: &[u8]) -> String {
+/// A field value as a case file writes it: `0x` number up to 8 bytes, hex beyond.
+pub fn fmt_value(b: &[u8]) -> String {
     if b.len() <= 8 {
         let mut q = [0u8; 8];
         q[..b.len()].copy_from_slice(b);
@@ -1462,6 +1658,29 @@ fn write_image(out: &mut String, raw: &str, cat: &Catalog, img: &[u8], base: &[u
     let n = img.len().min(base.len());
     let mut covered = vec![false; n];
     let mut lines: Vec<(usize, String)> = Vec::new();
+    // Runs of one byte over more than one field (or over unnamed bytes) as
+    // fills, `init[576..2432] = aa*`; the lines below then write what differs
+    // from the image with the fills applied. Every line writes the image's own
+    // bytes, so their order does not matter when reading.
+    // XSTATE_BV and XCOMP_BV (512..528) are always written by name: the
+    // reader takes the image's format from the `xcomp_bv` line.
+    let mut filled = base[..n].to_vec();
+    for r in fill_runs(img, base, 0, n) {
+        let Some(x) = r.fill else { continue };
+        let parts = [(r.start, r.end.min(512)), (r.start.max(528), r.end)];
+        for (a, b) in parts {
+            let in_one_field = cat
+                .fields
+                .iter()
+                .any(|f| f.offset <= a && b <= f.offset + f.len);
+            if b < a + FILL_MIN || in_one_field || img[a..b] == base[a..b] {
+                continue;
+            }
+            filled[a..b].fill(x);
+            lines.push((a, format!("{raw}[{a}..{b}] = {x:02x}*")));
+        }
+    }
+    let base = &filled[..];
     for f in &cat.fields {
         let Field { offset, len, .. } = *f;
         if offset + len > n {

@@ -386,12 +386,30 @@ pub fn compare(model: &CpuModel, case: &Case, left: &Outcome, right: &Outcome) -
         _ => {}
     }
     if left.supervisor != right.supervisor {
-        d.push(Diff {
-            field: "supervisor state".into(),
-            class: "supervisor".into(),
-            left: hex(&left.supervisor),
-            right: hex(&right.supervisor),
-        });
+        // By field (`PL1_SSP`, the case-file names upper-cased) where both
+        // sides hold the case's IA32_XSS components, else as a whole.
+        let fields = crate::fields::supervisor_fields(model, case.control.xss);
+        let whole = fields.iter().map(|f| f.offset + f.len).max();
+        if whole == Some(left.supervisor.len()) && whole == Some(right.supervisor.len()) {
+            for f in &fields {
+                let r = f.offset..f.offset + f.len;
+                if left.supervisor[r.clone()] != right.supervisor[r.clone()] {
+                    d.push(Diff {
+                        field: f.name.to_uppercase(),
+                        class: "supervisor".into(),
+                        left: crate::casefile::fmt_value(&left.supervisor[r.clone()]),
+                        right: crate::casefile::fmt_value(&right.supervisor[r]),
+                    });
+                }
+            }
+        } else {
+            d.push(Diff {
+                field: "supervisor state".into(),
+                class: "supervisor".into(),
+                left: hex(&left.supervisor),
+                right: hex(&right.supervisor),
+            });
+        }
     }
     if left.memory != right.memory {
         let areas = if noise.x87_pointers || noise.xinuse {

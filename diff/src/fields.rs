@@ -301,6 +301,11 @@ pub fn rows(model: &CpuModel) -> Vec<Row> {
         ),
         r("OFFSET", "arena bytes at OFFSET".into(), "[arena]"),
         r(
+            "A..B",
+            "arena bytes A..B, one byte repeated (`0x100..0x200 = 55*`)".into(),
+            "[arena]",
+        ),
+        r(
             "fill",
             "every arena byte (`fill = aa`), before OFFSET lines".into(),
             "[arena]",
@@ -323,6 +328,31 @@ pub fn rows(model: &CpuModel) -> Vec<Row> {
         r(
             "only",
             "the parts checked: fault, gprs, final, xinuse, memory, supervisor".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "standard.C",
+            "component C's (name or number: `standard.avx`) standard-format `OFFSET, SIZE`, as `xsdiff layout` prints them: CPUID.(0DH,C).EBX, EAX".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "standard.size",
+            "the standard-format area's size for the case's XCR0: CPUID.(0DH,0).EBX".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "compacted.C",
+            "component C's compacted-format `OFFSET, SIZE` (SDM1 13.4.3) for the initial image's XCOMP_BV when compacted, else XCR0 | IA32_XSS".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "compacted.size",
+            "the compacted-format area's size for that mask".into(),
+            "[expect], [record M]",
+        ),
+        r(
+            "compacted(M).C",
+            "the same for mask M (`compacted(0x18e7).cet_s`, `compacted(0x8e7).size`)".into(),
             "[expect], [record M]",
         ),
     ]);

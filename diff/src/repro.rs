@@ -11,7 +11,7 @@
 //! each reason naming the instruction or the control state a backend declined).
 
 use crate::backend::{self, Backend};
-use crate::casefile::{CaseFile, Expected};
+use crate::casefile::{fmt_layout_value, CaseFile, Expected};
 use crate::compare::{compare, verdict, Diff};
 use serde::Serialize;
 use std::path::Path;
@@ -30,6 +30,49 @@ pub struct Check {
     pub diffs: Vec<Diff>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the section states that this backend cannot observe ("supervisor
+    /// state ... cannot be checked on native"): not part of a pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
+    /// The keys of `unchecked` (`supervisor`, `xstate_bv:12`, `layout`).
+    #[serde(skip)]
+    pub unchecked_keys: Vec<String>,
+}
+
+impl Check {
+    fn new(what: String, result: &str) -> Check {
+        Check {
+            what,
+            result: result.into(),
+            verdict: None,
+            diffs: Vec::new(),
+            reason: None,
+            unchecked: Vec::new(),
+            unchecked_keys: Vec::new(),
+        }
+    }
+}
+
+/// What a backend observes beyond a ring-3 outcome ([`Backend::observes_supervisor`],
+/// [`Backend::enumerates_layout`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Observes {
+    pub supervisor: bool,
+    pub layout: bool,
+}
+
+impl Observes {
+    /// The emulator's prediction: its model is everything.
+    pub const EMU: Observes = Observes {
+        supervisor: true,
+        layout: true,
+    };
+    pub fn of(b: &dyn Backend) -> Observes {
+        Observes {
+            supervisor: b.observes_supervisor(),
+            layout: b.enumerates_layout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,8 +134,13 @@ fn check(
     exp: &Expected,
     obs: &Outcome,
     real: bool,
+    observes: Observes,
 ) -> Check {
-    let e = exp.against(obs);
+    let mut e = exp.against(obs);
+    // A backend that does not read supervisor state is not judged on it.
+    if !observes.supervisor {
+        e.supervisor = obs.supervisor.clone();
+    }
     // Noise quirks never weaken what the section states explicitly.
     let strict;
     let model = if exp.explicit_noise_fields {
@@ -105,47 +153,46 @@ fn check(
         model
     };
     let cmp = compare(model, case, &e, obs);
-    if cmp.is_match() {
-        if let Some(why) = exp.unobservable(obs) {
-            let backend = what.rsplit(" vs ").next().unwrap_or("").to_string();
-            return Check {
-                what,
-                result: "not-checked".into(),
-                verdict: None,
-                diffs: Vec::new(),
-                reason: Some(format!("{why} cannot be checked on {backend}")),
-            };
+    let mut diffs = cmp.diffs.clone();
+    if observes.layout {
+        for l in &exp.layout {
+            let got = l.observed(model, case.control.xcr0);
+            if got != Some(l.value) {
+                diffs.push(Diff {
+                    field: l.what(),
+                    class: "layout".into(),
+                    left: fmt_layout_value(Some(l.value)),
+                    right: fmt_layout_value(got),
+                });
+            }
         }
-        return Check {
-            what,
-            result: "pass".into(),
-            verdict: None,
-            diffs: Vec::new(),
-            reason: None,
-        };
     }
-    let v = if real {
-        Some(verdict(model, case, &cmp, obs).short().to_string())
-    } else {
-        None
-    };
-    Check {
-        what,
-        result: "mismatch".into(),
-        verdict: v,
-        diffs: cmp.diffs,
-        reason: None,
+    let backend = what.rsplit(" vs ").next().unwrap_or("").to_string();
+    let (unchecked_keys, unchecked): (Vec<String>, Vec<String>) = exp
+        .unobservable(observes.supervisor, observes.layout)
+        .into_iter()
+        .map(|(k, w)| (k, format!("{w} cannot be checked on {backend}")))
+        .unzip();
+    if diffs.is_empty() {
+        let mut c = Check::new(what, "pass");
+        c.unchecked = unchecked;
+        c.unchecked_keys = unchecked_keys;
+        return c;
     }
+    let mut c = Check::new(what, "mismatch");
+    if real && !cmp.is_match() {
+        c.verdict = Some(verdict(model, case, &cmp, obs).short().to_string());
+    }
+    c.diffs = diffs;
+    c.unchecked = unchecked;
+    c.unchecked_keys = unchecked_keys;
+    c
 }
 
 fn skipped(what: String, reason: String) -> Check {
-    Check {
-        what,
-        result: "skipped".into(),
-        verdict: None,
-        diffs: Vec::new(),
-        reason: Some(reason),
-    }
+    let mut c = Check::new(what, "skipped");
+    c.reason = Some(reason);
+    c
 }
 
 /// Checks one file.
@@ -155,7 +202,7 @@ pub fn repro_file(path: &Path, specs: Option<&[String]>) -> FileReport {
         Ok(checks) => {
             let status = if checks.iter().any(|c| c.result == "mismatch") {
                 "mismatch"
-            } else if checks.iter().any(|c| c.result == "pass") {
+            } else if checks.iter().any(|c| c.result == "pass") && unverified(&checks).is_empty() {
                 "pass"
             } else {
                 "not-checked"
@@ -176,14 +223,34 @@ pub fn repro_file(path: &Path, specs: Option<&[String]>) -> FileReport {
     }
 }
 
+/// What a section states that no passing check observed: (section, key)
+/// pairs that every passing check of that section left unchecked. A file
+/// with any is not checked, whatever else passed.
+fn unverified(checks: &[Check]) -> Vec<(String, String)> {
+    let section = |c: &Check| c.what.split(" vs ").next().unwrap_or("").to_string();
+    let mut v: Vec<(String, String)> = Vec::new();
+    for c in checks {
+        for k in &c.unchecked_keys {
+            let s = section(c);
+            let seen = checks.iter().any(|p| {
+                p.result == "pass" && section(p) == s && !p.unchecked_keys.contains(k)
+            });
+            if !seen && !v.contains(&(s.clone(), k.clone())) {
+                v.push((s, k.clone()));
+            }
+        }
+    }
+    v
+}
+
 fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, String> {
     let cf = CaseFile::load(path).map_err(|e| e.to_string())?;
     let model = file_model(&cf)?;
     let case = cf.build(&model).map_err(|e| e.to_string())?;
     let mut backends = backends_for(&model, &cf.model, specs)?;
     let mut checks = Vec::new();
-    // (backend, real, its model's name, the case as built for it, outcome)
-    let mut outs: Vec<(String, bool, String, Case, Option<Outcome>)> = Vec::new();
+    // (backend, real, its model's name, the case as built for it, outcome, what it observes)
+    let mut outs: Vec<(String, bool, String, Case, Option<Outcome>, Observes)> = Vec::new();
     for b in backends.iter_mut() {
         let name = b.name();
         // A `host` case runs on each backend as built for the model it presents.
@@ -193,22 +260,47 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
             case.clone()
         };
         let bmodel = b.model().clone();
+        let observes = Observes::of(b.as_ref());
         match b.run(&bcase) {
-            Ok(o) => outs.push((name, b.is_real(), bmodel.name.clone(), bcase, Some(o))),
+            Ok(o) => outs.push((
+                name,
+                b.is_real(),
+                bmodel.name.clone(),
+                bcase,
+                Some(o),
+                observes,
+            )),
             Err(s) => {
                 // The emulator's reason in full (the backend's short form drops
                 // the instruction's text, which a user needs).
-                let reason = match xsave_emu::predict(&bmodel, &bcase) {
+                let mut reason = match xsave_emu::predict(&bmodel, &bcase) {
                     Err(u) if !b.is_real() && name.starts_with("emu:") => format!("emu: {}", u.0),
                     _ => s.0,
                 };
+                // A control state the backend's CPU lacks, named with what it has.
+                let xcr0 = bcase.control.xcr0;
+                if xcr0 & !bmodel.xcr0_supported != 0 {
+                    reason += &format!(
+                        "; the case's XCR0 is {xcr0:#x}, {name} enumerates XCR0 support {:#x} (CPUID.(0DH,0):EDX:EAX), without {}",
+                        bmodel.xcr0_supported,
+                        xsave_emu::Xfeatures::from_bits_retain(xcr0 & !bmodel.xcr0_supported).names()
+                    );
+                }
+                let xss = bcase.control.xss;
+                if b.observes_supervisor() && xss & !bmodel.xss_supported != 0 {
+                    reason += &format!(
+                        "; the case's IA32_XSS is {xss:#x}, {name} supports {:#x}, without {}",
+                        bmodel.xss_supported,
+                        xsave_emu::Xfeatures::from_bits_retain(xss & !bmodel.xss_supported).names()
+                    );
+                }
                 checks.push(skipped(format!("run on {name}"), reason));
-                outs.push((name, b.is_real(), bmodel.name.clone(), bcase, None));
+                outs.push((name, b.is_real(), bmodel.name.clone(), bcase, None, observes));
             }
         }
     }
     if let Some(sec) = &cf.expect {
-        for (k, (name, real, _, bcase, o)) in outs.iter().enumerate() {
+        for (k, (name, real, _, bcase, o, observes)) in outs.iter().enumerate() {
             if let Some(o) = o {
                 let bmodel = backends[k].model();
                 let exp = cf.expected(sec, bmodel, bcase).map_err(|e| e.to_string())?;
@@ -219,6 +311,7 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
                     &exp,
                     o,
                     *real,
+                    *observes,
                 ));
             }
         }
@@ -252,6 +345,7 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
                     &exp,
                     &p,
                     false,
+                    Observes::EMU,
                 )),
                 Err(u) => checks.push(skipped(
                     format!("record {rname} vs emu:{rname}"),
@@ -260,7 +354,7 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
             }
         }
         // ... and against every real backend presenting that model.
-        for (name, real, bmodel, _, o) in &outs {
+        for (name, real, bmodel, _, o, observes) in &outs {
             if *real && bmodel == rname {
                 if let Some(o) = o {
                     checks.push(check(
@@ -270,33 +364,30 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
                         &exp,
                         o,
                         true,
+                        *observes,
                     ));
                 }
             }
         }
     }
     if cf.expect.is_none() && cf.records.is_empty() {
-        if let Some((n0, _, _, _, Some(o0))) = outs.first() {
-            for (name, real, _, _, o) in outs.iter().skip(1) {
+        if let Some((n0, _, _, _, Some(o0), obs0)) = outs.first() {
+            for (name, real, _, _, o, obs) in outs.iter().skip(1) {
                 if let Some(o) = o {
-                    let cmp = compare(&model, &case, o0, o);
+                    // Supervisor state is compared where both backends read it.
+                    let mut o = o.clone();
+                    if !(obs0.supervisor && obs.supervisor) {
+                        o.supervisor = o0.supervisor.clone();
+                    }
+                    let cmp = compare(&model, &case, o0, &o);
                     let c = if cmp.is_match() {
-                        Check {
-                            what: format!("{name} vs {n0}"),
-                            result: "pass".into(),
-                            verdict: None,
-                            diffs: vec![],
-                            reason: None,
-                        }
+                        Check::new(format!("{name} vs {n0}"), "pass")
                     } else {
-                        let v = real.then(|| verdict(&model, &case, &cmp, o).short().to_string());
-                        Check {
-                            what: format!("{name} vs {n0}"),
-                            result: "mismatch".into(),
-                            verdict: v,
-                            diffs: cmp.diffs,
-                            reason: None,
-                        }
+                        let mut c = Check::new(format!("{name} vs {n0}"), "mismatch");
+                        c.verdict =
+                            real.then(|| verdict(&model, &case, &cmp, &o).short().to_string());
+                        c.diffs = cmp.diffs;
+                        c
                     };
                     checks.push(c);
                 }
@@ -309,68 +400,65 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
 impl FileReport {
     pub fn text(&self) -> String {
         let mut s = String::new();
-        match self.status.as_str() {
-            "error" => s.push_str(&format!("ERROR {}\n", self.error.as_deref().unwrap_or(""))),
-            "not-checked" => {
-                s.push_str(&format!("NOT CHECKED {}: no check ran\n", self.file));
-                for c in &self.checks {
-                    s.push_str(&format!(
-                        "  {}: {} ({})\n",
-                        c.what,
-                        c.result,
-                        c.reason.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            st => {
-                let passed: Vec<&str> = self
-                    .checks
-                    .iter()
-                    .filter(|c| c.result == "pass")
-                    .map(|c| c.what.as_str())
-                    .collect();
-                if passed.is_empty() {
-                    s.push_str(&format!(
-                        "{} {} (no check passed)\n",
-                        st.to_uppercase(),
-                        self.file
-                    ));
-                } else {
-                    s.push_str(&format!(
-                        "{} {} ({} checks passed: {})\n",
-                        st.to_uppercase(),
-                        self.file,
-                        passed.len(),
-                        passed.join(", ")
-                    ));
-                }
-                for c in &self.checks {
-                    match c.result.as_str() {
-                        "mismatch" => {
-                            s.push_str(&format!("  {}: mismatch", c.what));
-                            if let Some(v) = &c.verdict {
-                                s.push_str(&format!(" ({v})"));
-                            }
-                            s.push('\n');
-                            for d in &c.diffs {
-                                s.push_str(&format!(
-                                    "    {}: expected {}, got {}\n",
-                                    d.field, d.left, d.right
-                                ));
-                            }
-                        }
-                        "skipped" | "not-checked" => s.push_str(&format!(
-                            "  {}: {} ({})\n",
-                            c.what,
-                            c.result,
-                            c.reason.as_deref().unwrap_or("")
-                        )),
-                        _ => {}
+        if self.status == "error" {
+            s.push_str(&format!("ERROR {}\n", self.error.as_deref().unwrap_or("")));
+            return s;
+        }
+        let passed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| c.result == "pass")
+            .map(|c| c.what.as_str())
+            .collect();
+        let head = match (self.status.as_str(), passed.len()) {
+            ("not-checked", 0) => "no check ran".to_string(),
+            ("not-checked", _) => format!(
+                "{} passed: {}; but no backend observed some of what it states",
+                plural(passed.len(), "check"),
+                passed.join(", ")
+            ),
+            (_, 0) => "no check passed".to_string(),
+            (_, n) => format!("{} passed: {}", plural(n, "check"), passed.join(", ")),
+        };
+        let st = self.status.replace('-', " ").to_uppercase();
+        s.push_str(&format!("{st} {} ({head})\n", self.file));
+        for c in &self.checks {
+            match c.result.as_str() {
+                "mismatch" => {
+                    s.push_str(&format!("  {}: mismatch", c.what));
+                    if let Some(v) = &c.verdict {
+                        s.push_str(&format!(" ({v})"));
+                    }
+                    s.push('\n');
+                    for d in &c.diffs {
+                        s.push_str(&format!(
+                            "    {}: expected {}, got {}\n",
+                            d.field, d.left, d.right
+                        ));
                     }
                 }
+                "skipped" | "not-checked" => s.push_str(&format!(
+                    "  {}: {} ({})\n",
+                    c.what,
+                    c.result,
+                    c.reason.as_deref().unwrap_or("")
+                )),
+                _ => {}
+            }
+            for u in &c.unchecked {
+                s.push_str(&format!("  {}: not checked: {u}\n", c.what));
             }
         }
         s
+    }
+}
+
+/// `1 check`, `2 checks`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -416,5 +504,53 @@ impl Summary {
             self.not_checked,
             self.error
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(what: &str, keys: &[&str]) -> Check {
+        let mut c = Check::new(what.into(), "pass");
+        c.unchecked_keys = keys.iter().map(|k| k.to_string()).collect();
+        c.unchecked = keys.iter().map(|k| format!("{k} cannot be checked")).collect();
+        c
+    }
+
+    #[test]
+    fn a_stated_part_no_passing_check_observed_is_unverified() {
+        // Supervisor state observed on emu, not on native: verified.
+        let v = unverified(&[
+            pass("expect vs emu:zen5", &[]),
+            pass("expect vs native", &["supervisor"]),
+        ]);
+        assert!(v.is_empty(), "{v:?}");
+        // XSTATE_BV[12] observed nowhere: unverified, and the file is not a pass.
+        let v = unverified(&[
+            pass("expect vs emu:zen5", &["xstate_bv:12"]),
+            pass("expect vs native", &["supervisor", "xstate_bv:12"]),
+        ]);
+        assert_eq!(v, [("expect".to_string(), "xstate_bv:12".to_string())]);
+        // A record's check does not verify what [expect] states.
+        let v = unverified(&[
+            pass("expect vs native", &["supervisor"]),
+            pass("record zen5 vs emu:zen5", &[]),
+        ]);
+        assert_eq!(v, [("expect".to_string(), "supervisor".to_string())]);
+    }
+
+    #[test]
+    fn the_text_lists_what_could_not_be_checked() {
+        let r = FileReport {
+            file: "f.case".into(),
+            status: "not-checked".into(),
+            error: None,
+            checks: vec![pass("expect vs native", &["supervisor"])],
+        };
+        assert_eq!(
+            r.text(),
+            "NOT CHECKED f.case (1 check passed: expect vs native; but no backend observed some of what it states)\n  expect vs native: not checked: supervisor cannot be checked\n"
+        );
     }
 }

@@ -140,3 +140,35 @@ fn stating_a_saved_xstate_bv_turns_noise_off() {
     assert!(!with("mem[0x0..0x2] = 7f03"));
     assert!(with("mem[0x8..0x10] = 0000000000000000"), "FIP bytes 8..15");
 }
+
+#[test]
+fn image_fills_written_where_shorter() {
+    // zen5 standard format for XCR0 = E7H: AVX at 576 .. Hi16_ZMM ending at
+    // 2432. An initial image with all of 576..2432 = 55H is one fill line, not
+    // 112 register lines; XSTATE_BV stays a named line (the reader takes the
+    // image's format from the header).
+    let m = CpuModel::builtin("zen5").unwrap();
+    let cf = parse("xsave-case 1\nmodel zen5\n[init]\nxstate_bv = 0xe7\ninit[576..2432] = 55*\nxmm3 = 00112233445566778899aabbccddeeff\n[code]\nnop\n").unwrap();
+    let case = cf.build(&m).unwrap();
+    assert!(case.init[576..2432].iter().all(|&b| b == 0x55));
+    let text = write_case(&[], "zen5", &m, &case);
+    assert!(
+        text.contains("[init]\nxmm3 = 00112233445566778899aabbccddeeff\nxstate_bv = 0xe7\ninit[576..2432] = 55*\n"),
+        "{text}"
+    );
+    assert_eq!(parse(&text).unwrap().build(&m).unwrap(), case);
+    // A final image differing from the baseline by a long run: one `final[..]` fill.
+    let mut o = xsave_emu::predict(&m, &case).unwrap();
+    o.final_image[576..1408].fill(0xaa);
+    let sec = xsave_diff::casefile::write_outcome("expect", &m, &case, &o);
+    assert!(sec.contains("\nfinal[576..1408] = aa*\n"), "{sec}");
+    let back = parse(&format!("{text}{sec}")).unwrap();
+    let exp = back
+        .expected(back.expect.as_ref().unwrap(), &m, &case)
+        .unwrap();
+    assert_eq!(exp.outcome.final_image, o.final_image);
+    // A 16-byte run inside one register stays that register's line.
+    let cf = parse("xsave-case 1\nmodel zen5\n[init]\nxmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n").unwrap();
+    let text = write_case(&[], "zen5", &m, &cf.build(&m).unwrap());
+    assert!(text.contains("xmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"), "{text}");
+}

@@ -136,7 +136,7 @@ fn an_expectation_no_capture_can_hold_is_not_checked() {
     let (code, out) = repro(&[&f]);
     assert_eq!(code, 3, "{out}");
     assert!(
-        out.contains("XSTATE_BV CET_S (the final image is an XSAVE with RFBM = XCR0 = 0xe7) cannot be checked on emu:zen5"),
+        out.contains("XSTATE_BV bit 12 (CET_S) (the final image is an XSAVE with RFBM = XCR0 = 0xe7) cannot be checked on emu:zen5"),
         "{out}"
     );
 }
@@ -202,4 +202,49 @@ fn a_changed_xcr0_sizes_the_final_image() {
     );
     let (code, out) = repro(&[&f]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_stated_layout_is_checked_against_the_backends_layout() {
+    // zen5 (CPUID.(0DH,i) of the Zen 5 host, silicon.md): AVX at 576, 256 bytes
+    // in the standard format; the standard size for XCR0 = E7H is 2432 (Hi16_ZMM
+    // ends at 1408 + 1024). Compacted for XCOMP_BV = 80000000_000018E7H (SDM1
+    // 13.4.3: each component after the previous, no 64-byte alignment on zen5):
+    // CET_U at 2432 (16 bytes), CET_S at 2448 (24 bytes), size 2472.
+    let d = dir("layout");
+    let head = "xsave-case 1\nmodel zen5\n[control]\ncpl = 0\n[init]\nxcomp_bv = 0x80000000000018e7\n[code]\nnop\n[expect]\nfault = none\n";
+    let good = format!("{head}standard.avx = 576, 256\nstandard.size = 2432\ncompacted.cet_u = 2432, 16\ncompacted.cet_s = 2448, 24\ncompacted.size = 2472\ncompacted(0x8e7).size = 2448\ncompacted(0x10e7).12 = 2432, 24\n");
+    let (code, out) = repro(&[&write(&d, "good.case", &good)]);
+    assert_eq!(code, 0, "{out}");
+    let bad = format!("{head}compacted.cet_s = 2440, 24\nstandard.cet_s = 0, 24\n");
+    let (code, out) = repro(&[&write(&d, "bad.case", &bad)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("layout compacted 0x18e7 CET_S (offset, size): expected 2440, 24, got 2448, 24"),
+        "{out}"
+    );
+    // CET_S is a supervisor component: no place in the standard format.
+    assert!(
+        out.contains("layout standard CET_S (offset, size): expected 0, 24, got none (not in this format)"),
+        "{out}"
+    );
+    let typo = format!("{head}compacted.cets = 2448, 24\n");
+    let (code, out) = repro(&[&write(&d, "typo.case", &typo)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("typo.case:11: unknown component `cets`"), "{out}");
+}
+
+#[test]
+fn supervisor_differences_are_named_by_field() {
+    // XRSTORS64 of an image with XSTATE_BV[12] = 0 and RFBM[12] = 1 initializes
+    // CET_S (SDM1 13.12): PL1_SSP, loaded 1000H by the initial restore, becomes 0.
+    let d = dir("supnames");
+    let f = write(
+        &d,
+        "pl1.case",
+        "xsave-case 1\nmodel zen5\n[control]\ncpl = 0\nxss = 0x1800\n[init]\nxcomp_bv = 0x80000000000018e7\nxstate_bv = 0x1000\npl1_ssp = 0x1000\n[arena]\n0x208 = e718000000000080\n[gprs]\nrdi = arena\n[code]\nmov eax, 0x1000\nxor edx, edx\nxrstors64 [rdi]\n[expect]\nfault = none\nrax = 0x1000\n",
+    );
+    let (code, out) = repro(&[&f]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("    PL1_SSP: expected 0x1000, got 0x0\n"), "{out}");
 }

@@ -43,6 +43,9 @@ impl Backend for EmuBackend {
     fn is_real(&self) -> bool {
         false
     }
+    fn observes_supervisor(&self) -> bool {
+        true
+    }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
         xsave_emu::predict(&self.model, case).map_err(|u| skip_reason(&u))
     }

@@ -33,6 +33,18 @@ pub trait Backend {
     fn is_real(&self) -> bool {
         true
     }
+    /// Whether an outcome's supervisor state is what this backend observed
+    /// (the emulator, a ring-0 host); a ring-3 runner reports the state it
+    /// cannot read as its starting value.
+    fn observes_supervisor(&self) -> bool {
+        false
+    }
+    /// Whether [`Backend::model`]'s layout is what this backend enumerates in
+    /// CPUID leaf 0DH (the emulator's model table, this CPU, a guest's CPUID
+    /// under QEMU or Bochs), rather than a built-in model chosen for it.
+    fn enumerates_layout(&self) -> bool {
+        true
+    }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip>;
     /// Runs several cases (a process-backed backend batches them).
     fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {

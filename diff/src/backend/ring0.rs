@@ -43,6 +43,9 @@ impl Backend for Ring0Backend {
     fn control(&self) -> Control {
         Control::kernel(&self.model)
     }
+    fn observes_supervisor(&self) -> bool {
+        true
+    }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
         self.run_batch(std::slice::from_ref(case))
             .pop()

@@ -203,6 +203,11 @@ impl Backend for UnicornBackend {
     fn control(&self) -> Control {
         Control::user(&self.model)
     }
+    /// The model is the built-in one Unicorn's CPU model is taken for; the
+    /// CPUID Unicorn emulates is not read.
+    fn enumerates_layout(&self) -> bool {
+        false
+    }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
         self.refusal(case)?;
         let offsets = insn_offsets(&case.code).unwrap_or_default();
