@@ -232,9 +232,9 @@ fn unverified(checks: &[Check]) -> Vec<(String, String)> {
     for c in checks {
         for k in &c.unchecked_keys {
             let s = section(c);
-            let seen = checks.iter().any(|p| {
-                p.result == "pass" && section(p) == s && !p.unchecked_keys.contains(k)
-            });
+            let seen = checks
+                .iter()
+                .any(|p| p.result == "pass" && section(p) == s && !p.unchecked_keys.contains(k));
             if !seen && !v.contains(&(s.clone(), k.clone())) {
                 v.push((s, k.clone()));
             }
@@ -295,7 +295,14 @@ fn repro_inner(path: &Path, specs: Option<&[String]>) -> Result<Vec<Check>, Stri
                     );
                 }
                 checks.push(skipped(format!("run on {name}"), reason));
-                outs.push((name, b.is_real(), bmodel.name.clone(), bcase, None, observes));
+                outs.push((
+                    name,
+                    b.is_real(),
+                    bmodel.name.clone(),
+                    bcase,
+                    None,
+                    observes,
+                ));
             }
         }
     }
@@ -514,7 +521,10 @@ mod tests {
     fn pass(what: &str, keys: &[&str]) -> Check {
         let mut c = Check::new(what.into(), "pass");
         c.unchecked_keys = keys.iter().map(|k| k.to_string()).collect();
-        c.unchecked = keys.iter().map(|k| format!("{k} cannot be checked")).collect();
+        c.unchecked = keys
+            .iter()
+            .map(|k| format!("{k} cannot be checked"))
+            .collect();
         c
     }
 

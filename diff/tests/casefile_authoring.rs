@@ -168,7 +168,11 @@ fn image_fills_written_where_shorter() {
         .unwrap();
     assert_eq!(exp.outcome.final_image, o.final_image);
     // A 16-byte run inside one register stays that register's line.
-    let cf = parse("xsave-case 1\nmodel zen5\n[init]\nxmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n").unwrap();
+    let cf = parse("xsave-case 1\nmodel zen5\n[init]\nxmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n")
+        .unwrap();
     let text = write_case(&[], "zen5", &m, &cf.build(&m).unwrap());
-    assert!(text.contains("xmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"), "{text}");
+    assert!(
+        text.contains("xmm3 = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"),
+        "{text}"
+    );
 }

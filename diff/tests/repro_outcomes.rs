@@ -220,18 +220,25 @@ fn a_stated_layout_is_checked_against_the_backends_layout() {
     let (code, out) = repro(&[&write(&d, "bad.case", &bad)]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("layout compacted 0x18e7 CET_S (offset, size): expected 2440, 24, got 2448, 24"),
+        out.contains(
+            "layout compacted 0x18e7 CET_S (offset, size): expected 2440, 24, got 2448, 24"
+        ),
         "{out}"
     );
     // CET_S is a supervisor component: no place in the standard format.
     assert!(
-        out.contains("layout standard CET_S (offset, size): expected 0, 24, got none (not in this format)"),
+        out.contains(
+            "layout standard CET_S (offset, size): expected 0, 24, got none (not in this format)"
+        ),
         "{out}"
     );
     let typo = format!("{head}compacted.cets = 2448, 24\n");
     let (code, out) = repro(&[&write(&d, "typo.case", &typo)]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("typo.case:11: unknown component `cets`"), "{out}");
+    assert!(
+        out.contains("typo.case:11: unknown component `cets`"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -246,5 +253,8 @@ fn supervisor_differences_are_named_by_field() {
     );
     let (code, out) = repro(&[&f]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("    PL1_SSP: expected 0x1000, got 0x0\n"), "{out}");
+    assert!(
+        out.contains("    PL1_SSP: expected 0x1000, got 0x0\n"),
+        "{out}"
+    );
 }
