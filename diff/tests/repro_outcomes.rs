@@ -137,7 +137,8 @@ fn the_readme_walkthrough_works_as_written() {
             println!("skipped (no Debian bochs): {cmd}");
             continue;
         }
-        if cmd.contains("bochs:head") && !std::path::Path::new("/opt/bochs-head/bin/bochs").exists() {
+        if cmd.contains("bochs:head") && !std::path::Path::new("/opt/bochs-head/bin/bochs").exists()
+        {
             println!("skipped (no /opt/bochs-head): {cmd}");
             continue;
         }
@@ -161,10 +162,17 @@ fn the_readme_walkthrough_works_as_written() {
         .find(|l| l.trim_start().starts_with("ERROR bug.case:32:"))
         .unwrap()
         .trim_start();
-    let t = write(&d, "typo.case", &text.replace("pl0_ssp = 0x0", "pl0ssp = 0x0"));
+    let t = write(
+        &d,
+        "typo.case",
+        &text.replace("pl0_ssp = 0x0", "pl0ssp = 0x0"),
+    );
     let (code, out) = repro(&[&t]);
     assert_eq!(code, 2, "{out}");
-    assert_eq!(out.lines().next(), Some(typo.replace("bug.case", &t).as_str()));
+    assert_eq!(
+        out.lines().next(),
+        Some(typo.replace("bug.case", &t).as_str())
+    );
 }
 
 #[test]
