@@ -1012,7 +1012,7 @@ impl CaseFile {
                 out.supervisor[f.offset..f.offset + f.len].copy_from_slice(&b);
                 continue;
             }
-            if let Some(i) = supervisor_component_of(key) {
+            if let Some(i) = supervisor_component_of(model, key) {
                 return Err(self.err(
                     it.line,
                     format!(
@@ -1246,13 +1246,11 @@ fn states_noisy_bytes(case: &Case, key: &str) -> bool {
         .any(|&s| a < s + 520 && b > s + 512 || a < s + 24 && b > s + 6)
 }
 
-/// The supervisor component whose state a field name names (`pl0_ssp`: 12).
-fn supervisor_component_of(key: &str) -> Option<usize> {
-    match key {
-        "u_cet" | "pl3_ssp" => Some(11),
-        "pl0_ssp" | "pl1_ssp" | "pl2_ssp" => Some(12),
-        _ => None,
-    }
+/// The supervisor component of `model` whose state a field name names
+/// (`pl0_ssp`: 12).
+fn supervisor_component_of(model: &CpuModel, key: &str) -> Option<usize> {
+    let i = crate::fields::all_fields(model).get(key)?.component?;
+    model.component(i).filter(|c| c.supervisor).map(|_| i)
 }
 
 /// Sizes a baseline final image as the predicted one: truncated (XSTATE_BV

@@ -43,7 +43,34 @@ fn component_fields(v: &mut Vec<Field>, i: usize, base: usize, size: usize) {
         5 => (0..8).for_each(|k| push(v, format!("k{k}"), base + 8 * k, 8, c)),
         6 => (0..16).for_each(|k| push(v, format!("zmm{k}_h"), base + 32 * k, 32, c)),
         7 => (0..16).for_each(|k| push(v, format!("zmm{}", k + 16), base + 64 * k, 64, c)),
+        // SDM1 13.5.6: the nine trace MSRs, 8 bytes each, in this order.
+        8 => PT_MSRS
+            .iter()
+            .enumerate()
+            .for_each(|(k, m)| push(v, m.0.into(), base + 8 * k, 8, c)),
         9 => push(v, "pkru".into(), base, 4, c),
+        10 => push(v, "pasid".into(), base, 8, c),
+        13 => push(v, "pm_ctl1".into(), base, 8, c),
+        // SDM1 13.5.11: UINTR state as six qwords (UIF is bit 63 of the third).
+        14 => UINTR_MSRS
+            .iter()
+            .enumerate()
+            .for_each(|(k, m)| push(v, m.0.into(), base + 8 * k, 8, c)),
+        // SDM1 13.5.12: five MSRs, then a (FROM_IP, TO_IP, INFO) triple per
+        // record, as many as the component's size holds.
+        15 => {
+            LBR_MSRS
+                .iter()
+                .enumerate()
+                .for_each(|(k, m)| push(v, m.0.into(), base + 8 * k, 8, c));
+            for x in 0..size.saturating_sub(40) / 24 {
+                let at = base + 40 + 24 * x;
+                push(v, format!("lbr{x}_from_ip"), at, 8, c);
+                push(v, format!("lbr{x}_to_ip"), at + 8, 8, c);
+                push(v, format!("lbr{x}_info"), at + 16, 8, c);
+            }
+        }
+        16 => push(v, "hwp_request".into(), base, 8, c),
         11 => {
             push(v, "u_cet".into(), base, 8, c);
             push(v, "pl3_ssp".into(), base + 8, 8, c);
@@ -112,15 +139,74 @@ impl Catalog {
     }
 }
 
-/// The supervisor MSRs a supervisor component's fields hold (SDM4 table 2-2):
+/// The MSRs the supervisor components' fields hold (SDM4 table 2-2):
 /// (field name, MSR name, MSR number).
-pub const SUPERVISOR_MSRS: [(&str, &str, u32); 5] = [
+pub const SUPERVISOR_MSRS: [(&str, &str, u32); 8] = [
     ("u_cet", "IA32_U_CET", 0x6a0),
     ("pl3_ssp", "IA32_PL3_SSP", 0x6a7),
     ("pl0_ssp", "IA32_PL0_SSP", 0x6a4),
     ("pl1_ssp", "IA32_PL1_SSP", 0x6a5),
     ("pl2_ssp", "IA32_PL2_SSP", 0x6a6),
+    ("pasid", "IA32_PASID", 0xd93),
+    ("pm_ctl1", "IA32_PM_CTL1", 0xdb0),
+    ("hwp_request", "IA32_HWP_REQUEST", 0x774),
 ];
+
+/// PT state (component 8), in its order in the area (SDM1 13.5.6).
+pub const PT_MSRS: [(&str, &str, u32); 9] = [
+    ("rtit_ctl", "IA32_RTIT_CTL", 0x570),
+    ("rtit_output_base", "IA32_RTIT_OUTPUT_BASE", 0x560),
+    ("rtit_output_mask_ptrs", "IA32_RTIT_OUTPUT_MASK_PTRS", 0x561),
+    ("rtit_status", "IA32_RTIT_STATUS", 0x571),
+    ("rtit_cr3_match", "IA32_RTIT_CR3_MATCH", 0x572),
+    ("rtit_addr0_a", "IA32_RTIT_ADDR0_A", 0x580),
+    ("rtit_addr0_b", "IA32_RTIT_ADDR0_B", 0x581),
+    ("rtit_addr1_a", "IA32_RTIT_ADDR1_A", 0x582),
+    ("rtit_addr1_b", "IA32_RTIT_ADDR1_B", 0x583),
+];
+
+/// UINTR state (component 14), in its order in the area (SDM1 13.5.11).
+pub const UINTR_MSRS: [(&str, &str, u32); 6] = [
+    ("uintr_handler", "IA32_UINTR_HANDLER", 0x986),
+    ("uintr_stackadjust", "IA32_UINTR_STACKADJUST", 0x987),
+    ("uintr_misc", "IA32_UINTR_MISC (bit 63: UIF)", 0x988),
+    ("uintr_pd", "IA32_UINTR_PD", 0x989),
+    ("uintr_rr", "IA32_UINTR_RR", 0x985),
+    ("uintr_tt", "IA32_UINTR_TT", 0x98a),
+];
+
+/// Arch LBR state (component 15) before its records (SDM1 13.5.12).
+pub const LBR_MSRS: [(&str, &str, u32); 5] = [
+    ("lbr_ctl", "IA32_LBR_CTL", 0x14ce),
+    ("lbr_depth", "IA32_LBR_DEPTH", 0x14cf),
+    ("ler_from_ip", "IA32_LER_FROM_IP", 0x1dd),
+    ("ler_to_ip", "IA32_LER_TO_IP", 0x1de),
+    ("ler_info", "IA32_LER_INFO", 0x1e0),
+];
+
+/// The MSR a supervisor field holds: (MSR name, number).
+pub fn msr_of(field: &str) -> Option<(String, u32)> {
+    let fixed = SUPERVISOR_MSRS
+        .iter()
+        .chain(&PT_MSRS)
+        .chain(&UINTR_MSRS)
+        .chain(&LBR_MSRS)
+        .find(|m| m.0 == field)
+        .map(|m| (m.1.to_string(), m.2));
+    fixed.or_else(|| {
+        // lbrX_from_ip, lbrX_to_ip, lbrX_info: IA32_LBR_X_* at 1500H, 1600H, 1200H + X.
+        let r = field.strip_prefix("lbr")?;
+        let (x, what) = r.split_once('_')?;
+        let x: u32 = x.parse().ok()?;
+        let (name, base) = match what {
+            "from_ip" => ("FROM_IP", 0x1500),
+            "to_ip" => ("TO_IP", 0x1600),
+            "info" => ("INFO", 0x1200),
+            _ => return None,
+        };
+        Some((format!("IA32_LBR_{x}_{name}"), base + x))
+    })
+}
 
 /// The fields of the supervisor state an outcome reports ([`xsave_emu::Outcome::supervisor`]:
 /// each supervisor component enabled in `xss`, ascending, concatenated), with
@@ -247,16 +333,13 @@ pub fn rows(model: &CpuModel) -> Vec<Row> {
             IMAGE,
         ));
     }
-    // The supervisor state as a case has it: the components a CPL 0 case may
-    // enable (those the OS enables, CET_U and CET_S on the built-in models).
-    let xss = model.os_xss;
+    // The supervisor state as a case has it: every supervisor component the
+    // model supports (a CPL 0 case enables them in IA32_XSS).
+    let xss = model.xss_supported;
     let sup = supervisor_fields(model, xss);
     for f in &sup {
         let Some(i) = f.component else { continue };
-        let msr = SUPERVISOR_MSRS
-            .iter()
-            .find(|m| m.0 == f.name)
-            .map_or(String::new(), |m| format!("{} (MSR {:X}H); ", m.1, m.2));
+        let msr = msr_of(&f.name).map_or(String::new(), |m| format!("{} (MSR {:X}H); ", m.0, m.1));
         let c = cmp.get(&f.name).map_or(0, |c| c.offset);
         v.push(r(
             &f.name,
@@ -418,6 +501,30 @@ mod tests {
         // With CET_S alone it starts at 0.
         let f = supervisor_fields(&m, 0x1000);
         assert_eq!(f.iter().map(|x| x.offset).collect::<Vec<_>>(), [0, 8, 16]);
+    }
+
+    #[test]
+    fn sapphire_rapids_supervisor_components_by_name() {
+        // sapphire-rapids CPUID.(0DH,1):ECX = DD00H: PT (128 bytes), PASID (8),
+        // CET_U (16), CET_S (24), UINTR (48), LBR (808: 5 MSRs, 32 records of
+        // 24 bytes), in that order in the supervisor state. SDM1 13.5.6: PT's
+        // IA32_RTIT_STATUS is its fourth qword; 13.5.11: UINTR's MISC its third;
+        // 13.5.12: the records start at 40, IA32_LBR_31_INFO at 800.
+        let m = CpuModel::builtin("sapphire-rapids").unwrap();
+        let f = supervisor_fields(&m, 0xdd00);
+        let at = |n: &str| f.iter().find(|x| x.name == n).unwrap().offset;
+        assert_eq!(at("rtit_status"), 24);
+        assert_eq!(at("pasid"), 128);
+        assert_eq!(at("pl0_ssp"), 128 + 8 + 16);
+        assert_eq!(at("uintr_misc"), 176 + 16);
+        assert_eq!(at("lbr0_from_ip"), 224 + 40);
+        assert_eq!(at("lbr31_info"), 224 + 800);
+        assert_eq!(f.last().unwrap().offset + 8, 224 + 808);
+        assert_eq!(
+            msr_of("lbr31_info"),
+            Some(("IA32_LBR_31_INFO".to_string(), 0x121f))
+        );
+        assert_eq!(msr_of("pasid"), Some(("IA32_PASID".to_string(), 0xd93)));
     }
 
     #[test]

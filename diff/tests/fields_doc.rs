@@ -39,7 +39,9 @@ fn case_fields_md_is_the_command_output() {
 #[test]
 fn every_listed_image_and_supervisor_field_is_read() {
     // Each named field of sapphire-rapids, written in [init] of a compacted image
-    // holding every component and in [expect] of a CPL 0 case with IA32_XSS = 1800H.
+    // holding every component and in [expect] of a CPL 0 case enabling every
+    // supervisor component the model has (IA32_XSS = DD00H: PT, PASID, CET_U,
+    // CET_S, UINTR, LBR).
     let m = xsave_emu::CpuModel::builtin("sapphire-rapids").unwrap();
     let all = m.xcr0_supported | m.xss_supported | 1 << 63;
     for r in xsave_diff::fields::rows(&m) {
@@ -47,8 +49,9 @@ fn every_listed_image_and_supervisor_field_is_read() {
             continue;
         }
         let text = format!(
-            "xsave-case 1\nmodel sapphire-rapids\n[control]\ncpl = 0\nxcr0 = {:#x}\nxss = 0x1800\n[init]\nxcomp_bv = {all:#x}\n{n} = 0x0\n[code]\nnop\n[expect]\n{n} = 0x0\n",
+            "xsave-case 1\nmodel sapphire-rapids\n[control]\ncpl = 0\nxcr0 = {:#x}\nxss = {:#x}\n[init]\nxcomp_bv = {all:#x}\n{n} = 0x0\n[code]\nnop\n[expect]\n{n} = 0x0\n",
             m.xcr0_supported,
+            m.xss_supported,
             n = r.name
         );
         let cf = xsave_diff::casefile::CaseFile::parse(&text, "t.case").unwrap();
