@@ -48,7 +48,7 @@
 //! standard.size = 2432          # component, or an area's size (`xsdiff layout`)
 //!
 //! only = fault, memory          # optional: check only these parts (fault, gprs, final,
-//!                               # xinuse, memory, supervisor); default all
+//!                               # xinuse, memory, supervisor, layout); default all
 //!
 //! [record xeon-amx-vm]          # optional: what that CPU model's silicon did (same keys)
 //! ```
@@ -174,7 +174,7 @@ pub struct CaseFile {
 pub struct Expected {
     pub outcome: Outcome,
     pub check_xinuse: bool,
-    /// Parts checked: fault, gprs, final, xinuse, memory, supervisor (None: all).
+    /// Parts checked: fault, gprs, final, xinuse, memory, supervisor, layout (None: all).
     pub only: Option<Vec<String>>,
     /// XSTATE_BV bits of the final image the section leaves to the backend:
     /// those a faulting ring-3 case's signal delivery may change (Linux's
@@ -264,7 +264,15 @@ pub fn fmt_layout_value(v: Option<(Option<u32>, u32)>) -> String {
 }
 
 /// The parts an `only` line may name.
-pub const PARTS: [&str; 6] = ["fault", "gprs", "final", "xinuse", "memory", "supervisor"];
+pub const PARTS: [&str; 7] = [
+    "fault",
+    "gprs",
+    "final",
+    "xinuse",
+    "memory",
+    "supervisor",
+    "layout",
+];
 
 impl Expected {
     /// What the section states explicitly that a backend cannot observe, as
@@ -299,13 +307,21 @@ impl Expected {
                 ));
             }
         }
-        if !self.layout.is_empty() && !enumerates_layout {
+        if !self.layout.is_empty() && !enumerates_layout && on("layout") {
             v.push((
                 "layout".into(),
                 "the layout (its model is not read from its CPUID)".into(),
             ));
         }
         v
+    }
+
+    /// The layout lines this section checks (none when `only` leaves layout out).
+    pub fn checked_layout(&self) -> &[LayoutExpect] {
+        match &self.only {
+            Some(o) if !o.iter().any(|x| x == "layout") => &[],
+            _ => &self.layout,
+        }
     }
 
     /// `self.outcome` with every part this section does not check taken from `obs`.

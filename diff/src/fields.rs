@@ -410,7 +410,7 @@ pub fn rows(model: &CpuModel) -> Vec<Row> {
         ),
         r(
             "only",
-            "the parts checked: fault, gprs, final, xinuse, memory, supervisor".into(),
+            "the parts checked: fault, gprs, final, xinuse, memory, supervisor, layout".into(),
             "[expect], [record M]",
         ),
         r(

@@ -155,7 +155,7 @@ fn check(
     let cmp = compare(model, case, &e, obs);
     let mut diffs = cmp.diffs.clone();
     if observes.layout {
-        for l in &exp.layout {
+        for l in exp.checked_layout() {
             let got = l.observed(model, case.control.xcr0);
             if got != Some(l.value) {
                 diffs.push(Diff {

@@ -285,6 +285,10 @@ fn a_stated_layout_is_checked_against_the_backends_layout() {
         ),
         "{out}"
     );
+    // `only` without `layout` leaves the stated layout unchecked, on purpose.
+    let narrowed = format!("{head}compacted.cet_s = 2440, 24\nonly = fault, gprs\n");
+    let (code, out) = repro(&[&write(&d, "narrowed.case", &narrowed)]);
+    assert_eq!(code, 0, "{out}");
     let typo = format!("{head}compacted.cets = 2448, 24\n");
     let (code, out) = repro(&[&write(&d, "typo.case", &typo)]);
     assert_eq!(code, 2, "{out}");
