@@ -551,6 +551,51 @@ mod tests {
     }
 
     #[test]
+    fn noise_never_weakens_a_stated_xstate_bv() {
+        // zen5 has `xinuse-noise`: an XSTATE_BV bit set over a component in its
+        // init configuration is noise when the file does not state it (SDM1
+        // 13.6 lets XINUSE[i] = 1 with component i in its init configuration).
+        // XSAVE64 with RFBM = 3 from the init state writes XSTATE_BV = 0 on the
+        // model; an observation with XSTATE_BV[0] = 1 there passes a section
+        // that states other bytes and fails one that states XSTATE_BV = 0.
+        let m = CpuModel::builtin("zen5").unwrap();
+        assert!(m.quirks.xinuse_noise);
+        let text =
+            "xsave-case 1\nmodel zen5\n[gprs]\nrax = 3\nrdi = arena\n[code]\nxsave64 [rdi]\n";
+        let case = CaseFile::parse(text, "t.case").unwrap().build(&m).unwrap();
+        let pred = xsave_emu::predict(&m, &case).unwrap();
+        assert_eq!(pred.memory[0x200..0x208], [0; 8]);
+        // The model's own outcome as [expect]: it names no byte of 200H..207H
+        // (they stay 0).
+        let sec = crate::casefile::write_outcome("expect", &m, &case, &pred);
+        assert!(!sec.contains("mem[0x200"), "{sec}");
+        let mut obs = pred.clone();
+        obs.memory[0x200] = 1;
+        let run = |extra: &str| {
+            let cf = CaseFile::parse(&format!("{text}{sec}{extra}"), "t.case").unwrap();
+            let exp = cf.expected(cf.expect.as_ref().unwrap(), &m, &case).unwrap();
+            check(
+                "expect vs native".into(),
+                &m,
+                &case,
+                &exp,
+                &obs,
+                true,
+                Observes::EMU,
+            )
+        };
+        let c = run("");
+        assert_eq!(c.result, "pass", "{:?}", c.diffs);
+        let c = run("mem[0x200..0x208] = 0000000000000000\n");
+        assert_eq!(c.result, "mismatch");
+        assert!(
+            c.diffs.iter().any(|d| d.field.contains("arena+0x200")),
+            "{:?}",
+            c.diffs
+        );
+    }
+
+    #[test]
     fn the_text_lists_what_could_not_be_checked() {
         let r = FileReport {
             file: "f.case".into(),
