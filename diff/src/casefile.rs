@@ -63,8 +63,12 @@
 //!
 //! An expected final image is complete: every byte not named is expected to
 //! equal the baseline ([`baseline_final`]: the initial image's values in the
-//! standard format). `xinuse` is checked only where a line gives it.
-//! What a backend cannot observe (supervisor state on a ring-3 runner,
+//! standard format; a case that changes XCR0 is expected at the new size).
+//! Supervisor state's baseline is the starting state ([`baseline_supervisor`]:
+//! what the runner's XRSTORS of a compacted initial image loaded at CPL 0).
+//! A faulting ring-3 case leaves XSTATE_BV[1:0] to the backend (Linux's signal
+//! delivery sets XINUSE[1:0]) unless the section states `xstate_bv`. `xinuse`
+//! is checked only where a line gives it. What a backend cannot observe (supervisor state on a ring-3 runner,
 //! XSTATE_BV bits outside XCR0 in the final image, a layout where the
 //! backend's model is not its own CPUID) is not failed for being absent; an
 //! explicit line on it is reported "cannot be checked on BACKEND", and a file
