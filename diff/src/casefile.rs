@@ -66,8 +66,8 @@
 //! standard format; a case that changes XCR0 is expected at the new size).
 //! Supervisor state's baseline is the starting state ([`baseline_supervisor`]:
 //! what the runner's XRSTORS of a compacted initial image loaded at CPL 0).
-//! A faulting ring-3 case leaves XSTATE_BV[1:0] to the backend (Linux's signal
-//! delivery sets XINUSE[1:0]) unless the section states `xstate_bv`. `xinuse`
+//! A faulting ring-3 case leaves XSTATE_BV bits 1:0 to the backend (Linux's
+//! signal delivery sets XINUSE bits 1:0) unless the section states `xstate_bv`. `xinuse`
 //! is checked only where a line gives it. What a backend cannot observe (supervisor state on a ring-3 runner,
 //! XSTATE_BV bits outside XCR0 in the final image, a layout where the
 //! backend's model is not its own CPUID) is not failed for being absent; an
@@ -182,7 +182,7 @@ pub struct Expected {
     pub only: Option<Vec<String>>,
     /// XSTATE_BV bits of the final image the section leaves to the backend:
     /// those a faulting ring-3 case's signal delivery may change (Linux's
-    /// sigreturn XRSTOR sets XINUSE[1:0]; under `xinuse-by-contents` it also
+    /// sigreturn XRSTOR sets XINUSE bits 1:0; under `xinuse-by-contents` it also
     /// clears the bit of a component in its init configuration), unless the
     /// section states `xstate_bv`.
     pub free_xstate_bv: u64,
@@ -206,7 +206,7 @@ pub struct Expected {
 /// XCR0 | IA32_XSS). Checked against the layout a backend enumerates (CPUID
 /// leaf 0DH: the standard offset and size of component i are (0DH,i).EBX and
 /// EAX; compacted offsets follow SDM1 §13.4.3 from the sizes and
-/// (0DH,i).ECX[1]; the standard size is (0DH,0).EBX for the case's XCR0).
+/// (0DH,i).ECX bit 1; the standard size is (0DH,0).EBX for the case's XCR0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutExpect {
     pub line: usize,
@@ -1323,7 +1323,7 @@ pub fn strip_comment(line: &str) -> &str {
 }
 
 /// The default image: FCW = 037FH, MXCSR = 1F80H, the rest zero; standard
-/// size for `xcr0`, or at least the compacted size when XCOMP_BV[63] = 1.
+/// size for `xcr0`, or at least the compacted size when XCOMP_BV bit 63 = 1.
 pub fn default_image(model: &CpuModel, xcr0: u64, xcomp: u64) -> Vec<u8> {
     let mut size = layout::standard(model, Xfeatures::from_bits_retain(xcr0)).size as usize;
     if xcomp >> 63 == 1 {
@@ -1376,7 +1376,7 @@ pub fn baseline_final(model: &CpuModel, case: &Case) -> Vec<u8> {
 /// The supervisor state a case starts from: each supervisor component enabled
 /// in IA32_XSS, ascending, concatenated, as the runner's initial restore left
 /// it: at CPL 0 that restore of a compacted image is XRSTORS, which loads
-/// component i from the image where XSTATE_BV[i] = 1 (and XCOMP_BV[i] = 1)
+/// component i from the image where XSTATE_BV bit i = 1 (and XCOMP_BV bit i = 1)
 /// and initializes it otherwise (SDM1 §13.12); at CPL 3 it is XRSTOR, which
 /// leaves supervisor state as it was: in its init configuration.
 pub fn baseline_supervisor(model: &CpuModel, case: &Case) -> Vec<u8> {
@@ -1590,7 +1590,7 @@ impl Run {
     }
 }
 
-/// [`runs`], with every stretch of at least [`FILL_MIN`] equal bytes that
+/// `runs`, with every stretch of at least [`FILL_MIN`] equal bytes that
 /// differs from `b` somewhere written as one fill.
 pub fn fill_runs(a: &[u8], b: &[u8], lo: usize, hi: usize) -> Vec<Run> {
     let mut v = Vec::new();
