@@ -367,7 +367,7 @@ fn rest(
         }
     }
     if arch.supervisor != obs.supervisor {
-        supervisor(model, case, arch, prov, obs, j);
+        supervisor(model, case, arch, lat, prov, obs, j);
     }
     memory(case, arch, lat, prov, obs, j);
     final_image(model, case, arch, lat, prov, obs, j);
@@ -408,11 +408,14 @@ fn rest(
     }
 }
 
-/// Supervisor state, component by component.
+/// Supervisor state, component by component; after an XRSTORS fault each
+/// element (8 bytes, an MSR) may instead come from a partial restore
+/// ([`Freedoms::supervisor_alts`], SDM1 §13.12).
 fn supervisor(
     model: &CpuModel,
     case: &Case,
     arch: &Outcome,
+    lat: &Freedoms,
     prov: &Provenance,
     obs: &Outcome,
     j: &mut Judgement,
@@ -436,7 +439,26 @@ fn supervisor(
         };
         let r = at..(at + c.size as usize).min(arch.supervisor.len());
         at = r.end;
-        if arch.supervisor[r.clone()] != obs.supervisor[r.clone()] {
+        let element_allowed = |e: std::ops::Range<usize>| {
+            lat.supervisor_alts
+                .iter()
+                .any(|alt| alt.get(e.clone()) == obs.supervisor.get(e.clone()))
+        };
+        let mut partial = false;
+        let fits = (r.start..r.end).step_by(8).all(|e0| {
+            let e = e0..(e0 + 8).min(r.end);
+            if arch.supervisor[e.clone()] == obs.supervisor[e.clone()] {
+                true
+            } else {
+                partial = true;
+                element_allowed(e)
+            }
+        });
+        if fits {
+            if partial {
+                j.took(&latitude::PARTIAL_RESTORE);
+            }
+        } else {
             j.breaks(
                 prov.of_component(i),
                 format!(
@@ -680,7 +702,12 @@ fn final_image(
                 if let Some(f) = fits.get_mut(&parts[k]) {
                     let p = arch.final_image[k];
                     let a = alt.get(k).copied().unwrap_or(p);
-                    *f &= o == a || (512..520).contains(&k) || own_latitude(k, p, o).is_some();
+                    // FSW.ES/B recomputed and FIP canonicalized apply to the
+                    // alternative's values as to the architectural ones.
+                    *f &= o == a
+                        || (512..520).contains(&k)
+                        || own_latitude(k, p, o).is_some()
+                        || own_latitude(k, a, o).is_some();
                 }
             }
             from_alt.extend(fits.into_iter().filter(|&(_, f)| f).map(|(q, _)| q));

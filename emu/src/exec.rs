@@ -222,6 +222,25 @@ impl<'m> Machine<'m> {
     }
 }
 
+/// The components (and whether MXCSR) a restore instruction loads or
+/// initializes: FXRSTOR x87, SSE and MXCSR; XRSTOR(S) its RFBM (MXCSR with
+/// SSE, or AVX in the standard form). Nothing for any other instruction.
+fn restore_targets(m: &Machine, ins: &Instruction) -> (u64, bool) {
+    let edx_eax = (m.gprs[2] << 32) | (m.gprs[0] & 0xFFFF_FFFF);
+    match ins.code() {
+        Code::Fxrstor_m512byte | Code::Fxrstor64_m512byte => (0b11, true),
+        Code::Xrstor_mem | Code::Xrstor64_mem => {
+            let rfbm = edx_eax & m.ctl.xcr0;
+            (rfbm, rfbm & 0b110 != 0)
+        }
+        Code::Xrstors_mem | Code::Xrstors64_mem => {
+            let rfbm = edx_eax & (m.ctl.xcr0 | m.ctl.xss);
+            (rfbm, rfbm & 0b10 != 0)
+        }
+        _ => (0, false),
+    }
+}
+
 /// Checks that a case is one the emulator can run on `model`: a valid XCR0 for the
 /// model, IA32_XSS and IA32_XFD within what it supports, an initial image of at
 /// least 576 bytes, a page-aligned arena with one protection per page that does
@@ -405,6 +424,13 @@ pub fn run_forced(
                     m.lat.coupled.truncate(coupled_before);
                     let after = std::mem::replace(&mut m.st, st);
                     m.lat.partial_states.push(after);
+                    // Beyond that partial update, what it would have loaded
+                    // stays as it was (SDM3 §6.5).
+                    let (mask, mxcsr) = restore_targets(&m, ins);
+                    m.set_by(mask, &rules::FAULT_LEAVES_STATE);
+                    if mxcsr {
+                        m.mxcsr_by(&rules::FAULT_LEAVES_STATE);
+                    }
                 } else {
                     m.st = st;
                 }
@@ -416,6 +442,14 @@ pub fn run_forced(
             if let Err(f) = r {
                 if policy == Policy::Architectural {
                     m.prov.fault = Some(m.take_why(&f));
+                    // What a restore would have loaded stays as it was (SDM3 §6.5):
+                    // a difference there breaks the fault's rule, not the rule of
+                    // whatever set the value before.
+                    let (mask, mxcsr) = restore_targets(&m, ins);
+                    m.set_by(mask, &rules::FAULT_LEAVES_STATE);
+                    if mxcsr {
+                        m.mxcsr_by(&rules::FAULT_LEAVES_STATE);
+                    }
                 }
                 let alts = std::mem::take(&mut m.lat.alt_fault);
                 if !alts.is_empty() {
@@ -441,12 +475,17 @@ pub fn run_forced(
         };
     }
     let (final_image, xinuse) = m.capture();
+    let supervisor = m.supervisor_contents();
     for alt in std::mem::take(&mut m.lat.partial_states) {
         let own = std::mem::replace(&mut m.st, alt);
         let (img, _) = m.capture();
+        let sup = m.supervisor_contents();
         m.st = own;
         if img != final_image && !m.lat.final_alts.contains(&img) {
             m.lat.final_alts.push(img);
+        }
+        if sup != supervisor && !m.lat.supervisor_alts.contains(&sup) {
+            m.lat.supervisor_alts.push(sup);
         }
     }
     let out = Outcome {
@@ -455,7 +494,7 @@ pub fn run_forced(
         xinuse,
         gprs: m.gprs,
         memory: std::mem::take(&mut m.mem.bytes),
-        supervisor: m.supervisor_contents(),
+        supervisor,
     };
     crate::reuse::give(m.st, m.spare_writes);
     Ok((out, m.lat, m.prov))

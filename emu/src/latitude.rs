@@ -51,8 +51,8 @@ latitudes! {
         "A save that faults may have written any part of what it would have written, on the pages that allow it.",
         "SDM silent (reference §5.2 item 9)";
     PARTIAL_RESTORE = "partial-restore-before-fault",
-        "A restore that faults may have loaded or initialized part of the state it would have (supervisor components: each element old, new or init).",
-        "SDM1 §13.12 (supervisor); SDM silent for user components (reference S2)";
+        "A restore that raises #GP on a value it would load (MXCSR reserved bits, a supervisor value) may have loaded or initialized part of the state it would have; after an XRSTORS fault each element of a supervisor component may hold its old, loaded or initial value. Other faults (#PF) leave the state as it was.",
+        "SDM1 §13.12 (supervisor); SDM silent for user components (reference S2, §5.2 item 8); SDM3 §6.5 (faults)";
     CANONICAL_OR_ALIGNMENT = "canonical-or-alignment-first",
         "A base both non-canonical and misaligned may raise either fault: the SDM lists both, in no order.",
         "SDM2 XSAVE, XRSTOR, XSAVEOPT, XSAVEC, XSAVES, XRSTORS, FXSAVE, FXRSTOR exceptions";
@@ -131,6 +131,11 @@ pub struct Freedoms {
     /// each judged component by component: a component's bytes all from the
     /// architectural image or all from one of these.
     pub final_alts: Vec<Vec<u8>>,
+    /// Supervisor contents (laid out as [`crate::outcome::Outcome::supervisor`])
+    /// the SDM also allows after an XRSTORS fault, judged element by element
+    /// (8 bytes, an MSR): SDM1 §13.12 lets each element of a supervisor
+    /// component hold its old value, the loaded one or its initial one.
+    pub supervisor_alts: Vec<Vec<u8>>,
     /// GPR -> bits that may be either value (XGETBV(1) of components in init
     /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
     pub gpr_free: [u64; 16],

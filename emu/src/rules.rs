@@ -209,6 +209,9 @@ rules! {
     STATE_UNCHANGED = "state.unchanged-by-others",
         "Processor state changes only as the Operation sections of the instructions run say: saves change no register state, a restore only the components of RFBM.",
         "SDM1 §13.7-13.12; SDM2 Operation sections";
+    FAULT_LEAVES_STATE = "fault.leaves-state",
+        "When a fault is reported, the processor state is restored to what it was before the faulting instruction began: a restore that faults has loaded and initialized nothing (the exceptions are latitude: XRSTORS's supervisor components, user state before a #GP on a value loaded).",
+        "SDM3 §6.5 (faults); SDM1 §13.12 (XRSTORS's supervisor components)";
     GPRS_UNCHANGED = "gprs.unchanged",
         "The XSAVE-family instructions modify no general-purpose register (XGETBV writes EDX:EAX).",
         "SDM2 XSAVE-family Operation sections";

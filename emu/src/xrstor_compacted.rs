@@ -119,28 +119,50 @@ pub fn restore_compacted(
             return Err(f);
         }
     }
+    let xcomp_bv = h.xcomp_bv;
+    let commit = |m: &mut Machine| {
+        legacy_part(
+            m,
+            op.rex_w,
+            to_init,
+            x87.as_ref(),
+            sse.as_ref().map(|(_, b)| b),
+            true,
+        );
+        if let Some((mx, _)) = sse {
+            m.st.mxcsr = mx;
+        }
+        commit_extended(m, op, rfbm, to_restore, to_init, base, ext(), xcomp_bv);
+    };
     for s in ext() {
-        // SDM1 §13.12: a supervisor component may be partly loaded when XRSTORS
-        // faults; the prediction changes nothing before the #GP.
         let b = m.read_slice(base.wrapping_add(s.offset as u64), s.size as usize);
-        check_supervisor_value(m, s.index, &b)?;
+        if let Err(f) = check_supervisor_value(m, s.index, &b) {
+            // SDM1 §13.12: after an XRSTORS fault each element of a supervisor
+            // component may hold its old value, the loaded one or its initial
+            // one ("even if the exception is not related to" it). The user
+            // components restored before: the SDM is silent (reference S2); as
+            // for the MXCSR #GP, the envelope admits them loaded or initialized.
+            // The prediction changes nothing; the alternatives are the restore
+            // done, and done with the supervisor components initialized (each
+            // element judged alone: old, loaded or initial).
+            let supervisor: Vec<usize> = Xfeatures::from_bits_retain(rfbm)
+                .indices()
+                .filter(|&i| m.model.component(i).is_some_and(|c| c.supervisor))
+                .collect();
+            m.alternative(commit);
+            m.alternative(|m| {
+                commit(m);
+                for &i in &supervisor {
+                    m.st.init_component(i);
+                }
+            });
+            return Err(f);
+        }
     }
     m.set_by(rfbm, &rules::XRSTOR_LOADS_COMPACTED);
     if rfbm & 2 != 0 {
         m.mxcsr_by(&rules::XRSTOR_LOADS_COMPACTED);
     }
-    legacy_part(
-        m,
-        op.rex_w,
-        to_init,
-        x87.as_ref(),
-        sse.as_ref().map(|(_, b)| b),
-        true,
-    );
-    if let Some((mx, _)) = sse {
-        m.st.mxcsr = mx;
-    }
-    let (xcomp_bv, ext) = (h.xcomp_bv, ext());
-    commit_extended(m, op, rfbm, to_restore, to_init, base, ext, xcomp_bv);
+    commit(m);
     Ok(())
 }

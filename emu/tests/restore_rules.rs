@@ -109,8 +109,9 @@ fn a_partial_restore_before_the_mxcsr_gp_is_whole_components() {
     // The SDM is silent on user state before XRSTOR's MXCSR #GP (reference S2):
     // the envelope admits x87 and the XMM registers as loaded (latitude
     // partial-restore-before-fault), each component as a whole: XMM0 loaded with
-    // XMM1 left as it was is outside, naming the rule behind the old XMM1 (the
-    // runner's initial XRSTOR loaded it).
+    // XMM1 left as it was is outside, naming the fault's rule (SDM3 §6.5: what the
+    // faulting XRSTOR would have loaded stays as it was, or else is one of the
+    // partial restores the latitude admits).
     let mut t = xrstor("xeon-amx-vm", 0b11, 0b11, 0);
     t.init(160, &pat(1, 32)).init_bv(0b10);
     t.put(24, &0x1_1F80u32.to_le_bytes()).put(160, &pat(2, 32));
@@ -126,8 +127,69 @@ fn a_partial_restore_before_the_mxcsr_gp_is_whole_components() {
     let mut half = o.clone();
     half.final_image[160..176].copy_from_slice(&pat(2, 16));
     let v = j(&half);
-    assert_eq!(v.rule_ids(), ["xrstor.loads-rfbm-by-xstate-bv"], "{v}");
+    assert_eq!(v.rule_ids(), ["fault.leaves-state"], "{v}");
     assert_eq!(v.first().unwrap().field, "final[160..176] (SSE)");
+}
+
+#[test]
+fn a_partial_restore_keeps_fsw_es_b_latitude() {
+    // A partial restore before the MXCSR #GP that loaded x87 may show FSW.ES and
+    // FSW.B recomputed from the loaded FSW and FCW (SDM1 §8.1.3), as a completed
+    // load may: qemu-max-7.2 keeps FSW as loaded (no fsw-es-recompute), the
+    // observed x87 is the image's with ES and B set (IE unmasked in FCW 037EH).
+    let mut t = xrstor("qemu-max-7.2", 0b11, 0b11, 0);
+    t.put(0, &0x037Eu16.to_le_bytes())
+        .put(2, &0x0001u16.to_le_bytes())
+        .put(24, &0xFFFF_FFFFu32.to_le_bytes());
+    let o = t.predict();
+    assert_eq!(o.fault.map(|f| f.fault), Some(Fault::Gp(0)));
+    let mut loaded = o.clone();
+    loaded.final_image[0..2].copy_from_slice(&0x037Eu16.to_le_bytes());
+    loaded.final_image[2..4].copy_from_slice(&0x8081u16.to_le_bytes());
+    loaded.final_image[4] = 0; // FTW as loaded (all empty, abridged)
+    let v = xsave_emu::check(&t.model, &t.case, &loaded).unwrap();
+    assert!(v.inside(), "{v}");
+    // FSW bit 1 (DE) set is neither the image's value nor a recomputed ES/B.
+    loaded.final_image[2..4].copy_from_slice(&0x8083u16.to_le_bytes());
+    let v = xsave_emu::check(&t.model, &t.case, &loaded).unwrap();
+    assert_eq!(v.rule_ids(), ["fault.leaves-state"], "{v}");
+}
+
+#[test]
+fn a_partial_restore_before_the_supervisor_value_gp_is_element_by_element() {
+    // SDM1 §13.12: after an XRSTORS fault each element of a supervisor component
+    // may hold its old value, the value loaded from the area or its initial value.
+    // CET_S with PL0_SSP = 1000H, PL1_SSP = 2001H (bits 1:0 set: #GP(0)), PL2_SSP =
+    // 3000H, and SSE to be loaded: the prediction changes nothing; PL0_SSP loaded
+    // (Bochs main does so), PL1_SSP loaded too, and XMM0 loaded (user state before
+    // the #GP: SDM silent, reference S2) are inside; PL0_SSP = 5000H (none of the
+    // three) breaks the fault's rule.
+    let mut t = xrstors("zen5", !0, 0b10 | 1 << 12, CMP | 0b10 | 1 << 12);
+    t.put(160, &pat(2, 16))
+        .put_u64(576, 0x1000)
+        .put_u64(584, 0x2001)
+        .put_u64(592, 0x3000);
+    let o = t.predict();
+    assert_eq!(o.fault.map(|f| f.fault), Some(Fault::Gp(0)));
+    // zen5's IA32_XSS: CET_U (16 bytes) then CET_S (24).
+    assert_eq!(t.case.control.xss, 0x1800);
+    assert_eq!(o.supervisor, vec![0u8; 40], "nothing loaded");
+    let j = |obs: &xsave_emu::Outcome| xsave_emu::check(&t.model, &t.case, obs).unwrap();
+    let mut pl0 = o.clone();
+    pl0.supervisor[16..24].copy_from_slice(&0x1000u64.to_le_bytes());
+    let v = j(&pl0);
+    assert!(v.inside(), "{v}");
+    assert_eq!(v.latitude_ids(), ["partial-restore-before-fault"]);
+    let mut pl01 = pl0.clone();
+    pl01.supervisor[24..32].copy_from_slice(&0x2001u64.to_le_bytes());
+    pl01.final_image[160..176].copy_from_slice(&pat(2, 16));
+    let v = j(&pl01);
+    assert!(v.inside(), "{v}");
+    let mut other = o.clone();
+    other.supervisor[16..24].copy_from_slice(&0x5000u64.to_le_bytes());
+    let v = j(&other);
+    assert_eq!(v.rule_ids(), ["fault.leaves-state"], "{v}");
+    assert_eq!(v.first().unwrap().field, "supervisor CET_S");
 }
 
 // ---- XRSTOR, compacted form: #GP(0) conditions ----
