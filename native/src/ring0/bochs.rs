@@ -27,7 +27,13 @@ use std::time::Duration;
 /// `xinuse-from-contents`: cpu/xsave.cc computes XINUSE from the registers
 /// (`get_xinuse_vector` over the `*_state_xinuse` functions, x87 counting FOP,
 /// SSE counting MXCSR != 1F80H) in 2.7, 3.0 and the main branch.
-pub const QUIRKS: &[&str] = &["xinuse-from-contents"];
+/// `fsw-es-recompute`: FXRSTOR (cpu/sse_move.cc) and XRSTOR's x87 load
+/// (cpu/xsave.cc `xrstor_x87_state`) end with "check for unmasked exceptions":
+/// FSW.ES and FSW.B set when FSW[5:0] AND NOT FCW[5:0] != 0, cleared otherwise
+/// (`set_unmasked_fpu_exception` / `clear_unmasked_fpu_exception`, fpu/ferr.cc),
+/// in 3.0 and the main branch; 2.7 measured the same (a loaded FSW = 4680H with
+/// every exception masked saves as 4600H).
+pub const QUIRKS: &[&str] = &["xinuse-from-contents", "fsw-es-recompute"];
 
 /// The CPU model when the spec names none.
 pub const DEFAULT_CPU: &str = "tigerlake";
