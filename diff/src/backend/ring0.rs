@@ -53,18 +53,59 @@ impl Backend for Ring0Backend {
     }
     fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<Outcome, Skip>> {
         let h = self.host.name();
-        match ring0::run(&self.host, cases) {
-            Ok(v) => v
-                .into_iter()
-                .map(|r| r.map_err(|f| Skip(format!("{h}: {}", f.reason))))
-                .collect(),
-            Err(e) => {
-                let first = e.lines().next().unwrap_or("").to_string();
-                cases
-                    .iter()
-                    .map(|_| Err(Skip(format!("{h}: {first}"))))
-                    .collect()
+        // Cases whose run reaches the image's own memory are not run (see
+        // `reaches_image_map`); the others go in one batch.
+        let refused: Vec<Option<String>> = cases
+            .iter()
+            .map(|c| reaches_image_map(&self.model, c))
+            .collect();
+        let runnable: Vec<Case> = cases
+            .iter()
+            .zip(&refused)
+            .filter(|(_, r)| r.is_none())
+            .map(|(c, _)| c.clone())
+            .collect();
+        let mut ran: std::vec::IntoIter<Result<Outcome, Skip>> =
+            match ring0::run(&self.host, &runnable) {
+                Ok(v) => v
+                    .into_iter()
+                    .map(|r| r.map_err(|f| Skip(format!("{h}: {}", f.reason))))
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    let first = e.lines().next().unwrap_or("").to_string();
+                    runnable
+                        .iter()
+                        .map(|_| Err(Skip(format!("{h}: {first}"))))
+                        .collect()
+                }
             }
-        }
+            .into_iter();
+        refused
+            .into_iter()
+            .map(|r| match r {
+                Some(why) => Err(Skip(format!("{h}: {why}"))),
+                None => ran
+                    .next()
+                    .unwrap_or_else(|| Err(Skip(format!("{h}: no outcome")))),
+            })
+            .collect()
+    }
+}
+
+/// The ring-0 image maps the first GiB of linear addresses onto itself (its
+/// code, page tables, stacks, the case payload; `ring0::image`), so an access
+/// there reads or writes the image instead of faulting as it does outside a
+/// case's pages everywhere else (emu, a Linux process). A case whose predicted
+/// run faults with #PF there is not run: its outcome would be the image's
+/// memory (a bogus XRSTOR header, say), and a save there could overwrite the
+/// image.
+fn reaches_image_map(model: &CpuModel, case: &Case) -> Option<String> {
+    let p = xsave_emu::predict(model, case).ok()?;
+    match p.fault?.fault {
+        // One reason for all (a campaign counts skips by reason).
+        xsave_emu::Fault::Pf { addr, .. } if addr < ring0::IMAGE_MAP_END => Some(
+            "the case's #PF is in the first GiB of linear addresses, which the ring-0 image maps to itself".into(),
+        ),
+        _ => None,
     }
 }

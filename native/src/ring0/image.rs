@@ -246,7 +246,7 @@ fn tables(mem: &mut [u8], stubs: &StubAddrs) {
     let t = PTE_P | PTE_RW | PTE_US;
     put_u64(mem, PML4, PDPT | t);
     put_u64(mem, PDPT, PD_LOW | t);
-    for i in 0..512u64 {
+    for i in 0..IMAGE_MAP_END >> 21 {
         put_u64(mem, PD_LOW + 8 * i, (i << 21) | t | PTE_PS);
     }
     for (base, pd, pt) in [

@@ -26,6 +26,10 @@ pub const SEL_UDATA: u16 = 0x18;
 pub const SEL_UCODE: u16 = 0x20;
 pub const SEL_TSS: u16 = 0x28;
 
+/// End of the identity map of low linear addresses (2 MiB pages) the image
+/// runs in: a case access below it reaches the image instead of faulting.
+pub const IMAGE_MAP_END: u64 = 1 << 30;
+
 /// Paging structures.
 pub const PML4: u64 = 0x12000;
 pub const PDPT: u64 = 0x13000;

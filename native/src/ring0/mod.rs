@@ -18,6 +18,7 @@ pub mod process;
 pub mod qemu;
 
 pub use batch::{Info, KernelFault, Ring0Run};
+pub use layout::IMAGE_MAP_END;
 
 /// What a ring-0 run returns: what the image found out about the host at boot
 /// (None if no boot got that far), and per case a run or a refusal.
