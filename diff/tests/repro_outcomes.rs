@@ -84,6 +84,12 @@ fn a_backend_refusing_every_case_is_not_a_pass() {
         out.contains("XCR0 0xe7 is not a valid XCR0 for model qemu-max-7.2"),
         "{out}"
     );
+    // The reason names what the backend's CPU enumerates (CPUID.(0DH,0) and
+    // (0DH,1) of qemu-max-7.2: XCR0 support 21FH, no IA32_XSS components).
+    assert!(
+        out.contains("the case's XCR0 is 0xe7, emu:qemu-max-7.2 enumerates XCR0 support 0x21f (CPUID.(0DH,0):EDX:EAX), without OPMASK|ZMM_Hi256|Hi16_ZMM; the case's IA32_XSS is 0x1800, emu:qemu-max-7.2 supports 0x0, without CET_U|CET_S"),
+        "{out}"
+    );
 }
 
 /// The README's "Reproduce a bug report" section.
