@@ -4,8 +4,10 @@
 //! each rule it breaks, under the signature (backend, rule, instruction); one
 //! inside it counts under the latitude taken. Signatures are checked against
 //! the corpus's known findings ([`crate::known`]); only new ones are minimized
-//! and written to `--out`, one case per new signature (with `--out-inside`,
-//! one case per latitude too).
+//! and written to `--out`, one case per new rule a backend breaks, minimized
+//! for the first signature (rule, instruction) that showed it; its header and
+//! the report list the rule's other instructions (with `--out-inside`, one
+//! case per latitude too).
 //!
 //! A new finding is written at once as found, then minimized: its candidates
 //! run in batches (one emulator process, one Bochs boot for many), a few
@@ -353,6 +355,19 @@ fn write_pending(
             if let Some((t, c)) = report::rule_text(&sig.rule) {
                 h.push(format!("SDM: {t} ({c})"));
             }
+            // The rule's other signatures so far (the report has them all).
+            let others: Vec<String> = sh
+                .tally
+                .lock()
+                .unwrap()
+                .signatures
+                .iter()
+                .filter(|(s, _)| s.backend == sig.backend && s.rule == sig.rule && *s != sig)
+                .map(|(s, st)| format!("{} ({}, e.g. {})", s.instruction, st.count, st.example))
+                .collect();
+            if !others.is_empty() {
+                h.push(format!("Also broken on: {}.", others.join("; ")));
+            }
             h
         }
         Goal::Latitude(l) => vec![format!(
@@ -557,6 +572,12 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                         Judgement::Breaks { .. } => {
                             *t.outside.entry(names[bi].clone()).or_default() += 1;
                             for sig in signature::signatures(&names[bi], &j, case, &insn) {
+                                // The first signature of a (backend, rule): its
+                                // finding is the rule's (one case per new rule).
+                                let first_of_rule = !t
+                                    .signatures
+                                    .keys()
+                                    .any(|s| s.backend == sig.backend && s.rule == sig.rule);
                                 let status = match &sh.targets[bi] {
                                     Some(tg) => match sh.known.explaining(tg, &sig).as_slice() {
                                         [] => Status::New,
@@ -576,8 +597,8 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                                     status,
                                 });
                                 e.count += 1;
-                                if e.count == 1 && e.status == Status::New {
-                                    let what = format!("{}-{}", sig.rule, sig.instruction);
+                                if first_of_rule && e.status == Status::New {
+                                    let what = sig.rule.clone();
                                     start.push((Goal::Rule(sig), what));
                                 }
                             }
@@ -703,8 +724,9 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
 }
 
 /// The judgement of a mismatch; the envelope is costly, so once a difference
-/// class has been judged the same way JUDGE_TIMES times on this thread, its
-/// judgement is reused.
+/// class has been judged the same way JUDGE_TIMES times on this thread for
+/// cases of the same instructions (a judgement names the steps it charges by
+/// their index), its judgement is reused.
 fn judged_once(
     cache: &mut HashMap<String, (Judgement, u32)>,
     bi: usize,
@@ -713,7 +735,7 @@ fn judged_once(
     cmp: &Comparison,
     obs: &Outcome,
 ) -> Judgement {
-    let key = format!("{bi}|{}", cmp.signature());
+    let key = format!("{bi}|{}|{}", cmp.signature(), signature::mnemonics(case));
     match cache.get(&key) {
         Some((j, n)) if *n >= JUDGE_TIMES => j.clone(),
         _ => {

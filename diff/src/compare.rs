@@ -48,6 +48,9 @@ pub struct BrokenRule {
     pub citation: &'static str,
     /// "field: detail", one per field that shows it.
     pub fields: Vec<String>,
+    /// The step of the case it applied at ([`xsave_emu::Broken::site`]).
+    #[serde(skip)]
+    pub site: Option<xsave_emu::provenance::Site>,
 }
 
 impl Verdict {
@@ -95,6 +98,7 @@ pub fn verdict_of(j: &xsave_emu::Judgement) -> Verdict {
                     .iter()
                     .map(|f| format!("{}: {}", f.field, f.detail))
                     .collect(),
+                site: b.site,
             })
             .collect(),
     }

@@ -26,6 +26,9 @@ pub struct KnownFile {
     /// Backends on which its rules no longer break ("fixed upstream?"): it
     /// explains none of their signatures.
     pub fixed_on: Vec<String>,
+    /// Backends on which it was run again and its rules still break: it
+    /// explains their signatures whatever version its target lines name.
+    pub confirmed_on: Vec<String>,
 }
 
 impl KnownFile {
@@ -166,6 +169,7 @@ impl Known {
                     file,
                     instruction: None,
                     fixed_on: Vec::new(),
+                    confirmed_on: Vec::new(),
                 });
             }
             k.folders.push(dir.display().to_string());
@@ -181,18 +185,37 @@ impl Known {
     }
 
     /// The known files of a signature on `target`: files naming the target's
-    /// program and the signature's rule, not fixed on the signature's backend;
-    /// those charged to the same instruction first.
+    /// program and the signature's rule, not fixed on the signature's backend,
+    /// and either naming the target's version (or the target says none) or
+    /// shown to break there when run again ([`check`]): a Bochs 3.0 finding
+    /// that Bochs 2.7 cannot run explains nothing on 2.7. Those naming the
+    /// version first, then those charged to the same instruction.
     pub fn explaining<'a>(
         &'a self,
         target: &'a BackendTarget,
         sig: &Signature,
     ) -> Vec<&'a KnownFile> {
+        let names_version = |f: &KnownFile| match &target.version {
+            None => true,
+            Some(v) => f
+                .targets()
+                .iter()
+                .any(|t| t.program == target.program && version_covers(&t.version, v)),
+        };
         let mut v: Vec<&KnownFile> = self
             .for_program(&target.program)
-            .filter(|f| f.rules().contains(&sig.rule) && !f.fixed_on.contains(&sig.backend))
+            .filter(|f| {
+                f.rules().contains(&sig.rule)
+                    && !f.fixed_on.contains(&sig.backend)
+                    && (names_version(f) || f.confirmed_on.contains(&sig.backend))
+            })
             .collect();
-        v.sort_by_key(|f| f.instruction.as_deref() != Some(sig.instruction.as_str()));
+        v.sort_by_key(|f| {
+            (
+                !names_version(f),
+                f.instruction.as_deref() != Some(sig.instruction.as_str()),
+            )
+        });
         v
     }
 
@@ -239,7 +262,7 @@ pub fn check(
 ) -> Vec<KnownCheck> {
     let backend_name = backend.name();
     use crate::compare::compare;
-    use crate::signature::{charge, instruction, judge, Judgement};
+    use crate::signature::{instruction, judge, Judgement};
     let idx: Vec<usize> = (0..known.files.len())
         .filter(|&i| {
             known.files[i]
@@ -284,20 +307,22 @@ pub fn check(
         let verdict = match o {
             Err(s) => CheckVerdict::NotChecked { reason: s.0 },
             Ok(o) => {
-                let insn = instruction(&case, &predicted, &o);
-                f.instruction = Some(match f.rules().first() {
-                    Some(r) => charge(r, &case, &insn),
-                    None => insn,
-                });
                 let cmp = compare(&model, &case, &predicted, &o);
-                let broken: Vec<String> = if cmp.is_match() {
+                let judged = if cmp.is_match() {
                     Vec::new()
                 } else {
                     match judge(&model, &case, &cmp, &o) {
-                        Judgement::Breaks { rules } => rules.into_iter().map(|b| b.rule).collect(),
+                        Judgement::Breaks { rules } => rules,
                         _ => Vec::new(),
                     }
                 };
+                f.instruction = Some(file_instruction(
+                    f.rules(),
+                    &case,
+                    &judged,
+                    &instruction(&case, &predicted, &o),
+                ));
+                let broken: Vec<String> = judged.into_iter().map(|b| b.rule).collect();
                 let missing: Vec<String> = f
                     .rules()
                     .iter()
@@ -305,6 +330,7 @@ pub fn check(
                     .cloned()
                     .collect();
                 if missing.is_empty() {
+                    f.confirmed_on.push(backend_name.clone());
                     CheckVerdict::StillBreaks
                 } else if missing.len() == f.rules().len() {
                     f.fixed_on.push(backend_name.clone());
@@ -332,6 +358,25 @@ pub fn check(
         });
     }
     out.into_iter().flatten().collect()
+}
+
+/// A known file's instruction: where its first rule breaks in `judged` (the
+/// file's case judged on an implementation), else where the rule's name and
+/// the case's code put it (`default`: [`crate::signature::instruction`]).
+pub fn file_instruction(
+    rules: &[String],
+    case: &xsave_emu::Case,
+    judged: &[crate::signature::Broken],
+    default: &str,
+) -> String {
+    use crate::signature::{charge, charge_broken};
+    match rules.first() {
+        Some(r) => match judged.iter().find(|b| &b.rule == r) {
+            Some(b) => charge_broken(b, case, default),
+            None => charge(r, case, default),
+        },
+        None => default.to_string(),
+    }
 }
 
 /// The rules a silicon case shows: those the envelope names when the case's
@@ -391,6 +436,7 @@ mod tests {
             file: CaseFile::parse(text, path).unwrap(),
             instruction: Some(instruction.into()),
             fixed_on: Vec::new(),
+            confirmed_on: Vec::new(),
         }
     }
 
@@ -419,7 +465,7 @@ mod tests {
         };
         let vg = BackendTarget {
             program: "valgrind".into(),
-            version: Some("3.22.0".into()),
+            version: Some("3.19.0".into()),
         };
         let sig = |rule: &str, insn: &str| Signature {
             backend: "exec:valgrind --tool=none".into(),
@@ -447,6 +493,24 @@ mod tests {
         assert!(k
             .lookup(&bochs, &sig("xrstor.gp-mxcsr-reserved", "xrstor"))
             .is_none());
+        // Another version: a file explains it only once run there again and
+        // still breaking.
+        let vg22 = BackendTarget {
+            program: "valgrind".into(),
+            version: Some("3.22.0".into()),
+        };
+        assert!(k
+            .lookup(&vg22, &sig("xrstor.gp-mxcsr-reserved", "xrstor"))
+            .is_none());
+        let mut k22 = k.clone();
+        k22.files[1]
+            .confirmed_on
+            .push("exec:valgrind --tool=none".into());
+        assert_eq!(
+            k22.lookup(&vg22, &sig("xrstor.gp-mxcsr-reserved", "xrstor"))
+                .map(|f| f.path.as_str()),
+            Some("b.case")
+        );
         // A file whose rules no longer break on this backend explains nothing there.
         let mut k = k.clone();
         k.files[0].fixed_on.push("exec:valgrind --tool=none".into());

@@ -57,8 +57,8 @@ enum Cmd {
         /// cross-CPU TLB shootdowns when another thread runs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Folder for the findings: one minimized case per new rule broken
-        /// (backend, rule, instruction); known ones are not written. The
+        /// Folder for the findings: one minimized case per new rule a backend
+        /// breaks (its other instructions listed in it); known ones are not written. The
         /// summary is written there too, as summary.json (for `xsdiff merge`).
         #[arg(long)]
         out: Option<PathBuf>,

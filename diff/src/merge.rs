@@ -7,8 +7,9 @@
 //! reference, model, seed, targets and N, each shard at most once.
 //!
 //! Counts are summed (cases, skips, mismatches, per signature, per latitude,
-//! seconds: machine-seconds). Each signature keeps the smallest finding case
-//! among the shards' ([`case_size`]), copied into OUT; known or new is decided
+//! seconds: machine-seconds). Each new rule keeps the smallest finding case
+//! among the shards' ([`case_size`]), copied into OUT (the example of the
+//! signatures that had one; the others keep their `seed S case N`); known or new is decided
 //! again against the corpus given to `merge` ([`crate::known`]). OUT receives
 //! the merged summary as JSON ([`SUMMARY_FILE`]), text (`summary.txt`) and
 //! Markdown (`summary.md`, [`crate::report::markdown`]); a merged OUT is itself
@@ -197,10 +198,19 @@ pub fn charge_known(known: &mut Known) {
             .map(|e| e.against(&predicted))
             .unwrap_or_else(|| predicted.clone());
         let insn = crate::signature::instruction(&case, &predicted, &observed);
-        f.instruction = Some(match f.rules().first() {
-            Some(r) => crate::signature::charge(r, &case, &insn),
-            None => insn,
-        });
+        let cmp = crate::compare::compare(&model, &case, &predicted, &observed);
+        let judged = match (!cmp.is_match())
+            .then(|| crate::signature::judge(&model, &case, &cmp, &observed))
+        {
+            Some(crate::signature::Judgement::Breaks { rules }) => rules,
+            _ => Vec::new(),
+        };
+        f.instruction = Some(crate::known::file_instruction(
+            f.rules(),
+            &case,
+            &judged,
+            &insn,
+        ));
     }
 }
 
@@ -365,6 +375,16 @@ pub fn merge(out: &Path, inputs: &[Input], known: &Known) -> Result<Summary, Str
             }
         }
     };
+    // One finding per new rule of a backend: the smallest of the files any
+    // of its signatures kept (a run writes one per rule, so the shards' files
+    // of a rule share its name).
+    let mut rule_files: BTreeMap<(String, String), Examples> = BTreeMap::new();
+    for (sig, ex) in &sig_examples {
+        let e = rule_files
+            .entry((sig.backend.clone(), sig.rule.clone()))
+            .or_default();
+        e.files.extend(ex.files.iter().cloned());
+    }
     for (sig, st) in tally.signatures.iter_mut() {
         let hit: Vec<String> = targets
             .get(&sig.backend)
@@ -389,7 +409,12 @@ pub fn merge(out: &Path, inputs: &[Input], known: &Known) -> Result<Summary, Str
             }
             None => {
                 st.status = Status::New;
-                st.example = keep(sig_examples[sig].choose())?;
+                let own = &sig_examples[sig];
+                st.example = keep(if own.files.is_empty() {
+                    own.choose()
+                } else {
+                    rule_files[&(sig.backend.clone(), sig.rule.clone())].choose()
+                })?;
             }
         }
     }
@@ -518,6 +543,7 @@ mod tests {
                 .unwrap(),
                 instruction: Some("xrstor".into()),
                 fixed_on: Vec::new(),
+                confirmed_on: Vec::new(),
             }],
             folders: vec!["corpus/regressions".into()],
         };

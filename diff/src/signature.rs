@@ -8,6 +8,7 @@
 use crate::compare::{verdict, Comparison, Verdict};
 use serde::Serialize;
 use xsave_emu::exec::decode;
+use xsave_emu::provenance::Site;
 use xsave_emu::{Case, CpuModel, Outcome};
 
 /// A rule an outcome breaks, with the fields that show it.
@@ -17,6 +18,9 @@ pub struct Broken {
     pub rule: String,
     /// Fields that show it ("fault", "XMM3[4..8]").
     pub fields: Vec<String>,
+    /// The step of the case it applied at (the initial load, instruction k).
+    #[serde(skip)]
+    pub site: Option<Site>,
 }
 
 /// A mismatch as the envelope judges it.
@@ -58,6 +62,7 @@ pub fn from_verdict(v: &Verdict) -> Judgement {
                 .map(|b| Broken {
                     rule: b.rule.to_string(),
                     fields: b.fields.clone(),
+                    site: b.site,
                 })
                 .collect(),
         },
@@ -67,10 +72,16 @@ pub fn from_verdict(v: &Verdict) -> Judgement {
     }
 }
 
-/// The instruction a mismatch is charged to: the first faulting instruction of
-/// either outcome, else the last XSAVE-family instruction of the case, else its
-/// last instruction; its mnemonic in lower case without the `64` of REX.W
-/// forms (`xsave64` -> `xsave`); `init` for a fault in the initial restore.
+/// What a signature calls the runner's load of the case's initial image (its
+/// XRSTOR64, or XRSTORS64 for a compacted image at CPL 0, before the case's
+/// first instruction).
+pub const INITIAL_LOAD: &str = "initial load";
+
+/// The instruction a mismatch is charged to where the envelope names no step
+/// ([`Broken::site`]): the first faulting instruction of either outcome, else
+/// the last XSAVE-family instruction of the case, else its last instruction;
+/// its mnemonic in lower case without the `64` of REX.W forms (`xsave64` ->
+/// `xsave`); [`INITIAL_LOAD`] for a fault there.
 pub fn instruction(case: &Case, reference: &Outcome, obs: &Outcome) -> String {
     let insns = decode(&case.code);
     let faulting = [reference.fault, obs.fault]
@@ -79,7 +90,7 @@ pub fn instruction(case: &Case, reference: &Outcome, obs: &Outcome) -> String {
         .map(|f| f.insn)
         .min();
     let ins = match faulting {
-        Some(None) => return "init".into(),
+        Some(None) => return INITIAL_LOAD.into(),
         Some(Some(k)) => insns.get(k),
         None => insns
             .iter()
@@ -88,6 +99,16 @@ pub fn instruction(case: &Case, reference: &Outcome, obs: &Outcome) -> String {
             .or(insns.last()),
     };
     ins.map_or_else(|| "-".into(), mnemonic)
+}
+
+/// The case's instructions as [`instruction`] names them, space-separated
+/// (what a judgement's steps are named by).
+pub fn mnemonics(case: &Case) -> String {
+    decode(&case.code)
+        .iter()
+        .map(mnemonic)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn mnemonic(i: &iced_x86::Instruction) -> String {
@@ -128,9 +149,32 @@ impl std::fmt::Display for Signature {
     }
 }
 
-/// The instruction a broken rule is charged to: the rule's own instruction
-/// where its id names one the case holds (`xrstor.loads-...` in a case that
-/// ends with XSAVEOPT is XRSTOR's), else `default` ([`instruction`]).
+/// The instruction at a step of `case`: [`INITIAL_LOAD`], or instruction k's
+/// mnemonic as [`instruction`] writes it.
+pub fn at_site(case: &Case, site: Site) -> String {
+    match site {
+        Site::Initial => INITIAL_LOAD.into(),
+        Site::Insn(k) => decode(&case.code)
+            .get(k)
+            .map_or_else(|| "-".into(), mnemonic),
+    }
+}
+
+/// The instruction a broken rule is charged to: the step the envelope says
+/// applied it (the initial load, or the instruction that set the differing
+/// value: a difference the initial load made is the initial load's, whatever
+/// instructions follow); where it names none, the rule's own instruction where
+/// its id names one the case holds, else `default` ([`instruction`]).
+pub fn charge_broken(b: &Broken, case: &Case, default: &str) -> String {
+    match b.site {
+        Some(s) => at_site(case, s),
+        None => charge(&b.rule, case, default),
+    }
+}
+
+/// The instruction a rule without a step is charged to: the rule's own
+/// instruction where its id names one the case holds (`xrstor.loads-...` in a
+/// case that ends with XSAVEOPT is XRSTOR's), else `default` ([`instruction`]).
 pub fn charge(rule: &str, case: &Case, default: &str) -> String {
     let scope = rule.split('.').next().unwrap_or("");
     if scope == default || !(is_xsave_family(scope) || scope == "ldmxcsr") {
@@ -140,20 +184,23 @@ pub fn charge(rule: &str, case: &Case, default: &str) -> String {
     if has { scope } else { default }.to_string()
 }
 
-/// The signatures of a judgement (one per rule broken; none inside the
-/// envelope), each charged to its instruction ([`charge`]).
+/// The signatures of a judgement (one per rule and instruction; none inside
+/// the envelope), each charged to its instruction ([`charge_broken`]).
 pub fn signatures(backend: &str, j: &Judgement, case: &Case, default: &str) -> Vec<Signature> {
-    match j {
-        Judgement::Breaks { rules } => rules
-            .iter()
-            .map(|b| Signature {
+    let mut v: Vec<Signature> = Vec::new();
+    if let Judgement::Breaks { rules } = j {
+        for b in rules {
+            let s = Signature {
                 backend: backend.to_string(),
                 rule: b.rule.clone(),
-                instruction: charge(&b.rule, case, default),
-            })
-            .collect(),
-        _ => Vec::new(),
+                instruction: charge_broken(b, case, default),
+            };
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
     }
+    v
 }
 
 #[cfg(test)]
@@ -185,7 +232,7 @@ mod tests {
             fault: Fault::Nm,
             insn: None,
         });
-        assert_eq!(instruction(&c, &a, &b), "init");
+        assert_eq!(instruction(&c, &a, &b), "initial load");
         // No fault: the last XSAVE-family instruction.
         a.fault = None;
         assert_eq!(instruction(&c, &a, &b), "xgetbv");
@@ -223,6 +270,7 @@ mod tests {
             sentence: r.sentence,
             citation: r.citation,
             fields: vec![f.to_string()],
+            site: None,
         };
         let j = from_verdict(&Verdict::OutsideEnvelope {
             broken: vec![

@@ -5,7 +5,7 @@
 //! test is quick, deterministic and the same on any host.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -190,28 +190,45 @@ fn four_slurm_shards_merged_equal_one_run() {
         CASES
     );
 
-    // Each new signature keeps one finding, copied into the merged folder:
-    // the smallest of the shards' (by lines, then bytes of its case).
+    // Each new rule keeps one finding (a run writes one per rule, named after
+    // it), copied into the merged folder: the smallest of the shards' (by
+    // lines, then bytes of its case); the rule's signatures that had a file
+    // name it, the others their `seed S case N`.
     let rules = m["report"][0]["rules"].as_array().unwrap();
     let mut kept = 0;
     for row in rules {
-        for i in row["instructions"].as_array().unwrap() {
-            let f = case_file_of(&i["example"]);
-            assert_eq!(f.parent().unwrap(), dir.join("merged"), "{f:?}");
-            let size = xsave_diff::merge::case_size(&f).unwrap();
-            let name = f.file_name().unwrap();
-            let shard_sizes: Vec<_> = (0..SHARDS)
-                .filter_map(|k| {
-                    xsave_diff::merge::case_size(&dir.join(format!("shard-{k}")).join(name))
-                })
-                .collect();
-            assert!(!shard_sizes.is_empty(), "{f:?}");
-            assert_eq!(size, *shard_sizes.iter().min().unwrap(), "{f:?}");
-            kept += 1;
-        }
+        let files: BTreeSet<PathBuf> = row["instructions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| case_file_of(&i["example"]))
+            .filter(|p| p.extension().is_some_and(|x| x == "case"))
+            .collect();
+        assert_eq!(files.len(), 1, "{row}");
+        let f = files.into_iter().next().unwrap();
+        assert_eq!(f.parent().unwrap(), dir.join("merged"), "{f:?}");
+        assert!(
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&format!("-{}.case", row["rule"].as_str().unwrap())),
+            "{f:?}"
+        );
+        let size = xsave_diff::merge::case_size(&f).unwrap();
+        let name = f.file_name().unwrap();
+        let shard_sizes: Vec<_> = (0..SHARDS)
+            .filter_map(|k| {
+                xsave_diff::merge::case_size(&dir.join(format!("shard-{k}")).join(name))
+            })
+            .collect();
+        assert!(!shard_sizes.is_empty(), "{f:?}");
+        assert_eq!(size, *shard_sizes.iter().min().unwrap(), "{f:?}");
+        kept += 1;
     }
-    assert_eq!(kept, sigs);
-    assert_eq!(m["findings"].as_array().unwrap().len(), sigs);
+    assert!(kept >= 2, "{rules:#?}");
+    assert_eq!(m["findings"].as_array().unwrap().len(), kept);
+    // The single run wrote one file per new rule too.
+    assert_eq!(one["findings"].as_array().unwrap().len(), kept);
 
     let txt = std::fs::read_to_string(dir.join("merged/summary.txt")).unwrap();
     assert!(
@@ -233,7 +250,7 @@ fn four_slurm_shards_merged_equal_one_run() {
     check(&xsdiff(&args, &[]).output().unwrap(), 1);
     let j = summary(&dir.join("from-json"));
     assert_eq!(signatures(&j), so);
-    assert_eq!(j["findings"].as_array().unwrap().len(), sigs);
+    assert_eq!(j["findings"].as_array().unwrap().len(), kept);
 
     // A merged output merges again; missing shards are named.
     let again = xsdiff(&["merge", &d("again"), &d("merged")], &[])

@@ -6,13 +6,14 @@
 
 use crate::fault::Fault;
 use crate::machine::{Machine, Policy};
-use crate::writes::write_checked;
+use crate::provenance::{Source, Written};
 pub use crate::writes::Writes;
+use crate::writes::{write_checked, Src};
 
 impl Writes {
     /// Checks every piece in address order, then writes them all.
     pub fn commit(self, m: &mut Machine) -> Result<(), Fault> {
-        self.commit_area(m, None)
+        self.commit_area(m, None, None)
     }
 
     /// [`Writes::commit`] for a save to the area at `base`. Under the
@@ -42,7 +43,7 @@ impl Writes {
         } else {
             Vec::new()
         };
-        let r = self.commit_area(m, order);
+        let r = self.commit_area(m, order, Some(base));
         if arch {
             match r {
                 Ok(()) => {
@@ -71,23 +72,45 @@ impl Writes {
         r
     }
 
-    /// Under the architectural policy, notes each piece's range and rule
-    /// (written, or allowed to be: [`crate::provenance::Provenance::written`]).
-    pub fn note_provenance(&self, m: &mut Machine) {
+    /// Under the architectural policy, notes each piece's range, rule and
+    /// source (written, or allowed to be:
+    /// [`crate::provenance::Provenance::written`]); `base`: the save area's,
+    /// whose legacy-region pieces copy the state at their offsets.
+    pub fn note_provenance(&self, m: &mut Machine, base: Option<u64>) {
         if m.policy != Policy::Architectural {
             return;
         }
         for p in &self.pieces {
             if p.len > 0 {
-                let last = p.addr.wrapping_add(p.len as u64 - 1);
-                m.prov.written.push((p.addr, last, p.rule));
+                let source = match (p.src, base) {
+                    (Src::Comp(i), _) => Some(Source::Comp(i)),
+                    (Src::Buf(_), Some(b))
+                        if p.addr.wrapping_sub(b) < 416
+                            || (512..520).contains(&p.addr.wrapping_sub(b)) =>
+                    {
+                        Some(Source::Legacy(p.addr.wrapping_sub(b)))
+                    }
+                    _ => None,
+                };
+                m.prov.written.push(Written {
+                    first: p.addr,
+                    last: p.addr.wrapping_add(p.len as u64 - 1),
+                    rule: p.rule,
+                    site: m.site,
+                    source,
+                });
             }
         }
     }
 
-    fn commit_area(self, m: &mut Machine, intel: Option<(u64, u64)>) -> Result<(), Fault> {
+    fn commit_area(
+        self,
+        m: &mut Machine,
+        intel: Option<(u64, u64)>,
+        base: Option<u64>,
+    ) -> Result<(), Fault> {
         let cpl = m.ctl.cpl;
-        self.note_provenance(m);
+        self.note_provenance(m, base);
         let mut fault = None;
         if let Some((b, rfbm)) = intel {
             fault = [(0u64, 0), (24, 1)]

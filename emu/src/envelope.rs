@@ -17,10 +17,13 @@ use crate::latitude::{self, Freedoms, Latitude};
 use crate::machine::{Policy, Unsupported};
 use crate::model::CpuModel;
 use crate::outcome::Outcome;
-use crate::provenance::Provenance;
+use crate::provenance::{Provenance, Site, Source};
 use crate::rules::{self, Rule};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// A rule and where it applied ([`Broken::site`]).
+type At = (&'static Rule, Option<Site>);
 
 /// One field that shows a rule broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +35,15 @@ pub struct Field {
     pub detail: String,
 }
 
-/// A rule an outcome breaks, and the fields that show it.
+/// A rule an outcome breaks, where in the case it applied, and the fields
+/// that show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broken {
     pub rule: &'static Rule,
+    /// The step of the case whose result shows it first: the initial load of
+    /// the case's image, or the instruction that set the differing value
+    /// (None: no step set it, e.g. state no instruction touched).
+    pub site: Option<Site>,
     pub fields: Vec<Field>,
 }
 
@@ -65,12 +73,17 @@ impl Judgement {
     pub fn first(&self) -> Option<&Field> {
         self.broken.first().and_then(|b| b.fields.first())
     }
-    fn breaks(&mut self, rule: &'static Rule, field: String, detail: String) {
+    fn breaks(&mut self, (rule, site): At, field: String, detail: String) {
         let f = Field { field, detail };
-        match self.broken.iter_mut().find(|b| b.rule.id == rule.id) {
+        match self
+            .broken
+            .iter_mut()
+            .find(|b| b.rule.id == rule.id && b.site == site)
+        {
             Some(b) => b.fields.push(f),
             None => self.broken.push(Broken {
                 rule,
+                site,
                 fields: vec![f],
             }),
         }
@@ -194,7 +207,12 @@ pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, 
             if !later {
                 // Faulted past the instruction the SDM stops at.
                 let (f, d) = field();
-                j.breaks(prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED), f, d);
+                let site = arch.fault.map(|a| Site::of_fault(a.insn));
+                j.breaks(
+                    (prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED), site),
+                    f,
+                    d,
+                );
                 return Ok(j);
             }
             let region = lat.pf_regions.get(&k);
@@ -207,10 +225,10 @@ pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, 
                         j.took(&latitude::PF_ANY_BYTE);
                     } else if region.is_some_and(|r| !r.contains(addr)) {
                         let (f, d) = field();
-                        j.breaks(&rules::MEM_PF_WITHIN_REGION, f, d);
+                        j.breaks((&rules::MEM_PF_WITHIN_REGION, Some(Site::Insn(k))), f, d);
                     } else {
                         let (f, d) = field();
-                        j.breaks(&rules::MEM_PF, f, d);
+                        j.breaks((&rules::MEM_PF, Some(Site::Insn(k))), f, d);
                     }
                 }
                 _ => {
@@ -222,7 +240,7 @@ pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, 
                         _ => &rules::FAULT_ONLY_AS_LISTED,
                     };
                     let (f, d) = field();
-                    j.breaks(rule, f, d);
+                    j.breaks((rule, Some(Site::Insn(k))), f, d);
                 }
             }
             // The rest, against a run stopped there (the instruction's own
@@ -233,12 +251,18 @@ pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, 
         _ => {
             // No fault where the SDM raises one (or a fault at the initial
             // XRSTOR): the rule behind the SDM's fault; the rest follows from it.
-            let rule = match (arch.fault, obs.fault) {
-                (Some(_), _) => prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED),
-                _ => &rules::FAULT_ONLY_AS_LISTED,
+            let at = match (arch.fault, obs.fault) {
+                (Some(a), _) => (
+                    prov.fault.unwrap_or(&rules::FAULT_ONLY_AS_LISTED),
+                    Some(Site::of_fault(a.insn)),
+                ),
+                (None, o) => (
+                    &rules::FAULT_ONLY_AS_LISTED,
+                    o.map(|o| Site::of_fault(o.insn)),
+                ),
             };
             let (f, d) = field();
-            j.breaks(rule, f, d);
+            j.breaks(at, f, d);
         }
     }
     Ok(j)
@@ -247,7 +271,7 @@ pub fn check(model: &CpuModel, case: &Case, obs: &Outcome) -> Result<Judgement, 
 /// A run of neighbouring bytes broken by one rule: the first offset, what
 /// the SDM allows, what was observed.
 struct Run {
-    rule: &'static Rule,
+    at: At,
     start: usize,
     sdm: Vec<u8>,
     observed: Vec<u8>,
@@ -260,16 +284,16 @@ struct ByteRuns {
 }
 
 impl ByteRuns {
-    fn push(&mut self, rule: &'static Rule, k: usize, p: u8, o: u8) {
+    fn push(&mut self, at: At, k: usize, p: u8, o: u8) {
         if let Some(r) = self.runs.last_mut() {
-            if r.rule.id == rule.id && r.start + r.sdm.len() == k {
+            if r.at.0.id == at.0.id && r.at.1 == at.1 && r.start + r.sdm.len() == k {
                 r.sdm.push(p);
                 r.observed.push(o);
                 return;
             }
         }
         self.runs.push(Run {
-            rule,
+            at,
             start: k,
             sdm: vec![p],
             observed: vec![o],
@@ -279,7 +303,7 @@ impl ByteRuns {
         let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
         for r in self.runs {
             j.breaks(
-                r.rule,
+                r.at,
                 name(r.start, r.start + r.sdm.len()),
                 format!("SDM allows {}, observed {}", hex(&r.sdm), hex(&r.observed)),
             );
@@ -326,15 +350,17 @@ fn final_parts(model: &CpuModel, case: &Case, len: usize) -> Vec<usize> {
 }
 
 /// The rule behind final-image byte `k`.
-fn final_rule(model: &CpuModel, case: &Case, prov: &Provenance, k: usize) -> &'static Rule {
+fn final_rule(model: &CpuModel, case: &Case, prov: &Provenance, k: usize) -> At {
     if let Some(i) = final_component(model, case, k) {
         return prov.of_component(i);
     }
     match k {
-        24..28 => prov.mxcsr.unwrap_or(&rules::STATE_UNCHANGED),
-        28..32 => &rules::SAVE_MXCSR_MASK,
-        512..576 => &rules::XSAVE_HEADER_RMW,
-        _ => &rules::SAVE_WRITES_ONLY_SAVED,
+        24..28 => prov
+            .mxcsr
+            .map_or((&rules::STATE_UNCHANGED, None), |(r, s)| (r, Some(s))),
+        28..32 => (&rules::SAVE_MXCSR_MASK, None),
+        512..576 => (&rules::XSAVE_HEADER_RMW, None),
+        _ => (&rules::SAVE_WRITES_ONLY_SAVED, None),
     }
 }
 
@@ -358,7 +384,7 @@ fn rest(
     {
         if (p ^ o) & !free != 0 {
             j.breaks(
-                prov.gprs[k].unwrap_or(&rules::GPRS_UNCHANGED),
+                prov.gprs[k].map_or((&rules::GPRS_UNCHANGED, None), |(r, s)| (r, Some(s))),
                 format!("gprs.{}", crate::case::GPR_NAMES[k]),
                 format!("SDM allows {p:#x} (free bits {free:#x}), observed {o:#x}"),
             );
@@ -366,11 +392,24 @@ fn rest(
             j.took(&latitude::XINUSE_1_OVER_INIT);
         }
     }
+    // The state first (into `state`, added after the arena's verdict): a save
+    // that copied a differing state byte as each side held it is not charged
+    // with it; the rule that set the state is ([`Follows`]).
+    let mut state = Judgement::default();
+    let mut follows = Follows::default();
     if arch.supervisor != obs.supervisor {
-        supervisor(model, case, arch, lat, prov, obs, j);
+        supervisor(model, case, arch, lat, prov, obs, &mut state, &mut follows);
     }
-    memory(case, arch, lat, prov, obs, j);
-    final_image(model, case, arch, lat, prov, obs, j);
+    final_image(model, case, arch, lat, prov, obs, &mut state, &mut follows);
+    memory(model, case, arch, lat, prov, obs, &follows, j);
+    for b in state.broken {
+        for f in b.fields {
+            j.breaks((b.rule, b.site), f.field, f.detail);
+        }
+    }
+    for l in state.latitude {
+        j.took(l);
+    }
     let xcr0 = case.control.xcr0;
     match (arch.xinuse, obs.xinuse) {
         (Some(p), Some(o)) => {
@@ -379,14 +418,14 @@ fn rest(
             let free = !not_init(model, case, &obs.final_image, true) & xcr0;
             if o & !xcr0 != 0 {
                 j.breaks(
-                    &rules::XGETBV_RETURNS_XCR,
+                    (&rules::XGETBV_RETURNS_XCR, None),
                     "xinuse".into(),
                     format!("XGETBV(1) bits outside XCR0 {xcr0:#x}: observed {o:#x}"),
                 );
             }
             if (p & !o) & !free != 0 {
                 j.breaks(
-                    &rules::XINUSE_ZERO_ONLY_IN_INIT,
+                    (&rules::XINUSE_ZERO_ONLY_IN_INIT, None),
                     "xinuse".into(),
                     format!("SDM allows {p:#x} (may clear {free:#x}), observed {o:#x}"),
                 );
@@ -396,7 +435,7 @@ fn rest(
             }
         }
         (p, o) if p != o => j.breaks(
-            &rules::XGETBV_GP_INVALID_XCR,
+            (&rules::XGETBV_GP_INVALID_XCR, None),
             "xinuse".into(),
             format!(
                 "XGETBV(1) available: SDM {}, observed {}",
@@ -408,9 +447,117 @@ fn rest(
     }
 }
 
+/// State bytes (capture-image offsets, supervisor-state offsets) judged
+/// outside the envelope under the rule that set them. A save's byte that
+/// copied one of them, holding what each side holds at the end, follows from
+/// it: the save did its part (SDM: a save writes the state as it is), and the
+/// difference is charged once, to the step that set the state (the initial
+/// load of a wrongly restored image, not each save after it).
+///
+/// The state is observed through the implementation's own standard-form
+/// XSAVE (the capture), so one wrong state and one wrong component save
+/// routine (shared by the case's save and the capture) explain the same
+/// bytes. The saves are cleared only where the state was set by a compacted
+/// restore (XRSTORS, compacted XRSTOR: a path the standard capture does not
+/// share), and STMXCSR only copies MXCSR: elsewhere both rules are named.
+#[derive(Default)]
+struct Follows {
+    /// Capture bytes set by a compacted restore.
+    final_image: std::collections::BTreeSet<usize>,
+    /// Every capture byte judged broken (for STMXCSR's copy of MXCSR).
+    final_any: std::collections::BTreeSet<usize>,
+    supervisor: std::collections::BTreeSet<usize>,
+    /// User components with a capture byte among `final_image`: an XSTATE_BV
+    /// bit a save wrote from XINUSE as each side holds it follows from them.
+    components: u64,
+}
+
+impl Follows {
+    /// Whether arena byte `a` (architectural value `p`, observed `o`) is a
+    /// copy of a state byte judged broken, as each side holds it.
+    fn covers(
+        &self,
+        model: &CpuModel,
+        case: &Case,
+        prov: &Provenance,
+        (arch, obs): (&Outcome, &Outcome),
+        a: u64,
+        (p, o): (u8, u8),
+    ) -> bool {
+        let Some(w) = prov.write_of(a) else {
+            return false;
+        };
+        let k = (a - w.first) as usize;
+        let (set, img_a, img_o, at) = match w.source {
+            Some(Source::Legacy(off)) if w.rule.id == rules::INSN_SEMANTICS.id => (
+                &self.final_any,
+                &arch.final_image,
+                &obs.final_image,
+                off as usize + k,
+            ),
+            Some(Source::Legacy(off)) => (
+                &self.final_image,
+                &arch.final_image,
+                &obs.final_image,
+                off as usize + k,
+            ),
+            Some(Source::Comp(i)) if model.component(i).is_some_and(|c| c.supervisor) => {
+                let mut at = 0usize;
+                for x in crate::Xfeatures::from_bits_retain(case.control.xss).indices() {
+                    if x == i {
+                        break;
+                    }
+                    if let Some(c) = model.component(x).filter(|c| c.supervisor) {
+                        at += c.size as usize;
+                    }
+                }
+                (&self.supervisor, &arch.supervisor, &obs.supervisor, at + k)
+            }
+            Some(Source::Comp(i)) => {
+                let lay = crate::layout::standard(
+                    model,
+                    crate::Xfeatures::from_bits_retain(case.control.xcr0),
+                );
+                let Some(slot) = lay.slots.iter().find(|s| s.index == i) else {
+                    return false;
+                };
+                (
+                    &self.final_image,
+                    &arch.final_image,
+                    &obs.final_image,
+                    slot.offset as usize + k,
+                )
+            }
+            None => return false,
+        };
+        if (512..520).contains(&at) {
+            // XSTATE_BV: each differing bit a component judged broken, saved
+            // as each side's XINUSE (the capture's XSTATE_BV) holds it.
+            let bits = ((p ^ o) as u64) << (8 * (at - 512));
+            let same = |img: &[u8], v: u8| img.get(at).is_some_and(|&x| (x ^ v) & (p ^ o) == 0);
+            return bits & !self.components == 0 && same(img_a, p) && same(img_o, o);
+        }
+        set.contains(&at) && img_a.get(at) == Some(&p) && img_o.get(at) == Some(&o)
+    }
+    /// Whether a coupled choice's component is judged broken and the save's
+    /// bit is the observed XINUSE (capture XSTATE_BV) bit: the save wrote
+    /// what the state held.
+    fn covers_coupled(&self, obs: &Outcome, bit: u32, observed_bit: Option<bool>) -> bool {
+        let held = obs
+            .final_image
+            .get(512 + bit as usize / 8)
+            .map(|&b| b >> (bit % 8) & 1 == 1);
+        bit < 64
+            && self.components >> bit & 1 == 1
+            && observed_bit.is_some()
+            && held == observed_bit
+    }
+}
+
 /// Supervisor state, component by component; after an XRSTORS fault each
 /// element (8 bytes, an MSR) may instead come from a partial restore
 /// ([`Freedoms::supervisor_alts`], SDM1 §13.12).
+#[allow(clippy::too_many_arguments)]
 fn supervisor(
     model: &CpuModel,
     case: &Case,
@@ -419,10 +566,11 @@ fn supervisor(
     prov: &Provenance,
     obs: &Outcome,
     j: &mut Judgement,
+    follows: &mut Follows,
 ) {
     if arch.supervisor.len() != obs.supervisor.len() {
         j.breaks(
-            &rules::STATE_UNCHANGED,
+            (&rules::STATE_UNCHANGED, None),
             "supervisor".into(),
             format!(
                 "{} bytes, observed {}",
@@ -450,6 +598,9 @@ fn supervisor(
             if arch.supervisor[e.clone()] == obs.supervisor[e.clone()] {
                 true
             } else {
+                if prov.of_component(i).0.id == rules::XRSTOR_LOADS_COMPACTED.id {
+                    follows.supervisor.extend(r.clone());
+                }
                 partial = true;
                 element_allowed(e)
             }
@@ -459,6 +610,9 @@ fn supervisor(
                 j.took(&latitude::PARTIAL_RESTORE);
             }
         } else {
+            if prov.of_component(i).0.id == rules::XRSTOR_LOADS_COMPACTED.id {
+                follows.supervisor.extend(r.clone());
+            }
             j.breaks(
                 prov.of_component(i),
                 format!(
@@ -478,14 +632,18 @@ fn supervisor(
 /// The arena: each byte the architectural value or an alternative; XSTATE_BV
 /// bits of XSAVE free where XINUSE may be 1; the coupled choices of the saves
 /// with the init (and modified) optimization judged jointly.
+#[allow(clippy::too_many_arguments)]
 fn memory(
+    model: &CpuModel,
     case: &Case,
     arch: &Outcome,
     lat: &Freedoms,
     prov: &Provenance,
     obs: &Outcome,
+    follows: &Follows,
     j: &mut Judgement,
 ) {
+    let copied = |a: u64, p: u8, o: u8| follows.covers(model, case, prov, (arch, obs), a, (p, o));
     let base = case.memory.base;
     let at = |a: u64| -> Option<usize> {
         a.checked_sub(base)
@@ -530,8 +688,14 @@ fn memory(
             j.took(l);
             continue;
         }
+        if copied(a, p, o) {
+            continue;
+        }
         runs.push(
-            prov.byte(a).unwrap_or(&rules::SAVE_WRITES_ONLY_SAVED),
+            prov.byte(a)
+                .map_or((&rules::SAVE_WRITES_ONLY_SAVED, None), |(r, s)| {
+                    (r, Some(s))
+                }),
             k,
             p,
             o,
@@ -546,7 +710,7 @@ fn memory(
     });
     if arch.memory.len() != obs.memory.len() {
         j.breaks(
-            &rules::SAVE_WRITES_ONLY_SAVED,
+            (&rules::SAVE_WRITES_ONLY_SAVED, None),
             "memory".into(),
             format!("{} bytes, observed {}", arch.memory.len(), obs.memory.len()),
         );
@@ -554,7 +718,8 @@ fn memory(
     for c in &lat.coupled {
         let (w_ok, u_ok) = c.bytes.iter().fold((true, true), |(w, u), &(a, new, old)| {
             let o = at(a).map(|k| obs.memory[k]);
-            let wrote = o == Some(new) || o.is_some_and(|o| lat.mem_allows(a, o).is_some());
+            let wrote = o == Some(new)
+                || o.is_some_and(|o| lat.mem_allows(a, o).is_some() || copied(a, new, o));
             (w && wrote, u && o == Some(old))
         });
         let bit_of = |m: &[u8]| {
@@ -569,6 +734,11 @@ fn memory(
         };
         let fits =
             |&(b, w): &(bool, bool)| bit.is_none_or(|x| x == b) && if w { w_ok } else { u_ok };
+        if (w_ok || u_ok) && follows.covers_coupled(obs, c.bit, bit) {
+            // The component is judged broken where it was set; the save
+            // wrote it (or not) as the observed XINUSE says.
+            continue;
+        }
         if let Some(&(b, w)) = c.choices.iter().find(|ch| fits(ch)) {
             let arch_bit = if c.header_live {
                 bit_of(&arch.memory)
@@ -620,7 +790,7 @@ fn memory(
         );
         if bytes_fit {
             j.breaks(
-                c.header_rule,
+                (c.header_rule, Some(c.site)),
                 format!(
                     "XSTATE_BV bit {} ({name}) at memory[{:#x}]",
                     c.bit,
@@ -630,7 +800,7 @@ fn memory(
             );
         } else {
             j.breaks(
-                c.save_rule,
+                (c.save_rule, Some(c.site)),
                 format!(
                     "{name} at memory[{:#x}..{:#x}]",
                     first.wrapping_sub(base),
@@ -645,6 +815,7 @@ fn memory(
 /// The final registers: the capture image, except FSW.ES/B where recomputed,
 /// FIP canonicalized, the XSTATE_BV bits (judged as XINUSE), partial updates
 /// the SDM allows before a fault, and x87 pointers a model leaves open.
+#[allow(clippy::too_many_arguments)]
 fn final_image(
     model: &CpuModel,
     case: &Case,
@@ -653,11 +824,12 @@ fn final_image(
     prov: &Provenance,
     obs: &Outcome,
     j: &mut Judgement,
+    follows: &mut Follows,
 ) {
     let xcr0 = case.control.xcr0;
     if arch.final_image.len() != obs.final_image.len() {
         j.breaks(
-            &rules::STATE_UNCHANGED,
+            (&rules::STATE_UNCHANGED, None),
             "final".into(),
             format!(
                 "image of {} bytes, observed {}",
@@ -727,14 +899,14 @@ fn final_image(
             let (p, o) = ((p as u64) << sh, (o as u64) << sh);
             if o & !xcr0 != 0 {
                 runs.push(
-                    &rules::XSAVE_HEADER_RMW,
+                    (&rules::XSAVE_HEADER_RMW, None),
                     k,
                     (p >> sh) as u8,
                     (o >> sh) as u8,
                 );
             } else if (p & !o) & !obs_init != 0 {
                 runs.push(
-                    &rules::XINUSE_ZERO_ONLY_IN_INIT,
+                    (&rules::XINUSE_ZERO_ONLY_IN_INIT, None),
                     k,
                     (p >> sh) as u8,
                     (o >> sh) as u8,
@@ -747,6 +919,13 @@ fn final_image(
         if from_alt.contains(&parts[k]) {
             j.took(&latitude::PARTIAL_RESTORE);
             continue;
+        }
+        follows.final_any.insert(k);
+        if final_rule(model, case, prov, k).0.id == rules::XRSTOR_LOADS_COMPACTED.id {
+            follows.final_image.insert(k);
+            if parts[k] < 64 {
+                follows.components |= 1 << parts[k];
+            }
         }
         runs.push(final_rule(model, case, prov, k), k, p, o);
     }

@@ -10,7 +10,7 @@ use crate::layout;
 use crate::memory::Memory;
 use crate::model::CpuModel;
 use crate::outcome::Outcome;
-use crate::provenance::Provenance;
+use crate::provenance::{Provenance, Site};
 use crate::rules;
 use crate::Xfeatures;
 use iced_x86::{Code, DecoderError, Instruction, Register};
@@ -346,6 +346,7 @@ pub fn run_forced(
     let mut m = Machine::with_buffers(model, case.control, case.memory.clone(), policy, st, writes);
     let mut fault = None;
     m.clear_why();
+    m.site = Site::Initial;
     if let Err(f) = m.load_initial_borrowed(&case.init)? {
         m.prov.fault = Some(m.take_why(&f));
         fault = Some(FaultAt {
@@ -390,6 +391,7 @@ pub fn run_forced(
             }
             m.lat.pf_region = None;
             m.lat.alt_fault.clear();
+            m.site = Site::Insn(k);
             let forced_here = forced.filter(|f| f.insn == Some(k));
             let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));
             let gprs_before = m.gprs;

@@ -36,12 +36,17 @@ fn wrote_comp(m: &mut Machine, i: usize) {
     m.set_by(1 << i, &rules::INSN_SEMANTICS);
 }
 
-/// Under the architectural policy, notes a MOV's or STMXCSR's `len` bytes at `a`.
-fn wrote(m: &mut Machine, a: u64, len: u64) {
+/// Under the architectural policy, notes a MOV's or STMXCSR's `len` bytes at
+/// `a` (STMXCSR's copy MXCSR: `source`).
+fn wrote(m: &mut Machine, a: u64, len: u64, source: Option<crate::provenance::Source>) {
     if m.policy == Policy::Architectural {
-        m.prov
-            .written
-            .push((a, a.wrapping_add(len - 1), &rules::INSN_SEMANTICS));
+        m.prov.written.push(crate::provenance::Written {
+            first: a,
+            last: a.wrapping_add(len - 1),
+            rule: &rules::INSN_SEMANTICS,
+            site: m.site,
+            source,
+        });
         m.lat.bytes_written(a, len, None);
     }
 }
@@ -112,7 +117,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             .map(|r| r.number());
         for (k, b) in before.iter().enumerate() {
             if m.gprs[k] != *b || dest == Some(k) {
-                m.prov.gprs[k] = Some(&rules::INSN_SEMANTICS);
+                m.prov.gprs[k] = Some((&rules::INSN_SEMANTICS, m.site));
             }
         }
     }
@@ -158,7 +163,7 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
                 let cpl = m.ctl.cpl;
                 let r = m.mem.write(a, &v.to_le_bytes(), cpl);
                 if r.is_ok() {
-                    wrote(m, a, 8);
+                    wrote(m, a, 8, None);
                 }
                 r
             }
@@ -201,7 +206,8 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
                 let v = m.st.mxcsr;
                 let r = m.mem.write(a, &v.to_le_bytes(), cpl);
                 if r.is_ok() {
-                    wrote(m, a, 4);
+                    // MXCSR: capture-image bytes 24..28.
+                    wrote(m, a, 4, Some(crate::provenance::Source::Legacy(24)));
                 }
                 r
             }

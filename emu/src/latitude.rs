@@ -95,6 +95,8 @@ pub struct Coupled {
     pub header_rule: &'static crate::rules::Rule,
     /// The header bit is still this save's (no later save rewrote it).
     pub header_live: bool,
+    /// The save's instruction.
+    pub site: crate::provenance::Site,
 }
 
 /// What a run recorded of the latitude (see the module doc).

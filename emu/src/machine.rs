@@ -9,7 +9,7 @@ use crate::fault::Fault;
 use crate::latitude::{self, Freedoms, PfRegion};
 use crate::memory::Memory;
 use crate::model::CpuModel;
-use crate::provenance::Provenance;
+use crate::provenance::{Provenance, Site};
 use crate::rules::{self, Rule};
 use crate::state::XState;
 use crate::Xfeatures;
@@ -46,6 +46,8 @@ pub struct Machine<'m> {
     pub lat: Freedoms,
     /// The rules behind the values the run produced (architectural policy only).
     pub prov: Provenance,
+    /// The step running: the initial load or instruction k (for [`Machine::prov`]).
+    pub site: Site,
     /// The rule behind the fault being raised ([`Machine::raise`]).
     why: Cell<Option<&'static Rule>>,
     /// A save's write collection, kept between instructions for its capacity.
@@ -148,6 +150,7 @@ impl<'m> Machine<'m> {
             policy,
             lat: Freedoms::default(),
             prov: Provenance::default(),
+            site: Site::Initial,
             why: Cell::new(None),
             spare_writes,
             image: None,
@@ -179,14 +182,14 @@ impl<'m> Machine<'m> {
     /// Under the architectural policy, notes that `rule` set the components of `mask`.
     pub fn set_by(&mut self, mask: u64, rule: &'static Rule) {
         if self.policy == Policy::Architectural {
-            self.prov.components(mask, rule);
+            self.prov.components(mask, rule, self.site);
         }
     }
 
     /// Under the architectural policy, notes that `rule` set MXCSR.
     pub fn mxcsr_by(&mut self, rule: &'static Rule) {
         if self.policy == Policy::Architectural {
-            self.prov.mxcsr = Some(rule);
+            self.prov.mxcsr = Some((rule, self.site));
         }
     }
 

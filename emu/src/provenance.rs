@@ -1,21 +1,65 @@
-//! Which rule put each value where it is: the rule behind a fault, each range
-//! of the arena a save wrote (or may have written), each component's
-//! contents, MXCSR and each GPR. Recorded under the architectural policy only,
-//! so that [`crate::envelope::check`] names the rule a differing field breaks.
+//! Which rule put each value where it is, and where in the case it applied:
+//! the rule behind a fault, each range of the arena a save wrote (or may have
+//! written), each component's contents, MXCSR and each GPR. Recorded under the
+//! architectural policy only, so that [`crate::envelope::check`] names the rule
+//! a differing field breaks and the step that applied it (the runner's initial
+//! load of the case's image, or one of the case's instructions).
 
 use crate::rules::{self, Rule};
 
+/// Where in a case a rule applied: the runner's initial load of the case's
+/// image (the XRSTOR or XRSTORS before the case's first instruction), or the
+/// case's k-th instruction (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Site {
+    Initial,
+    Insn(usize),
+}
+
+impl Site {
+    /// The site of a fault at `insn` ([`crate::FaultAt::insn`]: None is the
+    /// initial load).
+    pub fn of_fault(insn: Option<usize>) -> Site {
+        insn.map_or(Site::Initial, Site::Insn)
+    }
+}
+
+/// A rule and the site where it set a value.
+pub type Mark = (&'static Rule, Site);
+
+/// The state a save copied into a range of the arena: bytes of the legacy
+/// region from this offset of the area (x87, MXCSR, the XMM registers, and
+/// XSTATE_BV from XINUSE: the same offsets as in the capture image), or
+/// component i's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Legacy(u64),
+    Comp(usize),
+}
+
+/// A range of the arena (first, last inclusive) a rule wrote at a site, and
+/// the state copied there (None: header fields, initial configurations,
+/// other instructions' stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub first: u64,
+    pub last: u64,
+    pub rule: &'static Rule,
+    pub site: Site,
+    pub source: Option<Source>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
-    /// Arena ranges (first, last inclusive) and the rule that writes them, in
-    /// the order written; the last range holding an address wins.
-    pub written: Vec<(u64, u64, &'static Rule)>,
-    /// The rule that last set component i (0 = x87, 1 = XMM registers).
-    pub component: [Option<&'static Rule>; 64],
-    /// The rule that last set MXCSR.
-    pub mxcsr: Option<&'static Rule>,
-    /// The rule that last set each GPR.
-    pub gprs: [Option<&'static Rule>; 16],
+    /// Arena ranges written, in the order written; the last range holding an
+    /// address wins.
+    pub written: Vec<Written>,
+    /// What last set component i (0 = x87, 1 = XMM registers).
+    pub component: [Option<Mark>; 64],
+    /// What last set MXCSR.
+    pub mxcsr: Option<Mark>,
+    /// What last set each GPR.
+    pub gprs: [Option<Mark>; 16],
     /// The rule behind the run's fault.
     pub fault: Option<&'static Rule>,
 }
@@ -33,29 +77,31 @@ impl Default for Provenance {
 }
 
 impl Provenance {
-    /// Notes that `rule` set the components of `mask`.
-    pub fn components(&mut self, mask: u64, rule: &'static Rule) {
+    /// Notes that `rule` set the components of `mask` at `site`.
+    pub fn components(&mut self, mask: u64, rule: &'static Rule, site: Site) {
         for i in 0..64 {
             if mask >> i & 1 != 0 {
-                self.component[i] = Some(rule);
+                self.component[i] = Some((rule, site));
             }
         }
     }
-    /// The rule behind arena byte `addr` (the last write holding it).
-    pub fn byte(&self, addr: u64) -> Option<&'static Rule> {
+    /// What wrote arena byte `addr` (the last write holding it).
+    pub fn byte(&self, addr: u64) -> Option<Mark> {
+        self.write_of(addr).map(|w| (w.rule, w.site))
+    }
+    /// The last write holding arena byte `addr`.
+    pub fn write_of(&self, addr: u64) -> Option<&Written> {
         self.written
             .iter()
             .rev()
-            .find(|&&(a, b, _)| a <= addr && addr <= b)
-            .map(|&(_, _, r)| r)
+            .find(|w| w.first <= addr && addr <= w.last)
     }
-    /// The rule behind component i's contents (state untouched by the case:
-    /// [`rules::STATE_UNCHANGED`]).
-    pub fn of_component(&self, i: usize) -> &'static Rule {
-        self.component
-            .get(i)
-            .copied()
-            .flatten()
-            .unwrap_or(&rules::STATE_UNCHANGED)
+    /// What set component i's contents (state untouched by the case:
+    /// [`rules::STATE_UNCHANGED`], no site).
+    pub fn of_component(&self, i: usize) -> (&'static Rule, Option<Site>) {
+        match self.component.get(i).copied().flatten() {
+            Some((r, s)) => (r, Some(s)),
+            None => (&rules::STATE_UNCHANGED, None),
+        }
     }
 }

@@ -193,6 +193,7 @@ pub fn coupled_latitude(
             save_rule,
             header_rule,
             header_live: true,
+            site: m.site,
         });
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use iced_x86::code_asm::*;
+use xsave_emu::provenance::Site;
 use xsave_emu::Fault;
 
 const CMP: u64 = 1 << 63;
@@ -128,6 +129,7 @@ fn a_partial_restore_before_the_mxcsr_gp_is_whole_components() {
     half.final_image[160..176].copy_from_slice(&pat(2, 16));
     let v = j(&half);
     assert_eq!(v.rule_ids(), ["fault.leaves-state"], "{v}");
+    assert_eq!(v.broken[0].site, Some(Site::Insn(0)));
     assert_eq!(v.first().unwrap().field, "final[160..176] (SSE)");
 }
 
