@@ -74,6 +74,11 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         "tigerlake",
         [Some(true), Some(true), Some(true)],
     ),
+    (
+        "bochs-xrstors-probe-past-area",
+        "tigerlake",
+        [Some(false), Some(false), Some(true)],
+    ),
 ];
 
 #[test]
