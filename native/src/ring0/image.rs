@@ -534,6 +534,10 @@ fn kernel() -> R<Kernel> {
             a.xrstor64(ptr(rdi))
         })?;
         k.a.set_label(&mut reset_done)?;
+        // MXCSR to 1F80H by LDMXCSR too: the reset must not depend on how a
+        // host's XRSTORS initializes SSE (Bochs 3.0 keeps MXCSR, ring0 B12, and
+        // the previous case's MXCSR leaked into the next one's).
+        k.a.ldmxcsr(dword_ptr(RESET_AREA + 24))?;
         // The CET MSRs to 0 (their init values) whether or not IA32_XSS covered
         // them: an emulator may implement more than its CPUID reports.
         let mut no_cet = k.a.create_label();
