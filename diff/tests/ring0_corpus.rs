@@ -79,6 +79,51 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         "tigerlake",
         [Some(false), Some(false), Some(true)],
     ),
+    (
+        "bochs-xgetbv-tiledata-xinuse-inverted",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsaves-tiledata-xinuse-inverted",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsave-tiledata-xinuse-inverted",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xrstors-tiledata-xinuse-inverted",
+        "sapphire_rapids",
+        [None, Some(false), Some(true)],
+    ),
+    (
+        "bochs-xsave-tiledata-rows-8-15",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xsaveopt-tiledata-rows-8-15",
+        "sapphire_rapids",
+        [None, Some(true), Some(true)],
+    ),
+    (
+        "bochs-xrstor-avx-init-clears-zmm-hi256",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
+    (
+        "bochs-xsaves-mxcsr-without-sse-in-use",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
+    (
+        "bochs-xsavec-mxcsr-without-sse-reloaded",
+        "tigerlake",
+        [Some(true), Some(true), Some(false)],
+    ),
 ];
 
 #[test]
