@@ -721,7 +721,7 @@ mod tests {
                 let init = rest.checked_sub(case_bytes(&c))? as usize;
                 let mut c = c;
                 c.init.resize(init, 0);
-                (case_bytes(&c) == rest && init % 64 == 0).then_some(c)
+                (case_bytes(&c) == rest && init.is_multiple_of(64)).then_some(c)
             })
             .expect("a filler case");
         cases.push(filler);
