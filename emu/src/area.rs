@@ -120,7 +120,7 @@ impl Writes {
         }
         // The first faulting piece's key, when a piece (not a probe) faults.
         let mut first_key = None;
-        if fault.is_none() {
+        if fault.is_none() && !self.hull_writable(m) {
             // The first faulting piece in the order (rank, address): the same as
             // sorting the pieces and checking them in turn.
             let rank = |a: u64| {
@@ -202,6 +202,25 @@ impl Writes {
         write_checked(&self, st, mem);
         m.recycle_writes(self);
         Ok(())
+    }
+}
+
+impl Writes {
+    /// Whether the bytes from the lowest piece's first to the highest piece's
+    /// last are all writable: then no piece faults, and the piece-by-piece
+    /// search for the first fault is skipped (one page walk instead of one per
+    /// piece). False when a piece wraps the address space or there is none.
+    fn hull_writable(&self, m: &Machine) -> bool {
+        let mut lo = u64::MAX;
+        let mut hi = 0u64;
+        for p in &self.pieces {
+            let Some(end) = p.addr.checked_add(p.len as u64) else {
+                return false;
+            };
+            lo = lo.min(p.addr);
+            hi = hi.max(end);
+        }
+        lo < hi && m.mem.check(lo, hi - lo, true, m.ctl.cpl).is_ok()
     }
 }
 
