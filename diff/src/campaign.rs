@@ -325,7 +325,8 @@ fn write_pending(
     sh: &Shared,
     how: &str,
 ) -> Result<(), String> {
-    let cur = p.min.current().clone();
+    let mut cur = p.min.current().clone();
+    let mut how = how.to_string();
     let outs = p
         .held
         .iter()
@@ -335,15 +336,17 @@ fn write_pending(
         .map(|(_, r, o)| (r.clone(), o.clone()));
     let (reference, observed) = match outs {
         Some(x) => x,
-        None => match run_all(rig, &cur) {
-            Ok(mut o) => (o.swap_remove(0), o.swap_remove(p.bi - 1)),
-            Err(s) => {
-                return Err(format!(
-                    "{}: the finding no longer runs: {s}",
-                    p.path.display()
-                ))
+        None => {
+            match run_all(rig, &cur) {
+                Ok(o) => (o[0].clone(), o[p.bi].clone()),
+                Err(s) => {
+                    // The case as found is written (its outcomes are known).
+                    how = format!("{how}; the smallest case did not run again ({s}): this is the case as found");
+                    cur = p.original.0.clone();
+                    (p.original.1.clone(), p.original.2.clone())
+                }
             }
-        },
+        }
     };
     let name = &names[p.bi];
     let mut header = match &p.goal {
