@@ -126,6 +126,16 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         [Some(true), None, None],
     ),
     (
+        "bochs-xsavec-mxcsr-sse-not-in-use",
+        "tigerlake",
+        [Some(true), None, None],
+    ),
+    (
+        "bochs-xsavec-compacted-offset-160",
+        "tigerlake",
+        [Some(true), None, None],
+    ),
+    (
         "bochs-xsavec-mxcsr-without-sse-reloaded",
         "tigerlake",
         [Some(true), Some(true), Some(false)],
