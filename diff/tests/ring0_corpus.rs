@@ -136,6 +136,11 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         [Some(true), None, None],
     ),
     (
+        "bochs-xsavec-mxcsr-sse-not-in-use-header",
+        "tigerlake",
+        [Some(true), None, None],
+    ),
+    (
         "bochs-xsavec-mxcsr-without-sse-reloaded",
         "tigerlake",
         [Some(true), Some(true), Some(false)],
