@@ -10,11 +10,14 @@
 //! case per latitude too).
 //!
 //! A new finding is written at once as found, then minimized: its candidates
-//! run in batches (one emulator process, one Bochs boot for many), a few
+//! run in batches (one emulator process, one Bochs boot for many), up to 16
 //! beside each batch of generated cases and whole rounds once the cases are
 //! done. With `--time T`, generation stops at T and minimization takes at
-//! most 0.15 T of each worker's time and ends by 1.2 T (what is left is
-//! written as it stands), so a run with `--out` keeps at least 85% of the
+//! most 0.15 T of each worker's time (a batch's time beyond what its
+//! generated cases alone take) and ends by 1.2 T: no batch gets more
+//! candidates than fit before then at the worker's cost per case, and what is
+//! left is written as it stands (its smallest case so far, whose outcomes are
+//! kept: nothing runs again), so a run with `--out` keeps at least 85% of the
 //! cases/s of one without. A stop
 //! flag (SIGINT/SIGTERM, see [`crate::interrupt`]) ends a campaign the same
 //! way at once: the batch in flight is dropped, findings are written as they
@@ -261,6 +264,9 @@ struct Pending {
     held: Vec<(Case, Outcome, Outcome)>,
     held_before: Vec<(Case, Outcome, Outcome)>,
     original: (Case, Outcome, Outcome),
+    /// The minimizer's current case with its outcomes (written without
+    /// running it again).
+    best: (Case, Outcome, Outcome),
     /// Written without minimizing (the time was up when it was found).
     unminimized: bool,
 }
@@ -312,8 +318,35 @@ struct Local {
 /// --backends emu,native --jobs 1`, Intel host, cases per CPU-second: 64: ~90k,
 /// 32: ~99k, 16: ~118k, 8: ~117k).
 const BATCH: u64 = 16;
-/// Minimization candidates run beside a batch of generated cases.
-const CANDIDATES_PER_BATCH: usize = 8;
+/// Minimization candidates run beside a batch of generated cases (as many as
+/// the batch's own cases: a backend with a cost per run, a process under
+/// valgrind or QEMU, a Bochs boot, shares it); what they cost is the batch's
+/// time beyond a batch without them ([`Plain`]).
+const CANDIDATES_PER_BATCH: usize = 16;
+
+/// What a batch of generated cases alone takes on this worker (a moving
+/// average): a batch with candidates counts its time beyond it against the
+/// minimization budget, or its candidates' share of its time until a plain
+/// batch has been timed.
+#[derive(Default)]
+struct Plain(Option<Duration>);
+
+impl Plain {
+    fn note(&mut self, d: Duration) {
+        self.0 = Some(match self.0 {
+            Some(p) => p.mul_f64(0.75) + d.mul_f64(0.25),
+            None => d,
+        });
+    }
+    /// The minimization cost of a batch of `n` candidates among `len` cases
+    /// that took `d`.
+    fn extra(&self, d: Duration, n: usize, len: usize) -> Duration {
+        match self.0 {
+            Some(p) => d.saturating_sub(p),
+            None => d.mul_f64(n as f64 / len.max(1) as f64),
+        }
+    }
+}
 const JUDGE_TIMES: u32 = 32;
 
 /// Writes a pending finding as it stands (atomically): when found (not yet
@@ -331,7 +364,7 @@ fn write_pending(
         .held
         .iter()
         .chain(&p.held_before)
-        .chain(std::iter::once(&p.original))
+        .chain([&p.best, &p.original])
         .find(|(c, _, _)| *c == cur)
         .map(|(_, r, o)| (r.clone(), o.clone()));
     let (reference, observed) = match outs {
@@ -432,6 +465,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
     let (k, n) = cfg.shard;
     let mut judged: HashMap<String, (Judgement, u32)> = HashMap::new();
     let mut active: Vec<Pending> = Vec::new();
+    let mut plain = Plain::default();
     let mut cases: Vec<Case> = Vec::new();
     loop {
         if sh.interrupted() {
@@ -469,7 +503,16 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
         } else {
             usize::MAX
         };
-        if !sh.min_time_left() {
+        // No more candidates than the time left before the minimization
+        // deadline runs at this worker's cost per case (a plain batch's time
+        // over its cases), so that the last batch ends by the deadline.
+        if let (Some(d), Some(p)) = (sh.min_deadline, plain.0) {
+            let per_case = p.div_f64(BATCH as f64).max(Duration::from_micros(1));
+            let left = d.saturating_duration_since(Instant::now());
+            let fits = (left.as_secs_f64() / per_case.as_secs_f64()) as usize;
+            room = room.min(fits.saturating_sub(cases.len()));
+        }
+        if !sh.min_time_left() || (!generating && room == 0) {
             room = 0;
             if !generating {
                 for p in &mut active {
@@ -486,6 +529,9 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                     let r = std::mem::take(&mut p.results);
                     p.min.accept(&r);
                     p.held_before = std::mem::take(&mut p.held);
+                    if let Some(b) = p.held_before.iter().find(|x| x.0 == *p.min.current()) {
+                        p.best = b.clone();
+                    }
                 }
                 p.queue = if room > 0 || !generating {
                     p.min.propose().into()
@@ -654,6 +700,7 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                         held: Vec::new(),
                         held_before: Vec::new(),
                         original: (case.clone(), reference.clone(), obs.clone()),
+                        best: (case.clone(), reference.clone(), obs.clone()),
                         unminimized: late,
                     };
                     // Written at once, minimized later: a campaign killed in
@@ -681,12 +728,17 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                 }
             }
         }
-        if !owners.is_empty() {
-            // Their share of the batch's time, counted against the minimization budget.
+        if owners.is_empty() {
+            if count as usize == cases.len() {
+                plain.note(t0.elapsed());
+            }
+        } else {
+            // What the candidates added to the batch, counted against the
+            // minimization budget.
             let n: usize = owners.iter().map(|o| o.2).sum();
-            let share = t0.elapsed().mul_f64(n as f64 / cases.len() as f64);
+            let extra = plain.extra(t0.elapsed(), n, cases.len());
             sh.min_spent
-                .fetch_add(share.as_micros() as u64, Ordering::Relaxed);
+                .fetch_add(extra.as_micros() as u64, Ordering::Relaxed);
         }
         for &(pi, from, len) in &owners {
             let p = &mut active[pi];
@@ -976,5 +1028,24 @@ impl Summary {
             s.push_str(&format!("finding: {f}\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_cost_what_they_add_to_a_batch() {
+        let ms = Duration::from_millis;
+        // Before a plain batch is timed: the candidates' share of the batch.
+        let mut p = Plain::default();
+        assert_eq!(p.extra(ms(1200), 8, 24), ms(400));
+        // Then: the batch's time beyond a plain batch (a moving average).
+        p.note(ms(1000));
+        assert_eq!(p.extra(ms(1500), 8, 24), ms(500));
+        assert_eq!(p.extra(ms(900), 8, 24), ms(0));
+        p.note(ms(2000));
+        assert_eq!(p.0, Some(ms(1250)));
     }
 }
