@@ -728,18 +728,6 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                 }
             }
         }
-        if owners.is_empty() {
-            if count as usize == cases.len() {
-                plain.note(t0.elapsed());
-            }
-        } else {
-            // What the candidates added to the batch, counted against the
-            // minimization budget.
-            let n: usize = owners.iter().map(|o| o.2).sum();
-            let extra = plain.extra(t0.elapsed(), n, cases.len());
-            sh.min_spent
-                .fetch_add(extra.as_micros() as u64, Ordering::Relaxed);
-        }
         for &(pi, from, len) in &owners {
             let p = &mut active[pi];
             let oi = p.bi - 1;
@@ -754,6 +742,18 @@ fn worker(cfg: &Config, sh: &Shared, pb: &ProgressBar) -> Result<Local, String> 
                 };
                 p.results.push(ok);
             }
+        }
+        if owners.is_empty() {
+            if count as usize == cases.len() {
+                plain.note(t0.elapsed());
+            }
+        } else {
+            // What the candidates added to the batch (their runs and their
+            // judging), counted against the minimization budget.
+            let n: usize = owners.iter().map(|o| o.2).sum();
+            let extra = plain.extra(t0.elapsed(), n, cases.len());
+            sh.min_spent
+                .fetch_add(extra.as_micros() as u64, Ordering::Relaxed);
         }
         pb.inc(count);
         let mm = sh.mismatches.load(Ordering::Relaxed);
