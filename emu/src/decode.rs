@@ -42,7 +42,8 @@ pub fn stack_based(ins: &Instruction) -> bool {
 /// REX prefix if it is the last byte before the opcode), then adding back the
 /// bytes removed. 15 or more prefix bytes can never end within 15 bytes.
 /// `None`: the length cannot be told (see the end).
-pub fn too_long(code: &[u8], ins: &Instruction, options: u32) -> Option<bool> {
+pub fn too_long(code: &[u8], ins: &Instruction, model: &CpuModel) -> Option<bool> {
+    let options = model.decoder_options();
     let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let Some(rest) = code.get(start..) else {
         return Some(false);
@@ -77,31 +78,49 @@ pub fn too_long(code: &[u8], ins: &Instruction, options: u32) -> Option<bool> {
         .copied()
         .filter(|b| !matches!(b, 0x66 | 0xf2 | 0xf3))
         .collect();
+    // On a CPU with SSE4a, 66H 0F 78H is group 17 (EXTRQ xmm, imm8, imm8): the
+    // length decoder gives every ModRM.reg the two immediates of /0, and only
+    // /0 is defined (Zen 5 host: 66H 0F 78H /7 ib ib after 10 prefixes, 16
+    // bytes, is #GP(0); after 9, 15 bytes, #UD; corpus/silicon
+    // insn-extrq-group-length-*-amd.case). Sized as /0.
+    let mandatory = kept.iter().rev().find(|b| matches!(b, 0x66 | 0xf2 | 0xf3));
+    let group17 = (model.sse4a && mandatory == Some(&0x66))
+        .then(|| match tail {
+            [0x0f, 0x78, modrm, ..] => {
+                let mut t = tail.to_vec();
+                t[2] = modrm & !0x38;
+                Some((kept.clone(), t))
+            }
+            _ => None,
+        })
+        .flatten();
     // Sized by the first candidate that decodes. An opcode of AMD's retired
     // extensions (3DNow!, SSE4a, XOP, FMA4, TBM), which iced-x86 decodes for any
     // CPU, is sized by a CPU without them as something else: Intel host, 13 REX
     // prefixes then 0F 0F 0F 1C (3DNow! with ModRM and suffix, 17 bytes) is #UD,
-    // not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin). Unknown.
-    let sized = [kept, without_mandatory].into_iter().find_map(|mut p| {
-        let removed = run - p.len();
-        p.extend_from_slice(tail);
-        let ins = Decoder::with_ip(64, &p, CODE_BASE, options).decode();
-        if ins.is_invalid() {
-            return None;
-        }
-        let retired = ins.cpuid_features().iter().any(|f| {
-            matches!(
-                f,
+    // not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin). Unknown,
+    // except SSE4a on a CPU that has it.
+    let sized = std::iter::once((kept.clone(), tail.to_vec()))
+        .chain(group17)
+        .chain(std::iter::once((without_mandatory, tail.to_vec())))
+        .find_map(|(mut p, t)| {
+            let removed = run - p.len();
+            p.extend_from_slice(&t);
+            let ins = Decoder::with_ip(64, &p, CODE_BASE, options).decode();
+            if ins.is_invalid() {
+                return None;
+            }
+            let retired = ins.cpuid_features().iter().any(|f| match f {
+                CpuidFeature::SSE4A => !model.sse4a,
                 CpuidFeature::D3NOW
-                    | CpuidFeature::D3NOWEXT
-                    | CpuidFeature::SSE4A
-                    | CpuidFeature::XOP
-                    | CpuidFeature::FMA4
-                    | CpuidFeature::TBM
-            )
+                | CpuidFeature::D3NOWEXT
+                | CpuidFeature::XOP
+                | CpuidFeature::FMA4
+                | CpuidFeature::TBM => true,
+                _ => false,
+            });
+            Some((!retired).then(|| ins.len() + removed > 15))
         });
-        Some((!retired).then(|| ins.len() + removed > 15))
-    });
     // Neither decodes (or only as a retired AMD opcode): the length is the
     // hardware length decoder's. The longest form (3-byte opcode, ModRM, SIB,
     // disp32, imm32) is 13 bytes, so after at most two prefixes it cannot pass

@@ -382,7 +382,7 @@ pub fn run_forced(
                 )));
             }
             if error == DecoderError::InvalidInstruction {
-                match too_long(&case.code, ins, options) {
+                match too_long(&case.code, ins, model) {
                     // SDM Vol.2 §2.3.11: longer than 15 bytes is #GP(0), before anything runs.
                     Some(true) => {
                         m.prov.fault = Some(&rules::INSN_GP_TOO_LONG);

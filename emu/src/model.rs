@@ -270,6 +270,9 @@ pub struct CpuModel {
     pub fdp_excptn_only: bool,
     /// CPUID.80000008H:EBX[2] (AMD): FXSAVE/XSAVE always save the x87 error pointers.
     pub xsaveerptr: bool,
+    /// CPUID.80000001H:ECX[6] (AMD): SSE4a (EXTRQ, INSERTQ, MOVNTSS, MOVNTSD); it
+    /// decides how the length decoder sizes 66H/F2H 0F 78H and 0F 79H.
+    pub sse4a: bool,
     /// CPUID.(07H,0):ECX[16]: 57-bit linear addresses.
     pub la57: bool,
     /// MXCSR_MASK as FXSAVE writes it (not in CPUID; a model-file line, or measured).
@@ -311,7 +314,7 @@ fn leaf(d: &CpuidDump, l: u32, s: u32) -> [u32; 4] {
 
 impl CpuModel {
     /// Builds a model from a raw CPUID dump. Leaves used: 0 (vendor), 1, (7,0),
-    /// (0DH, 0..=19) and 80000008H. The OS control state defaults to everything
+    /// (0DH, 0..=19), 80000001H and 80000008H. The OS control state defaults to everything
     /// the CPU supports; MXCSR_MASK defaults to 0000FFFFH.
     pub fn from_cpuid(name: &str, dump: &CpuidDump) -> CpuModel {
         let l0 = leaf(dump, 0, 0);
@@ -328,6 +331,7 @@ impl CpuModel {
         let l7 = leaf(dump, 7, 0);
         let d0 = leaf(dump, 0xd, 0);
         let d1 = leaf(dump, 0xd, 1);
+        let e1 = leaf(dump, 0x8000_0001, 0);
         let e8 = leaf(dump, 0x8000_0008, 0);
         let xcr0_supported = (d0[0] as u64) | ((d0[3] as u64) << 32);
         let xss_supported = (d1[2] as u64) | ((d1[3] as u64) << 32);
@@ -363,6 +367,7 @@ impl CpuModel {
             fcs_fds_deprecated: l7[1] & (1 << 13) != 0,
             fdp_excptn_only: l7[1] & (1 << 6) != 0,
             xsaveerptr: e8[1] & (1 << 2) != 0,
+            sse4a: e1[2] & (1 << 6) != 0,
             la57: l7[2] & (1 << 16) != 0,
             mxcsr_mask: 0x0000_FFFF,
             os_xcr0: xcr0_supported,
@@ -527,6 +532,7 @@ impl CpuModel {
             self.xsaveerptr.to_string(),
             other.xsaveerptr.to_string(),
         );
+        cmp("sse4a", self.sse4a.to_string(), other.sse4a.to_string());
         cmp("la57", self.la57.to_string(), other.la57.to_string());
         cmp(
             "mxcsr_mask",

@@ -25,7 +25,7 @@ pub const ARCH_REQ_XCOMP_PERM: libc::c_int = 0x1023;
 pub const XFEATURE_XTILEDATA: u64 = 18;
 
 /// The raw CPUID leaves a [`CpuModel`] is built from: 0, 1, (7,0), (0DH, 0..=19)
-/// and 80000008H (when the extended range reaches it).
+/// 80000001H and 80000008H (when the extended range reaches them).
 pub fn cpuid_dump() -> CpuidDump {
     let mut d = CpuidDump::new();
     let mut put = |l: u32, s: u32| {
@@ -45,7 +45,11 @@ pub fn cpuid_dump() -> CpuidDump {
             put(0xd, s);
         }
     }
-    if cpuid_count(0x8000_0000, 0).eax >= 0x8000_0008 {
+    let ext_max = cpuid_count(0x8000_0000, 0).eax;
+    if ext_max >= 0x8000_0001 {
+        put(0x8000_0001, 0);
+    }
+    if ext_max >= 0x8000_0008 {
         put(0x8000_0008, 0);
     }
     d
