@@ -477,16 +477,33 @@ pub struct Summary {
     pub mismatch: usize,
     pub not_checked: usize,
     pub error: usize,
+    /// Per backend asked for, the files it did not run (each file's report says
+    /// why): a file can pass on the others while a backend ran none of them.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skipped_by: std::collections::BTreeMap<String, usize>,
 }
 
 impl Summary {
     pub fn of(reports: &[FileReport]) -> Summary {
         let n = |s: &str| reports.iter().filter(|r| r.status == s).count();
+        let mut skipped_by = std::collections::BTreeMap::new();
+        for r in reports {
+            for c in r.checks.iter().filter(|c| c.result == "skipped") {
+                // "run on BACKEND", or "record M vs emu:M" for a record's model.
+                let backend = c
+                    .what
+                    .strip_prefix("run on ")
+                    .or_else(|| c.what.rsplit(" vs ").next())
+                    .unwrap_or(&c.what);
+                *skipped_by.entry(backend.to_string()).or_insert(0) += 1;
+            }
+        }
         Summary {
             pass: n("pass"),
             mismatch: n("mismatch"),
             not_checked: n("not-checked"),
             error: n("error"),
+            skipped_by,
         }
     }
 
@@ -503,14 +520,20 @@ impl Summary {
     }
 
     pub fn text(&self) -> String {
-        format!(
+        let mut s = format!(
             "{} files: {} pass, {} mismatch, {} not checked, {} error\n",
             self.pass + self.mismatch + self.not_checked + self.error,
             self.pass,
             self.mismatch,
             self.not_checked,
             self.error
-        )
+        );
+        for (backend, n) in &self.skipped_by {
+            s.push_str(&format!(
+                "{backend} did not run {n} of them (the reason is under each file)\n"
+            ));
+        }
+        s
     }
 }
 
@@ -607,5 +630,30 @@ mod tests {
             r.text(),
             "NOT CHECKED f.case (1 check passed: expect vs native; but no backend observed some of what it states)\n  expect vs native: not checked: supervisor cannot be checked\n"
         );
+    }
+
+    /// Issue 15: a run where a backend refused every file says so in its
+    /// summary, not only under each file, though the files pass on the others.
+    #[test]
+    fn the_summary_names_a_backend_that_ran_no_file() {
+        let refused = |f: &str| FileReport {
+            file: f.into(),
+            status: "pass".into(),
+            error: None,
+            checks: vec![
+                pass("expect vs emu:sapphire-rapids", &[]),
+                skipped(
+                    "run on bochs:head:sapphire_rapids".into(),
+                    "the host refuses the case's XCR0".into(),
+                ),
+            ],
+        };
+        let s = Summary::of(&[refused("a.case"), refused("b.case")]);
+        assert_eq!(
+            s.text(),
+            "2 files: 2 pass, 0 mismatch, 0 not checked, 0 error\n\
+             bochs:head:sapphire_rapids did not run 2 of them (the reason is under each file)\n"
+        );
+        assert_eq!(s.exit_status(), 0);
     }
 }
