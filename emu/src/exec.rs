@@ -402,6 +402,7 @@ pub fn run_forced(
             }
             m.lat.pf_region = None;
             m.lat.alt_fault.clear();
+            m.lat.alt_fresh.clear();
             m.site = Site::Insn(k);
             let forced_here = forced.filter(|f| f.insn == Some(k));
             let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));

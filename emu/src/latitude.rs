@@ -104,6 +104,10 @@ pub struct Coupled {
 pub struct Freedoms {
     /// Arena byte -> values it may hold besides the predicted one, and why.
     pub mem_alt: BTreeMap<u64, Vec<(u8, &'static Latitude)>>,
+    /// Arena bytes given alternatives by the current instruction -> how many
+    /// of their alternatives are older (a definitive write of the byte ends
+    /// those, not its own: [`Freedoms::bytes_written`]).
+    pub alt_fresh: BTreeMap<u64, usize>,
     /// Address of an XSTATE_BV qword written by XSAVE -> bits that may be
     /// either value (XINUSE[i] = 1 over init contents; XSAVE writes the bytes
     /// anyway, so the bit is not coupled with them).
@@ -182,7 +186,9 @@ impl Freedoms {
     /// Byte `addr..` may hold `vals` instead, by latitude `why`.
     pub fn alt(&mut self, addr: u64, vals: &[u8], why: &'static Latitude) {
         for (k, &v) in vals.iter().enumerate() {
-            let e = self.mem_alt.entry(addr.wrapping_add(k as u64)).or_default();
+            let a = addr.wrapping_add(k as u64);
+            let e = self.mem_alt.entry(a).or_default();
+            self.alt_fresh.entry(a).or_insert(e.len());
             if !e.iter().any(|&(x, _)| x == v) {
                 e.push((v, why));
             }
@@ -200,12 +206,45 @@ impl Freedoms {
     }
 
     /// `[first, first + len)` was written definitively (a completed save's
-    /// data, a MOV): the coupled bytes of earlier saves there no longer apply,
+    /// data, a MOV): the alternatives earlier instructions gave its bytes end
+    /// (those of the writing instruction stay), and the coupled bytes of earlier saves there no longer apply,
     /// nor their XSTATE_BV bits or XSAVE's free bits where the write covers
     /// the header qword (another area's data over it). `own_header`: the
     /// writing save's own XSTATE_BV qword, whose bits [`Freedoms::header_rewritten`]
     /// judges (an XSAVE keeps the bits outside RFBM, and their freedom).
     pub fn bytes_written(&mut self, first: u64, len: u64, own_header: Option<u64>) {
+        if len == 0 {
+            return;
+        }
+        let last = first.wrapping_add(len - 1);
+        // The alternatives earlier instructions gave these bytes: the byte
+        // now holds this write's value (or one of this instruction's own).
+        let fresh = &self.alt_fresh;
+        self.mem_alt.retain(|&a, v| {
+            if a < first || a > last {
+                return true;
+            }
+            match fresh.get(&a) {
+                Some(&old) => {
+                    v.drain(..old.min(v.len()));
+                    !v.is_empty()
+                }
+                None => false,
+            }
+        });
+        self.alt_fresh.retain(|&a, n| {
+            if (first..=last).contains(&a) {
+                *n = 0;
+            }
+            true
+        });
+        self.end_coupling(first, len, own_header);
+    }
+
+    /// The coupled bytes of earlier saves in `[first, first + len)` no longer
+    /// apply, nor their XSTATE_BV bits or XSAVE's free bits where the range
+    /// covers the header qword (see [`Freedoms::bytes_written`]).
+    fn end_coupling(&mut self, first: u64, len: u64, own_header: Option<u64>) {
         if len == 0 {
             return;
         }
@@ -242,7 +281,8 @@ impl Freedoms {
         for (a, new, old) in loose {
             self.alt(a, &[new, old], &XINUSE_1_OVER_INIT);
         }
-        self.bytes_written(first, len, own_header);
+        // Each byte may still hold its old value: its alternatives stay.
+        self.end_coupling(first, len, own_header);
     }
 
     /// A completed save rewrote `bits` of the XSTATE_BV qword at `header`:

@@ -129,3 +129,34 @@ fn a_fault_at_an_instruction_is_charged_there() {
     assert_eq!(v.rule_ids()[0], "xrstor.gp-mxcsr-reserved", "{v}");
     assert_eq!(v.broken[0].site, Some(Site::Insn(1)));
 }
+
+#[test]
+fn an_earlier_saves_alternatives_end_where_a_later_write_covers_them() {
+    // After the initial load (an x87 load), XSAVE's FSW bytes may show ES
+    // (bit 7) recomputed (latitude fsw-es-b-recomputed, SDM1 §8.1.3). A MOV
+    // over them writes its own value (SDM2 MOV): the old alternative no
+    // longer holds there, and a byte showing it breaks the MOV's rule.
+    let mut t = T::user("xeon-amx-vm");
+    t.init_bv(1).rfbm(1);
+    t.case.gprs[1] = 0x1111_1111_1111_1111;
+    t.code(|a| {
+        a.xsave64(ptr(rbx))?;
+        a.mov(qword_ptr(rbx), rcx)
+    });
+    let o = t.predict();
+    assert_eq!(o.memory[2], 0x11);
+    let mut obs = o.clone();
+    obs.memory[2] = 0x80;
+    let v = xsave_emu::check(&t.model, &t.case, &obs).unwrap();
+    assert_eq!(v.rule_ids(), ["insn.other-semantics"], "{v}");
+    assert_eq!(v.broken[0].site, Some(Site::Insn(1)));
+    // Without the MOV the same byte is the save's allowed alternative.
+    let mut t2 = T::user("xeon-amx-vm");
+    t2.init_bv(1).rfbm(1).code(|a| a.xsave64(ptr(rbx)));
+    let mut obs = t2.predict();
+    assert_eq!(obs.memory[2], 0x00);
+    obs.memory[2] = 0x80;
+    let v = xsave_emu::check(&t2.model, &t2.case, &obs).unwrap();
+    assert!(v.inside(), "{v}");
+    assert_eq!(v.latitude_ids(), ["fsw-es-b-recomputed"]);
+}
