@@ -128,11 +128,39 @@ pub fn too_long(code: &[u8], ins: &Instruction, model: &CpuModel) -> Option<bool
     sized.flatten().or((run <= 2).then_some(false))
 }
 
-/// Whether the undefined instruction `ins` is LOCK MOV to or from CR0 on an AMD
-/// model: AMD's alternative encoding of MOV CR8, which iced-x86 calls invalid in
-/// 64-bit mode (Zen 5 host: F0 0F 22 00 and F0 0F 20 00 at CPL 3 are #GP(0), as
-/// MOV CRn is; diff_native finding).
-pub fn amd_lock_mov_cr(model: &CpuModel, code: &[u8], ins: &Instruction) -> bool {
+/// LOCK-prefixed forms that iced-x86 calls invalid (LOCK on an instruction that
+/// cannot be locked is #UD, SDM Vol.2 §2.1.1) but an AMD CPU runs: (opcode
+/// after the prefixes, ModRM.reg or any, memory operand only, what it runs as).
+/// Neither is modelled, so a case reaching one is declined, not predicted #UD.
+const AMD_LOCK_ACCEPTED: [(&[u8], Option<u8>, bool, &str); 3] = [
+    // AMD's MOV CR8 (CPUID 80000001H:ECX[4]); Zen 5 host: F0 0F 22 00 and F0 0F
+    // 20 00 at CPL 3 are #GP(0), as MOV CRn is (diff_native finding).
+    (
+        &[0x0F, 0x20],
+        None,
+        false,
+        "LOCK MOV CRn, MOV CR8 on AMD (CPUID 80000001H:ECX[4]); MOV CRn",
+    ),
+    (
+        &[0x0F, 0x22],
+        None,
+        false,
+        "LOCK MOV CRn, MOV CR8 on AMD (CPUID 80000001H:ECX[4]); MOV CRn",
+    ),
+    // Zen 5 host: F0 0F 00 /5 (LOCK VERW m16) reads its operand (#PF on an
+    // absent page) and completes without #UD; LOCK VERR m16 and LOCK VERW r16
+    // are #UD (corpus/silicon/insn-lock-verw-runs-amd*.case; diff_native finding).
+    (
+        &[0x0F, 0x00],
+        Some(5),
+        true,
+        "LOCK VERW m16, which AMD runs without #UD; VERW",
+    ),
+];
+
+/// What the undefined (to iced-x86) instruction `ins` runs as on `model`'s CPU,
+/// when it is one of [`AMD_LOCK_ACCEPTED`] on an AMD model.
+pub fn amd_lock_accepted(model: &CpuModel, code: &[u8], ins: &Instruction) -> Option<&'static str> {
     let at = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let bytes = code.get(at..).unwrap_or_default();
     let prefix = |b: &u8| {
@@ -142,9 +170,19 @@ pub fn amd_lock_mov_cr(model: &CpuModel, code: &[u8], ins: &Instruction) -> bool
         ) || (0x40..=0x4F).contains(b)
     };
     let n = bytes.iter().take_while(|b| prefix(b)).count();
-    model.vendor == crate::model::Vendor::Amd
-        && bytes[..n].contains(&0xF0)
-        && matches!(bytes[n..], [0x0F, 0x20 | 0x22, ..])
+    if model.vendor != crate::model::Vendor::Amd || !bytes[..n].contains(&0xF0) {
+        return None;
+    }
+    let rest = &bytes[n..];
+    AMD_LOCK_ACCEPTED
+        .iter()
+        .find(|(op, reg, mem, _)| {
+            let modrm = rest.get(op.len()).copied();
+            rest.starts_with(op)
+                && reg.is_none_or(|r| modrm.is_some_and(|m| (m >> 3) & 7 == r))
+                && (!mem || modrm.is_some_and(|m| m >> 6 != 3))
+        })
+        .map(|e| e.3)
 }
 
 /// Decodes the case's code with iced-x86's verdict on each instruction

@@ -15,7 +15,7 @@ use crate::rules;
 use crate::Xfeatures;
 use iced_x86::{Code, DecoderError, Instruction, Register};
 
-use crate::decode::{amd_lock_mov_cr, too_long};
+use crate::decode::{amd_lock_accepted, too_long};
 pub use crate::decode::{decode, decode_checked, decode_lazily, decode_with_errors, stack_based};
 pub use crate::machine::{read_source, Machine, Operand, Policy, Unsupported};
 
@@ -375,10 +375,12 @@ pub fn run_forced(
                     "instruction {k} is cut off by the end of the code (hardware would fetch past it)"
                 )));
             }
-            if error == DecoderError::InvalidInstruction && amd_lock_mov_cr(model, &case.code, ins)
+            if let Some(runs_as) = (error == DecoderError::InvalidInstruction)
+                .then(|| amd_lock_accepted(model, &case.code, ins))
+                .flatten()
             {
                 return Err(Unsupported(format!(
-                    "instruction {k}: LOCK MOV CRn, MOV CR8 on AMD (CPUID 80000001H:ECX[4]); MOV CRn is not modelled"
+                    "instruction {k}: {runs_as} is not modelled"
                 )));
             }
             if error == DecoderError::InvalidInstruction {
