@@ -310,8 +310,10 @@ fn bench_roundtrip(c: &mut Criterion, t: &mut Table) {
                 "{WHAT}: emu / hardware ({csize} B compacted, XCR0 {xcr0:#x}, {}; areas {})",
                 if amx {
                     "TILEDATA in use"
-                } else {
+                } else if armed != 0 {
                     "TILEDATA XFD-armed"
+                } else {
+                    "no AMX"
                 },
                 if agree { "identical" } else { "DIFFER" }
             ),

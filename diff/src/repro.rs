@@ -488,6 +488,7 @@ impl Summary {
         let n = |s: &str| reports.iter().filter(|r| r.status == s).count();
         let mut skipped_by = std::collections::BTreeMap::new();
         for r in reports {
+            let mut once = std::collections::BTreeSet::new();
             for c in r.checks.iter().filter(|c| c.result == "skipped") {
                 // "run on BACKEND", or "record M vs emu:M" for a record's model.
                 let backend = c
@@ -495,7 +496,9 @@ impl Summary {
                     .strip_prefix("run on ")
                     .or_else(|| c.what.rsplit(" vs ").next())
                     .unwrap_or(&c.what);
-                *skipped_by.entry(backend.to_string()).or_insert(0) += 1;
+                if once.insert(backend) {
+                    *skipped_by.entry(backend.to_string()).or_insert(0) += 1;
+                }
             }
         }
         Summary {
@@ -644,6 +647,10 @@ mod tests {
                 pass("expect vs emu:sapphire-rapids", &[]),
                 skipped(
                     "run on bochs:head:sapphire_rapids".into(),
+                    "the host refuses the case's XCR0".into(),
+                ),
+                skipped(
+                    "record x vs bochs:head:sapphire_rapids".into(),
                     "the host refuses the case's XCR0".into(),
                 ),
             ],
