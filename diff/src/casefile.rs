@@ -49,6 +49,8 @@
 //!
 //! only = fault, memory          # optional: check only these parts (fault, gprs, final,
 //!                               # xinuse, memory, supervisor, layout); default all
+//! accept = sdm                  # optional: a backend other than emu also passes where it
+//!                               # differs only by a choice the SDM leaves open
 //!
 //! [record xeon-amx-vm]          # optional: what that CPU model's silicon did (same keys)
 //! ```
@@ -197,6 +199,11 @@ pub struct Expected {
     pub xcr0: u64,
     /// The layout the section states (`standard.avx = 576, 256`).
     pub layout: Vec<LayoutExpect>,
+    /// `accept = sdm`: a backend other than the emulator also passes where it
+    /// differs from the section only by a choice the SDM leaves open (inside
+    /// the envelope: the modified optimization not taken, a partial restore
+    /// before a #GP, ...). The emulator is still held to every value.
+    pub accept_sdm: bool,
 }
 
 /// One stated layout item: `standard.COMPONENT = OFFSET, SIZE`,
@@ -959,7 +966,7 @@ impl CaseFile {
             names.extend(a.fields.iter().map(|f| f.name.as_str()));
         }
         names.extend(GPR_NAMES);
-        names.extend(["fault", "xinuse", "only", "xstate_bv", "xcomp_bv"]);
+        names.extend(["fault", "xinuse", "only", "accept", "xstate_bv", "xcomp_bv"]);
         let near = crate::fields::nearest(key, names.into_iter(), 3);
         let hint = if near.is_empty() {
             String::new()
@@ -992,6 +999,7 @@ impl CaseFile {
         };
         let mut check_xinuse = false;
         let mut only = None;
+        let mut accept_sdm = false;
         let cat = Catalog::new(model, case.control.xcr0, false);
         let sup = crate::fields::supervisor_fields(model, case.control.xss);
         let mut explicit_noise_fields = false;
@@ -1043,6 +1051,18 @@ impl CaseFile {
                 ));
             }
             match key {
+                "accept" => {
+                    if it.value != "sdm" {
+                        return Err(self.err(
+                            it.line,
+                            format!(
+                                "expected `accept = sdm` (another backend passes inside the SDM's latitude), found `accept = {}`",
+                                it.value
+                            ),
+                        ));
+                    }
+                    accept_sdm = true;
+                }
                 "only" => {
                     let v: Vec<String> =
                         it.value.split(',').map(|p| p.trim().to_string()).collect();
@@ -1159,6 +1179,7 @@ impl CaseFile {
             stated_xstate_bv,
             xcr0: case.control.xcr0,
             layout,
+            accept_sdm,
         })
     }
 
