@@ -173,23 +173,15 @@ fn check(
         .into_iter()
         .map(|(k, w)| (k, format!("{w} cannot be checked on {backend}")))
         .unzip();
-    if diffs.is_empty() {
-        let mut c = Check::new(what, "pass");
-        c.unchecked = unchecked;
-        c.unchecked_keys = unchecked_keys;
-        return c;
-    }
-    let v = (real && !cmp.is_match()).then(|| verdict(model, case, &cmp, obs));
-    if exp.accept_sdm && matches!(v, Some(Verdict::InsideEnvelope { .. })) {
-        // `accept = sdm`: what differs is a choice the SDM leaves open.
-        let mut c = Check::new(what, "pass");
-        c.verdict = v.map(|v| v.short().to_string());
-        c.diffs = diffs;
-        c.unchecked = unchecked;
-        c.unchecked_keys = unchecked_keys;
-        return c;
-    }
-    let mut c = Check::new(what, "mismatch");
+    let v = (!diffs.is_empty() && real && !cmp.is_match()).then(|| verdict(model, case, &cmp, obs));
+    // `accept = sdm`: what differs is a choice the SDM leaves open.
+    let accepted = exp.accept_sdm && matches!(v, Some(Verdict::InsideEnvelope { .. }));
+    let result = if diffs.is_empty() || accepted {
+        "pass"
+    } else {
+        "mismatch"
+    };
+    let mut c = Check::new(what, result);
     c.verdict = v.map(|v| v.short().to_string());
     c.diffs = diffs;
     c.unchecked = unchecked;

@@ -34,6 +34,19 @@ pub fn stack_based(ins: &Instruction) -> bool {
     )
 }
 
+/// A legacy prefix (SDM Vol.2 §2.1.1: lock/rep, segment, operand and address
+/// size) or a REX prefix.
+fn is_prefix(b: u8) -> bool {
+    matches!(
+        b,
+        0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+    ) || is_rex(b)
+}
+
+fn is_rex(b: u8) -> bool {
+    (0x40..=0x4f).contains(&b)
+}
+
 /// Whether the (invalid) instruction at `ins` is longer than 15 bytes (SDM
 /// Vol.2 §2.3.11: #GP(0)). iced-x86 rejects such an instruction without saying
 /// how long it is; its length is measured by decoding it again with the run of
@@ -47,13 +60,6 @@ pub fn too_long(code: &[u8], ins: &Instruction, model: &CpuModel) -> Option<bool
     let start = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let Some(rest) = code.get(start..) else {
         return Some(false);
-    };
-    let is_rex = |b: u8| (0x40..=0x4f).contains(&b);
-    let is_prefix = |b: u8| {
-        matches!(
-            b,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
-        ) || is_rex(b)
     };
     let run = rest.iter().take_while(|&&b| is_prefix(b)).count();
     if run >= 15 {
@@ -163,13 +169,7 @@ const AMD_LOCK_ACCEPTED: [(&[u8], Option<u8>, bool, &str); 3] = [
 pub fn amd_lock_accepted(model: &CpuModel, code: &[u8], ins: &Instruction) -> Option<&'static str> {
     let at = ins.ip().wrapping_sub(CODE_BASE) as usize;
     let bytes = code.get(at..).unwrap_or_default();
-    let prefix = |b: &u8| {
-        matches!(
-            b,
-            0xF0 | 0x66 | 0x67 | 0xF2 | 0xF3 | 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65
-        ) || (0x40..=0x4F).contains(b)
-    };
-    let n = bytes.iter().take_while(|b| prefix(b)).count();
+    let n = bytes.iter().take_while(|&&b| is_prefix(b)).count();
     if model.vendor != crate::model::Vendor::Amd || !bytes[..n].contains(&0xF0) {
         return None;
     }
