@@ -147,6 +147,29 @@ struct K {
 }
 
 impl K {
+    /// WRMSR `msr` from the case descriptor's qword `field` when the case asks
+    /// for a nonzero value or the CPU has the MSR (the kernel variable `has`);
+    /// a fault is the setup step `id`'s.
+    fn msr_from_desc(&mut self, id: Step, msr: u32, field: usize, has: u64) -> R<()> {
+        let mut write = self.a.create_label();
+        let mut skip = self.a.create_label();
+        self.a.mov(r8, v(V_CUR_DESC))?;
+        self.a.cmp(qword_ptr(r8 + 8 * field), 0)?;
+        self.a.jne(write)?;
+        self.a.cmp(v(has), 0)?;
+        self.a.je(skip)?;
+        self.a.set_label(&mut write)?;
+        self.step(id as u64, |a| {
+            a.mov(r8, v(V_CUR_DESC))?;
+            a.mov(ecx, msr)?;
+            a.mov(rax, qword_ptr(r8 + 8 * field))?;
+            a.mov(rdx, rax)?;
+            a.shr(rdx, 32)?;
+            a.wrmsr()
+        })?;
+        self.a.set_label(&mut skip)
+    }
+
     /// Runs `body` as a kernel step that may fault: the handler logs the fault
     /// and resumes after it.
     fn step(&mut self, id: u64, body: impl FnOnce(&mut CodeAssembler) -> R<()>) -> R<()> {
@@ -558,8 +581,6 @@ fn kernel() -> R<Kernel> {
     }
     // The case's XCR0 and IA32_XSS; a fault here means the case cannot be set up.
     {
-        let mut no_xss = k.a.create_label();
-        let mut do_xss = k.a.create_label();
         k.a.mov(rax, v(V_RES + 8 * R_KF_COUNT as u64))?;
         k.a.mov(v(V_KF_BEFORE), rax)?;
         k.step(Step::Xcr0 as u64, |a| {
@@ -570,39 +591,9 @@ fn kernel() -> R<Kernel> {
             a.shr(rdx, 32)?;
             a.xsetbv()
         })?;
-        k.a.mov(r8, v(V_CUR_DESC))?;
-        k.a.cmp(qword_ptr(r8 + 8 * D_XSS), 0)?;
-        k.a.jne(do_xss)?;
-        k.a.cmp(v(V_HAS_XSAVES), 0)?;
-        k.a.je(no_xss)?;
-        k.a.set_label(&mut do_xss)?;
-        k.step(Step::Xss as u64, |a| {
-            a.mov(r8, v(V_CUR_DESC))?;
-            a.mov(ecx, MSR_XSS)?;
-            a.mov(rax, qword_ptr(r8 + 8 * D_XSS))?;
-            a.mov(rdx, rax)?;
-            a.shr(rdx, 32)?;
-            a.wrmsr()
-        })?;
-        k.a.set_label(&mut no_xss)?;
+        k.msr_from_desc(Step::Xss, MSR_XSS, D_XSS, V_HAS_XSAVES)?;
         // The case's IA32_XFD where the CPU has it or the case asks for it.
-        let mut do_xfd = k.a.create_label();
-        let mut no_xfd = k.a.create_label();
-        k.a.mov(r8, v(V_CUR_DESC))?;
-        k.a.cmp(qword_ptr(r8 + 8 * D_XFD), 0)?;
-        k.a.jne(do_xfd)?;
-        k.a.cmp(v(V_HAS_XFD), 0)?;
-        k.a.je(no_xfd)?;
-        k.a.set_label(&mut do_xfd)?;
-        k.step(Step::Xfd as u64, |a| {
-            a.mov(r8, v(V_CUR_DESC))?;
-            a.mov(ecx, MSR_XFD)?;
-            a.mov(rax, qword_ptr(r8 + 8 * D_XFD))?;
-            a.mov(rdx, rax)?;
-            a.shr(rdx, 32)?;
-            a.wrmsr()
-        })?;
-        k.a.set_label(&mut no_xfd)?;
+        k.msr_from_desc(Step::Xfd, MSR_XFD, D_XFD, V_HAS_XFD)?;
         k.a.mov(rax, v(V_RES + 8 * R_KF_COUNT as u64))?;
         k.a.cmp(rax, v(V_KF_BEFORE))?;
         k.a.jne(setup_failed)?;
