@@ -2,6 +2,8 @@
 //! fixed in the model since) passes `xsdiff repro` on this machine (the
 //! emulator with the file's model, and this CPU where the file is for it), and
 //! the seeds' expectations hold for both silicons' models (zen5, xeon-amx-vm).
+//! A file that only another silicon's record can check (emu declines its code)
+//! may be not checked on a host without a record of its own.
 use std::path::{Path, PathBuf};
 use xsave_diff::casefile::CaseFile;
 use xsave_diff::compare::{compare, render};
@@ -30,10 +32,19 @@ fn corpus() -> Vec<PathBuf> {
     v
 }
 
+/// Whether the file has a record for this host's model.
+fn recorded_for(f: &Path, host: Option<&str>) -> bool {
+    let cf = CaseFile::load(f).unwrap();
+    cf.records
+        .iter()
+        .any(|(name, _)| Some(name.as_str()) == host)
+}
+
 #[test]
 fn every_corpus_file_passes_repro() {
     let files = corpus();
     assert!(files.len() >= 10, "corpus has {} case files", files.len());
+    let host = xsave_diff::models::resolve("host").map(|m| m.name).ok();
     let mut bad = Vec::new();
     for f in &files {
         let r = xsave_diff::repro::repro_file(f, None);
@@ -52,6 +63,10 @@ fn every_corpus_file_passes_repro() {
                     r.text()
                 ));
             }
+        } else if r.status == "not-checked" && !recorded_for(f, host.as_deref()) {
+            // Only another silicon's record, of something emu declines (AMD's
+            // LOCK MOV CR8 on an Intel host): this CPU cannot check it.
+            println!("not checked on this host: {}", r.text());
         } else if r.status != "pass" {
             bad.push(format!("expected pass: {}", r.text()));
         }
