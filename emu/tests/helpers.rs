@@ -87,6 +87,26 @@ fn fwait_runs_without_a_pending_exception_and_declines_one() {
 }
 
 #[test]
+fn fwait_puts_x87_in_use_on_intel_and_follows_contents_on_amd() {
+    // Intel Xeon with AMX host: FWAIT from the init state reads XGETBV(1) bit 0 = 1
+    // (corpus/silicon/fwait-puts-x87-in-use.case); XINUSE[i] = 1 over init contents
+    // is allowed (SDM1 §13.6). zen5's xinuse-by-contents keeps it 0 (x87 is init).
+    let (m, c) = case("xeon-amx-vm", &[0x9b], &[]);
+    assert_eq!(predict(&m, &c).unwrap().xinuse.map(|x| x & 1), Some(1));
+    let (m, c) = case("zen5", &[0x9b], &[]);
+    assert_eq!(predict(&m, &c).unwrap().xinuse.map(|x| x & 1), Some(0));
+    // FNSTSW AX, the no-wait form, leaves it 0 on both.
+    for model in ["xeon-amx-vm", "zen5"] {
+        let (m, c) = case(model, &[0xdf, 0xe0], &[]);
+        assert_eq!(
+            predict(&m, &c).unwrap().xinuse.map(|x| x & 1),
+            Some(0),
+            "{model}"
+        );
+    }
+}
+
+#[test]
 fn amx_instructions_without_amx_in_xcr0_are_ud() {
     // zen5 has no AMX: tilerelease is #UD (XCR0[18:17] != 11b).
     let (m, c) = case("zen5", &[0xc4, 0xe2, 0x78, 0x49, 0xc0], &[]);
