@@ -384,7 +384,8 @@ fn rest(
     {
         if (p ^ o) & !free != 0 {
             j.breaks(
-                prov.gprs[k].map_or((&rules::GPRS_UNCHANGED, None), |(r, s)| (r, Some(s))),
+                prov.of_gpr(k)
+                    .map_or((&rules::GPRS_UNCHANGED, None), |(r, s)| (r, Some(s))),
                 format!("gprs.{}", crate::case::GPR_NAMES[k]),
                 format!("SDM allows {p:#x} (free bits {free:#x}), observed {o:#x}"),
             );

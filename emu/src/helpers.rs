@@ -117,7 +117,7 @@ pub fn step_helper(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Faul
             .map(|r| r.number());
         for (k, b) in before.iter().enumerate() {
             if m.gprs[k] != *b || dest == Some(k) {
-                m.prov.gprs[k] = Some((&rules::INSN_SEMANTICS, m.site));
+                m.prov.gpr(k, &rules::INSN_SEMANTICS, m.site);
             }
         }
     }

@@ -49,41 +49,51 @@ pub struct Written {
     pub source: Option<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Kept by every run, filled only under the architectural policy: the marks
+/// of components and GPRs are allocated at the first one, so that a
+/// prediction's run builds, moves and drops an empty record (the arrays were
+/// 2 KiB to initialize and move per prediction).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Provenance {
     /// Arena ranges written, in the order written; the last range holding an
     /// address wins.
     pub written: Vec<Written>,
-    /// What last set component i (0 = x87, 1 = XMM registers).
-    pub component: [Option<Mark>; 64],
+    /// What last set component i (0 = x87, 1 = XMM registers): 64 entries
+    /// once any is marked, empty before (none marked).
+    component: Vec<Option<Mark>>,
     /// What last set MXCSR.
     pub mxcsr: Option<Mark>,
-    /// What last set each GPR.
-    pub gprs: [Option<Mark>; 16],
+    /// What last set each GPR: 16 entries once any is marked, empty before.
+    gprs: Vec<Option<Mark>>,
     /// The rule behind the run's fault.
     pub fault: Option<&'static Rule>,
-}
-
-impl Default for Provenance {
-    fn default() -> Provenance {
-        Provenance {
-            written: Vec::new(),
-            component: [None; 64],
-            mxcsr: None,
-            gprs: [None; 16],
-            fault: None,
-        }
-    }
 }
 
 impl Provenance {
     /// Notes that `rule` set the components of `mask` at `site`.
     pub fn components(&mut self, mask: u64, rule: &'static Rule, site: Site) {
+        if mask == 0 {
+            return;
+        }
+        if self.component.is_empty() {
+            self.component = vec![None; 64];
+        }
         for i in 0..64 {
             if mask >> i & 1 != 0 {
                 self.component[i] = Some((rule, site));
             }
         }
+    }
+    /// Notes that `rule` set GPR `k` (0..16) at `site`.
+    pub fn gpr(&mut self, k: usize, rule: &'static Rule, site: Site) {
+        if self.gprs.is_empty() {
+            self.gprs = vec![None; 16];
+        }
+        self.gprs[k] = Some((rule, site));
+    }
+    /// What last set GPR `k` (None: nothing in the case).
+    pub fn of_gpr(&self, k: usize) -> Option<Mark> {
+        self.gprs.get(k).copied().flatten()
     }
     /// What wrote arena byte `addr` (the last write holding it).
     pub fn byte(&self, addr: u64) -> Option<Mark> {

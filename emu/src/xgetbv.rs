@@ -27,8 +27,8 @@ pub fn xgetbv(m: &mut Machine) -> Result<(), Fault> {
     m.gprs[0] = v & 0xFFFF_FFFF;
     m.gprs[2] = v >> 32;
     if m.policy == Policy::Architectural {
-        m.prov.gprs[0] = Some((&rules::XGETBV_RETURNS_XCR, m.site));
-        m.prov.gprs[2] = Some((&rules::XGETBV_RETURNS_XCR, m.site));
+        m.prov.gpr(0, &rules::XGETBV_RETURNS_XCR, m.site);
+        m.prov.gpr(2, &rules::XGETBV_RETURNS_XCR, m.site);
     }
     if m.gprs[1] as u32 == 1 && m.policy == Policy::Architectural {
         // XINUSE[i] may read 1 for a component in init configuration (SDM1 §13.6).

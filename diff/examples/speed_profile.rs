@@ -1,0 +1,202 @@
+//! The emulator's parts of `cargo bench -p xsave-diff`, on a built-in model so
+//! that it runs under valgrind (which models neither AVX-512 nor AMX, so the
+//! host's own state cannot be read there), for instruction counts that do not
+//! depend on load:
+//!
+//!     valgrind --tool=callgrind target/release/examples/speed_profile MODEL roundtrip N
+//!     valgrind --tool=callgrind target/release/examples/speed_profile MODEL predict N
+//!     valgrind --tool=callgrind target/release/examples/speed_profile MODEL quiet N
+//!
+//! `roundtrip`: N XSAVEC64+XRSTOR64 of the full state (every XCR0 component
+//! non-init, TILEDATA included: XFD disarmed as after the kernel granted AMX),
+//! as the bench's `roundtrip/emu`; `predict`: the predictions of the generated
+//! cases 0..N (seed 1, Linux user mode of MODEL), as `cases/emu`; `quiet`: the
+//! same, only those predicted without a fault; `vsnative` and
+//! `vsnative-quiet` (not under valgrind: the host's own state): the bench's
+//! `cases/emu_vs_native` and `cases/emu_vs_native_nonfaulting`; REPEATS (default 1) runs the
+//! measurement that many times (for `perf record`). Prints the number run, so that
+//! a profile's total divides by it; `--toggle-collect=*round_trips*` or
+//! `--toggle-collect=*predict_all*` leaves out the setup.
+use xsave_diff::generate::{generate, Target};
+use xsave_emu::case::ARENA_BASE;
+use xsave_emu::exec::{decode, Machine};
+use xsave_emu::{layout, predict, Control, CpuModel, Memory, Policy, Xfeatures};
+
+const XSAVEC64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x27];
+const XRSTOR64_RDI: [u8; 4] = [0x48, 0x0f, 0xae, 0x2f];
+
+/// The bench's full state: valid FCW, MXCSR, PKRU and TILECFG, the rest
+/// pseudo-random, every component of `bv` non-init.
+fn full_state(model: &CpuModel, xcr0: u64, bv: u64) -> Vec<u8> {
+    let lay = layout::standard(model, Xfeatures::from_bits_retain(xcr0));
+    let mut img = vec![0u8; lay.size as usize];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut fill = |b: &mut [u8]| {
+        for v in b {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = x as u8;
+        }
+    };
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[4] = 0xFF;
+    for k in 0..8 {
+        fill(&mut img[32 + 16 * k..42 + 16 * k]);
+    }
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    fill(&mut img[160..416]);
+    for s in &lay.slots {
+        let (o, n) = (s.offset as usize, s.size as usize);
+        match s.index {
+            9 => img[o..o + 4].copy_from_slice(&0x5555_5554u32.to_le_bytes()),
+            17 => {
+                img[o] = 1;
+                for t in 0..8 {
+                    img[o + 16 + 2 * t..o + 18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+                    img[o + 48 + t] = 16;
+                }
+            }
+            _ => fill(&mut img[o..o + n]),
+        }
+    }
+    img[512..520].copy_from_slice(&bv.to_le_bytes());
+    img
+}
+
+/// `n` round trips (a function of its own for `--toggle-collect=*round_trips*`).
+#[inline(never)]
+fn round_trips(m: &mut Machine, pair: &[iced_x86::Instruction], n: u64) {
+    for _ in 0..n {
+        for i in pair {
+            let r = m.step(std::hint::black_box(i)).expect("supported");
+            assert_eq!(r, Ok(()));
+        }
+    }
+}
+
+/// The predictions of `cases` (`--toggle-collect=*predict_all*`); how many
+/// the emulator supports.
+#[inline(never)]
+fn predict_all(model: &CpuModel, cases: &[xsave_emu::Case]) -> u64 {
+    cases
+        .iter()
+        .map(|c| std::hint::black_box(predict(model, c)).is_ok() as u64)
+        .sum()
+}
+
+/// The bench's emu vs native loop: the prediction, one run compared in
+/// place, confirmed when it disagrees; the number of mismatches.
+#[inline(never)]
+fn vs_native(
+    model: &CpuModel,
+    runner: &mut xsave_native::runner::Runner,
+    cases: &[xsave_emu::Case],
+) -> u32 {
+    use xsave_native::runner::Check;
+    let mut mismatches = 0;
+    let mut b = runner.batch().expect("runner batch");
+    for c in cases {
+        match predict(model, c) {
+            Ok(p) => {
+                let agrees = |o: &xsave_emu::Outcome| {
+                    o == &p || xsave_diff::compare::compare(model, c, &p, o).is_match()
+                };
+                if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
+                    mismatches += !agrees(&o) as u32;
+                }
+            }
+            Err(_) => {
+                let _ = std::hint::black_box(b.run(c));
+            }
+        }
+    }
+    mismatches
+}
+
+fn main() -> Result<(), String> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let (name, what, n, reps) = match &a[..] {
+        [name, what, n] => (name, what, n, "1"),
+        [name, what, n, reps] => (name, what, n, reps.as_str()),
+        _ => return Err("usage: speed_profile MODEL roundtrip|predict|quiet N [REPEATS]".into()),
+    };
+    let n: u64 = n.parse().map_err(|e| format!("N: {e}"))?;
+    let reps: u64 = reps.parse().map_err(|e| format!("REPEATS: {e}"))?;
+    let mut model = CpuModel::builtin(name).ok_or(format!("no built-in model {name}"))?;
+    match what.as_str() {
+        "roundtrip" => {
+            model.os_xfd = 0;
+            let xcr0 = model.os_xcr0;
+            let img = full_state(&model, xcr0, xcr0);
+            let csize = layout::compacted(&model, Xfeatures::from_bits_retain(xcr0)).size;
+            let mem = Memory::new(ARENA_BASE, csize.div_ceil(4096) as usize);
+            let mut m = Machine::new(&model, Control::user(&model), mem, Policy::Predict);
+            assert_eq!(m.load_initial(&img), Ok(Ok(())), "the image loads");
+            m.gprs[0] = xcr0 & 0xFFFF_FFFF;
+            m.gprs[2] = xcr0 >> 32;
+            m.gprs[7] = ARENA_BASE;
+            let pair = decode(&[XSAVEC64_RDI, XRSTOR64_RDI].concat());
+            let t0 = std::time::Instant::now();
+            round_trips(&mut m, &pair, n * reps);
+            let ns = t0.elapsed().as_nanos() as f64 / (n * reps) as f64;
+            println!("{} round trips of {csize} B: {ns:.0} ns each", n * reps);
+        }
+        "predict" | "quiet" => {
+            let t = Target {
+                control: Control::user(&model),
+                model,
+            };
+            let cases: Vec<_> = (0..n)
+                .map(|i| generate(&t, 1, i))
+                .filter(|c| {
+                    what == "predict" || predict(&t.model, c).is_ok_and(|o| o.fault.is_none())
+                })
+                .collect();
+            let t0 = std::time::Instant::now();
+            let ok = (0..reps)
+                .map(|_| predict_all(&t.model, &cases))
+                .sum::<u64>()
+                / reps;
+            let ns = t0.elapsed().as_nanos() as f64 / (reps * cases.len() as u64) as f64;
+            println!(
+                "{} predictions ({ok} supported), {reps} times: {ns:.0} ns each",
+                cases.len()
+            );
+        }
+        "vsnative" | "vsnative-quiet" => {
+            // As the bench's `cases/emu_vs_native`: the host's runner, its
+            // model and control state (MODEL is not used: not under valgrind).
+            let mut runner = xsave_native::runner::Runner::new()?;
+            let t = Target {
+                model: runner.model().clone(),
+                control: runner.control(),
+            };
+            let cases: Vec<_> = (0..n)
+                .map(|i| generate(&t, 1, i))
+                .filter(|c| {
+                    what == "vsnative"
+                        || predict(&t.model, c).is_ok_and(|o| o.fault.is_none())
+                            && runner.run(c).is_ok_and(|o| o.fault.is_none())
+                })
+                .collect();
+            let mut cases = cases;
+            for chunk in cases.chunks_mut(16) {
+                chunk.sort_by_key(xsave_native::runner::protection_key);
+            }
+            let t0 = std::time::Instant::now();
+            let mut mismatches = 0;
+            for _ in 0..reps {
+                mismatches += vs_native(&t.model, &mut runner, &cases);
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / (reps * cases.len() as u64) as f64;
+            println!(
+                "{} cases vs native, {reps} times: {ns:.0} ns each ({:.0} cases/s), {mismatches} mismatches",
+                cases.len(),
+                1e9 / ns
+            );
+        }
+        _ => return Err(format!("unknown measurement {what}")),
+    }
+    Ok(())
+}
