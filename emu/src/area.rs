@@ -5,6 +5,7 @@
 //! area, and of its header.
 
 use crate::fault::Fault;
+use crate::latitude::StateByte;
 use crate::machine::{Machine, Policy};
 use crate::provenance::{Source, Written};
 pub use crate::writes::Writes;
@@ -38,8 +39,11 @@ impl Writes {
     ) -> Result<(), Fault> {
         let order = m.quirks().pf_last_byte.then_some((base, rfbm));
         let arch = m.policy == Policy::Architectural;
-        let pieces: Vec<(u64, u64)> = if arch {
-            self.pieces.iter().map(|p| (p.addr, p.len as u64)).collect()
+        let pieces: Vec<(u64, u64, Option<StateByte>)> = if arch {
+            self.pieces
+                .iter()
+                .map(|p| (p.addr, p.len as u64, p.state_byte(base)))
+                .collect()
         } else {
             Vec::new()
         };
@@ -48,8 +52,15 @@ impl Writes {
             match r {
                 Ok(()) => {
                     let header = base.wrapping_add(512);
-                    for (a, n) in pieces {
+                    for &(a, n, _) in &pieces {
                         m.lat.bytes_written(a, n, Some(header));
+                    }
+                    // A state byte with alternatives, saved: the arena byte
+                    // may hold them too.
+                    for (a, n, src) in pieces {
+                        if let Some((i, j)) = src {
+                            m.lat.state_saved(i, j, a, n as u32, |_| true);
+                        }
                     }
                     if rewrites != 0 {
                         m.lat.header_rewritten(base.wrapping_add(512), rewrites);
@@ -58,13 +69,18 @@ impl Writes {
                 }
                 Err(_) => {
                     let header = base.wrapping_add(512);
-                    for (a, n) in pieces {
+                    for &(a, n, _) in &pieces {
                         m.lat.bytes_maybe_written(a, n, Some(header));
                     }
                     let (mem, cpl) = (&m.mem, m.ctl.cpl);
                     let writable = |a: u64| mem.check(a, 1, true, cpl).is_ok();
                     let mut lat = std::mem::take(&mut m.lat);
                     lat.fault_pending(writable);
+                    for (a, n, src) in pieces {
+                        if let Some((i, j)) = src {
+                            lat.state_saved(i, j, a, n as u32, writable);
+                        }
+                    }
                     m.lat = lat;
                 }
             }

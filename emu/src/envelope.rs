@@ -328,6 +328,22 @@ fn final_component(model: &CpuModel, case: &Case, k: usize) -> Option<usize> {
     }
 }
 
+/// The state byte ([`latitude::StateByte`]) final-image offset `k` shows.
+fn final_state_byte(model: &CpuModel, case: &Case, k: usize) -> Option<latitude::StateByte> {
+    match k {
+        0..160 => Some((0, k as u32)),
+        160..416 => Some((1, k as u32 - 160)),
+        576.. => {
+            crate::layout::standard(model, crate::Xfeatures::from_bits_retain(case.control.xcr0))
+                .slots
+                .iter()
+                .find(|s| (s.offset as usize..(s.offset + s.size) as usize).contains(&k))
+                .map(|s| (s.index, k as u32 - s.offset))
+        }
+        _ => None,
+    }
+}
+
 /// Each final-image byte's part: component i (0 = x87, 1 = the XMM
 /// registers) as i, MXCSR as 64, any other byte as 65 + its offset.
 fn final_parts(model: &CpuModel, case: &Case, len: usize) -> Vec<usize> {
@@ -815,7 +831,8 @@ fn memory(
 
 /// The final registers: the capture image, except FSW.ES/B where recomputed,
 /// FIP canonicalized, the XSTATE_BV bits (judged as XINUSE), partial updates
-/// the SDM allows before a fault, and x87 pointers a model leaves open.
+/// the SDM allows before a fault, x87 pointers a model leaves open, and state
+/// bytes loaded from arena bytes with alternatives ([`Freedoms::state_alt`]).
 #[allow(clippy::too_many_arguments)]
 fn final_image(
     model: &CpuModel,
@@ -858,6 +875,14 @@ fn final_image(
             None
         }
     };
+    // A state byte loaded from an arena byte that may hold other values
+    // (Freedoms::state_alt): those values, on the architectural state only.
+    let state_latitude = |k: usize, o: u8| -> Option<&'static Latitude> {
+        if lat.state_alt.is_empty() {
+            return None;
+        }
+        final_state_byte(model, case, k).and_then(|(i, j)| lat.state_allows(i, j, o))
+    };
     // A partial restore: the parts (components, MXCSR) whose bytes all come
     // from one image the SDM allows after the fault.
     let parts = final_parts(model, case, obs.final_image.len());
@@ -865,7 +890,11 @@ fn final_image(
     if !lat.final_alts.is_empty() {
         let mut off: BTreeMap<usize, bool> = BTreeMap::new();
         for (k, (&p, &o)) in arch.final_image.iter().zip(&obs.final_image).enumerate() {
-            if p != o && !(512..520).contains(&k) && own_latitude(k, p, o).is_none() {
+            if p != o
+                && !(512..520).contains(&k)
+                && own_latitude(k, p, o).is_none()
+                && state_latitude(k, o).is_none()
+            {
                 off.insert(parts[k], true);
             }
         }
@@ -919,6 +948,10 @@ fn final_image(
         }
         if from_alt.contains(&parts[k]) {
             j.took(&latitude::PARTIAL_RESTORE);
+            continue;
+        }
+        if let Some(l) = state_latitude(k, o) {
+            j.took(l);
             continue;
         }
         follows.final_any.insert(k);

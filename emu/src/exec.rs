@@ -407,7 +407,14 @@ pub fn run_forced(
             m.lat.alt_fresh.clear();
             m.site = Site::Insn(k);
             let forced_here = forced.filter(|f| f.insn == Some(k));
-            let before = forced_here.map(|_| (m.st.clone(), m.mem.bytes.clone(), m.gprs));
+            let before = forced_here.map(|_| {
+                (
+                    m.st.clone(),
+                    m.mem.bytes.clone(),
+                    m.gprs,
+                    m.lat.state_alt.clone(),
+                )
+            });
             let gprs_before = m.gprs;
             let coupled_before = m.lat.coupled.len();
             m.clear_why();
@@ -427,7 +434,7 @@ pub fn run_forced(
             if let Some(r) = m.lat.pf_region.take() {
                 m.lat.pf_regions.insert(k, r);
             }
-            if let (Some(f), Some((st, mem, gprs))) = (forced_here, before) {
+            if let (Some(f), Some((st, mem, gprs, state_alt))) = (forced_here, before) {
                 if policy == Policy::Architectural {
                     let base = m.mem.base;
                     for (a, (&new, &old)) in m.mem.bytes.iter().zip(&mem).enumerate() {
@@ -440,6 +447,7 @@ pub fn run_forced(
                     m.lat.coupled.truncate(coupled_before);
                     let after = std::mem::replace(&mut m.st, st);
                     m.lat.partial_states.push(after);
+                    m.lat.state_alt = state_alt;
                     // Beyond that partial update, what it would have loaded
                     // stays as it was (SDM3 §6.5).
                     let (mask, mxcsr) = restore_targets(&m, ins);
@@ -491,6 +499,11 @@ pub fn run_forced(
         };
     }
     let (final_image, xinuse) = m.capture();
+    // The capture shows the components of XCR0 not armed for XFD (the others
+    // as their init configuration, or not at all): only their bytes keep
+    // alternatives.
+    let shown = m.ctl.xcr0 & !m.ctl.xfd_armed();
+    m.lat.state_alt.retain(|&(i, _), _| shown >> i & 1 == 1);
     let supervisor = m.supervisor_contents();
     for alt in std::mem::take(&mut m.lat.partial_states) {
         let own = std::mem::replace(&mut m.st, alt);

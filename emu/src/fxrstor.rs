@@ -18,12 +18,14 @@ pub fn fxrstor(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     if m.ctl.cr4_osfxsr {
         legacy::check_mxcsr(m, mx, &rules::FXRSTOR_GP_MXCSR_RESERVED)?;
     }
-    legacy::load_x87(m, &b[0..160], op.rex_w);
     m.set_by(1, &rules::FXRSTOR_LOADS_LEGACY);
+    legacy::load_x87(m, &b[0..160], op.rex_w);
+    m.state_loaded(0, op.addr, 160);
     if m.ctl.cr4_osfxsr {
         m.st.mxcsr = mx;
-        legacy::load_xmm(m, &b[160..416]);
         m.set_by(2, &rules::FXRSTOR_LOADS_LEGACY);
+        legacy::load_xmm(m, &b[160..416]);
+        m.state_loaded(1, op.addr.wrapping_add(160), 256);
         m.mxcsr_by(&rules::FXRSTOR_LOADS_LEGACY);
     }
     if m.quirks().xinuse_by_contents {

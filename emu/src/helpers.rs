@@ -55,8 +55,10 @@ fn wrote(m: &mut Machine, a: u64, len: u64, source: Option<crate::provenance::So
 /// with ZMM_Hi256 in use it also puts AVX in use (AMD Zen 5 host, ZMM11[511:256]
 /// non-zero: MOVQ XMM7, R8 and PXOR XMM0, XMM0 read XINUSE[2] = 1; with only
 /// Hi16_ZMM or opmask in use, 0).
-fn sse_write(m: &mut Machine, zero_idiom: bool) {
-    wrote_comp(m, 1);
+fn sse_write(m: &mut Machine, reg: usize, zero_idiom: bool) {
+    // One register written: the others keep their alternatives.
+    let r = 16 * reg as u32;
+    m.set_bytes_by(1, r..r + 16, &rules::INSN_SEMANTICS);
     if zero_idiom {
         touch(m, 1);
     } else {
@@ -218,16 +220,24 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
             let v = m.gprs[gpr(ins.op1_register())];
             m.st.xmm[x] = [0; 16];
             m.st.xmm[x][..8].copy_from_slice(&v.to_le_bytes());
-            sse_write(m, false);
+            sse_write(m, x, false);
             Ok(())
         }
         Code::Pxor_xmm_xmmm128 if ins.op1_kind() == OpKind::Register => {
             let d = ins.op0_register().number();
             let s = ins.op1_register().number();
+            let (dv, sv) = (m.st.xmm[d], m.st.xmm[s]);
             for k in 0..16 {
                 m.st.xmm[d][k] ^= m.st.xmm[s][k];
             }
-            sse_write(m, d == s);
+            // Each byte of XMMd is XMMd ^ XMMs: the alternatives of both
+            // combine (PXOR XMMd, XMMd is 0 whatever they were).
+            let pairs =
+                (d != s).then(|| m.lat.state_pairs(1, 16 * d as u32, 16 * s as u32, &dv, &sv));
+            sse_write(m, d, d == s);
+            if let Some(p) = pairs {
+                m.lat.state_combined(1, 16 * d as u32, p, |a, b| a ^ b);
+            }
             Ok(())
         }
         Code::VEX_Vzeroupper => {
@@ -254,7 +264,8 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
             m.st.comp_mut(5)[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
             // Zen 5 host: KMOVQ K1, RAX with RAX = 0 reads XINUSE[5] = 1.
             touch_always(m, 5);
-            wrote_comp(m, 5);
+            let r = 8 * k as u32;
+            m.set_bytes_by(5, r..r + 8, &rules::INSN_SEMANTICS);
             Ok(())
         }
         Code::Fninit => {
@@ -269,7 +280,13 @@ fn step_other(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, U
                 ..crate::state::X87::init()
             };
             touch(m, 0);
+            // The alternatives of the ST bytes move with the registers.
+            let moved = m.lat.state_taken(0);
             wrote_comp(m, 0);
+            m.lat.state_put(0, moved, |j| {
+                let (r, b) = (j.saturating_sub(32) / 16, j.saturating_sub(32) % 16);
+                32 + 16 * ((r as usize + top) % 8) as u32 + b
+            });
             Ok(())
         }
         Code::Lea_r64_m | Code::Lea_r32_m => {

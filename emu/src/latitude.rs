@@ -7,6 +7,11 @@
 //! Coupled choices are recorded jointly ([`Coupled`]): a compacted save or
 //! XSAVEOPT writes XSTATE_BV[i] and component i's bytes from one choice of
 //! XINUSE[i] (and XMODIFIED[i]), so a header bit cannot flip alone.
+//!
+//! Freedom flows through the state ([`Freedoms::state_alt`]): a restore that
+//! loads register bytes from arena bytes that may hold other values gives the
+//! registers those values as alternatives, and a save that writes such a
+//! register byte gives the arena byte them in turn.
 
 use crate::fault::Fault;
 use crate::memory::{Memory, Prot};
@@ -145,6 +150,39 @@ pub struct Freedoms {
     /// GPR -> bits that may be either value (XGETBV(1) of components in init
     /// configuration: XINUSE[i] = 1 is always allowed, SDM1 §13.6).
     pub gpr_free: [u64; 16],
+    /// State byte -> values it may hold besides the predicted one, and why: a
+    /// restore loaded it from an arena byte with alternatives (its own, a
+    /// coupled byte or XSTATE_BV bit of an earlier save, a free XSTATE_BV bit
+    /// of XSAVE). A coupled choice becomes independent per-byte alternatives
+    /// here (looser than the SDM, never tighter). Only bytes that round-trip
+    /// bit-exactly ([`round_trips`]); a later load, initialization or write
+    /// of the byte ends them ([`Freedoms::state_ended`]), a save of it passes
+    /// them on to the arena ([`Freedoms::state_saved`]). Judged on the final
+    /// image ([`crate::envelope`]).
+    pub state_alt: BTreeMap<StateByte, Vec<(u8, &'static Latitude)>>,
+}
+
+/// A byte of state: component i and the byte's offset in the component's part
+/// of a standard-format image (x87: its legacy-region offset, 0..160; SSE: the
+/// offset from XMM0's first byte, area offset 160; i >= 2: the offset in the
+/// component).
+pub type StateByte = (usize, u32);
+
+/// Whether state byte `j` of user component `i` round-trips bit-exactly
+/// through a restore and a save, and so may take an arena byte's alternatives:
+/// the ST0..ST7 bytes 0..9 of each 16 (x87), the XMM registers, the extended
+/// components but TILECFG. Left out, as control values that can change what
+/// happens: FCW, FSW, FTW, FOP and the x87 pointers (masked, recomputed or
+/// canonicalized on load), MXCSR (#GP on reserved bits), TILECFG (an
+/// unsupported value initializes it, SDM1 §13.5.11), XSTATE_BV and XCOMP_BV
+/// of a later restore's header (they choose what is loaded), and the
+/// supervisor components (XRSTORS checks their values).
+pub fn round_trips(i: usize, j: u32) -> bool {
+    match i {
+        0 => (32..160).contains(&j) && (j - 32) % 16 < 10,
+        17 => false,
+        _ => true,
+    }
 }
 
 /// Bytes an instruction may touch, and how.
@@ -298,6 +336,246 @@ impl Freedoms {
         if let Some(f) = self.header_free.get_mut(&header) {
             *f &= !bits;
         }
+    }
+
+    /// The arena bytes of `[addr, addr + len)` that may hold other values
+    /// than `mem` holds, and those values: a byte's alternatives, either value
+    /// of a coupled byte (written or left, where the save's choices allow
+    /// both), and each free XSTATE_BV bit over it (XSAVE's, or an earlier
+    /// save's coupled bit its choices allow both ways) flipped.
+    pub fn mem_values(
+        &self,
+        addr: u64,
+        len: u64,
+        mem: &Memory,
+    ) -> BTreeMap<u64, Vec<(u8, &'static Latitude)>> {
+        let mut out = BTreeMap::new();
+        let Some(last) = len.checked_sub(1).map(|n| addr.wrapping_add(n)) else {
+            return out;
+        };
+        if last < addr {
+            return out;
+        }
+        let r = addr..=last;
+        let mut vals: BTreeMap<u64, Vec<(u8, &'static Latitude)>> = self
+            .mem_alt
+            .range(r.clone())
+            .map(|(&a, v)| (a, v.clone()))
+            .collect();
+        let mut free: BTreeMap<u64, Vec<(u8, &'static Latitude)>> = BTreeMap::new();
+        for c in &self.coupled {
+            let written = c.choices.iter().any(|ch| ch.1);
+            let left = c.choices.iter().any(|ch| !ch.1);
+            let why = if c.choices.contains(&(false, false)) {
+                &XINUSE_1_OVER_INIT
+            } else {
+                &MODIFIED_OPTIMIZATION
+            };
+            if written && left {
+                for &(a, new, old) in c.bytes.iter().filter(|b| r.contains(&b.0)) {
+                    vals.entry(a).or_default().extend([(new, why), (old, why)]);
+                }
+            }
+            let both = c.choices.iter().any(|ch| ch.0) && c.choices.iter().any(|ch| !ch.0);
+            let h = c.header.wrapping_add(u64::from(c.bit / 8));
+            if c.header_live && both && r.contains(&h) {
+                free.entry(h)
+                    .or_default()
+                    .push((1 << (c.bit % 8), &XINUSE_1_OVER_INIT));
+            }
+        }
+        for (&h, &bits) in &self.header_free {
+            for k in 0..8u64 {
+                let b = (bits >> (8 * k)) as u8;
+                if b != 0 && r.contains(&h.wrapping_add(k)) {
+                    free.entry(h.wrapping_add(k))
+                        .or_default()
+                        .push((b, &XINUSE_1_OVER_INIT));
+                }
+            }
+        }
+        let at: std::collections::BTreeSet<u64> = vals.keys().chain(free.keys()).copied().collect();
+        for a in at {
+            if a < mem.base || a >= mem.end() {
+                continue;
+            }
+            let cur = mem.bytes[(a - mem.base) as usize];
+            let mut v: Vec<(u8, &'static Latitude)> = Vec::new();
+            let add = |x: u8, l: &'static Latitude, v: &mut Vec<(u8, &'static Latitude)>| {
+                if x != cur && !v.iter().any(|&(y, _)| y == x) {
+                    v.push((x, l));
+                }
+            };
+            for &(x, l) in vals.get(&a).into_iter().flatten() {
+                add(x, l, &mut v);
+            }
+            for &(bits, l) in free.get(&a).into_iter().flatten() {
+                for b in (0..8).map(|k| 1u8 << k).filter(|&b| bits & b != 0) {
+                    let seen: Vec<u8> = std::iter::once(cur).chain(v.iter().map(|p| p.0)).collect();
+                    for x in seen {
+                        add(x ^ b, l, &mut v);
+                    }
+                }
+            }
+            if !v.is_empty() {
+                out.insert(a, v);
+            }
+        }
+        out
+    }
+
+    /// Bytes `bytes` of component `i` were loaded, initialized or written: the
+    /// alternatives they had end.
+    pub fn state_ended(&mut self, i: usize, bytes: std::ops::Range<u32>) {
+        if self.state_alt.is_empty() || bytes.is_empty() {
+            return;
+        }
+        let gone: Vec<StateByte> = self
+            .state_alt
+            .range((i, bytes.start)..(i, bytes.end))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in gone {
+            self.state_alt.remove(&k);
+        }
+    }
+
+    /// Component `i`'s bytes `0..len` were loaded from the arena bytes at
+    /// `addr` (`mem` as it is): each byte that round-trips takes the values
+    /// its arena byte may hold besides the loaded one ([`Freedoms::mem_values`]),
+    /// and loses those it had.
+    pub fn state_loaded(&mut self, i: usize, addr: u64, len: u32, mem: &Memory) {
+        self.state_ended(i, 0..len);
+        if self.mem_alt.is_empty() && self.coupled.is_empty() && self.header_free.is_empty() {
+            return;
+        }
+        for (a, v) in self.mem_values(addr, u64::from(len), mem) {
+            let j = a.wrapping_sub(addr) as u32;
+            if round_trips(i, j) {
+                self.state_alt.insert((i, j), v);
+            }
+        }
+    }
+
+    /// A save wrote component `i`'s bytes `j0..j0 + len` at `addr`: each arena
+    /// byte may hold the alternatives of the state byte it copies. `writable`:
+    /// whether the save may have written the byte at all.
+    pub fn state_saved(
+        &mut self,
+        i: usize,
+        j0: u32,
+        addr: u64,
+        len: u32,
+        writable: impl Fn(u64) -> bool,
+    ) {
+        let found: Vec<(u64, Vec<(u8, &'static Latitude)>)> = self
+            .state_alt
+            .range((i, j0)..(i, j0.saturating_add(len)))
+            .map(|(&(_, j), v)| (addr.wrapping_add(u64::from(j - j0)), v.clone()))
+            .collect();
+        for (a, v) in found {
+            if writable(a) {
+                for (x, l) in v {
+                    self.alt(a, &[x], l);
+                }
+            }
+        }
+    }
+
+    /// Removes and returns the alternatives of component `i`'s bytes (to be
+    /// put back where an instruction moves the bytes: [`Freedoms::state_put`]).
+    pub fn state_taken(&mut self, i: usize) -> Vec<(u32, Vec<(u8, &'static Latitude)>)> {
+        let keys: Vec<StateByte> = self
+            .state_alt
+            .range((i, 0)..(i, u32::MAX))
+            .map(|(&k, _)| k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.state_alt.remove(&k).map(|v| (k.1, v)))
+            .collect()
+    }
+
+    /// Puts alternatives taken by [`Freedoms::state_taken`] back on component
+    /// `i`'s bytes, byte `j`'s on byte `to(j)`.
+    pub fn state_put(
+        &mut self,
+        i: usize,
+        taken: Vec<(u32, Vec<(u8, &'static Latitude)>)>,
+        to: impl Fn(u32) -> u32,
+    ) {
+        for (j, v) in taken {
+            self.state_alt.insert((i, to(j)), v);
+        }
+    }
+
+    /// For the 16 bytes of component `i` at `d` and at `s` (values `dv`, `sv`):
+    /// each byte's values, the predicted one first and then its alternatives,
+    /// where either has alternatives.
+    #[allow(clippy::type_complexity)]
+    pub fn state_pairs(
+        &self,
+        i: usize,
+        d: u32,
+        s: u32,
+        dv: &[u8; 16],
+        sv: &[u8; 16],
+    ) -> Vec<(
+        u32,
+        Vec<(u8, &'static Latitude)>,
+        Vec<(u8, &'static Latitude)>,
+    )> {
+        let vals = |j: u32, v: u8| {
+            let mut x = vec![(v, &XINUSE_1_OVER_INIT)];
+            x.extend(self.state_alt.get(&(i, j)).into_iter().flatten().copied());
+            x
+        };
+        (0..16u32)
+            .filter(|&k| {
+                self.state_alt.contains_key(&(i, d + k)) || self.state_alt.contains_key(&(i, s + k))
+            })
+            .map(|k| (k, vals(d + k, dv[k as usize]), vals(s + k, sv[k as usize])))
+            .collect()
+    }
+
+    /// Bytes `d + k` of component `i` became `f(a, b)` of the pairs of values
+    /// [`Freedoms::state_pairs`] gave: their alternatives are `f` of every
+    /// pair but the predicted one (the latitude of the alternative taken).
+    #[allow(clippy::type_complexity)]
+    pub fn state_combined(
+        &mut self,
+        i: usize,
+        d: u32,
+        pairs: Vec<(
+            u32,
+            Vec<(u8, &'static Latitude)>,
+            Vec<(u8, &'static Latitude)>,
+        )>,
+        f: impl Fn(u8, u8) -> u8,
+    ) {
+        for (k, a, b) in pairs {
+            let cur = f(a[0].0, b[0].0);
+            let mut v: Vec<(u8, &'static Latitude)> = Vec::new();
+            for (x, &(av, al)) in a.iter().enumerate() {
+                for (y, &(bv, bl)) in b.iter().enumerate() {
+                    let r = f(av, bv);
+                    let l = if x > 0 { al } else { bl };
+                    if (x, y) != (0, 0) && r != cur && !v.iter().any(|p| p.0 == r) {
+                        v.push((r, l));
+                    }
+                }
+            }
+            if !v.is_empty() {
+                self.state_alt.insert((i, d + k), v);
+            }
+        }
+    }
+
+    /// The latitude that lets state byte `j` of component `i` hold `v`, if any.
+    pub fn state_allows(&self, i: usize, j: u32, v: u8) -> Option<&'static Latitude> {
+        self.state_alt
+            .get(&(i, j))
+            .and_then(|e| e.iter().find(|&&(x, _)| x == v))
+            .map(|&(_, l)| l)
     }
 
     /// The current save completed: its pending choices hold.

@@ -179,10 +179,52 @@ impl<'m> Machine<'m> {
         self.why.set(None);
     }
 
-    /// Under the architectural policy, notes that `rule` set the components of `mask`.
+    /// Under the architectural policy, notes that `rule` set the components of
+    /// `mask`: the alternatives their bytes had end ([`Freedoms::state_alt`]),
+    /// unless the rule is that a fault left them as they were.
     pub fn set_by(&mut self, mask: u64, rule: &'static Rule) {
         if self.policy == Policy::Architectural {
             self.prov.components(mask, rule, self.site);
+            if rule.id != rules::FAULT_LEAVES_STATE.id {
+                for i in Xfeatures::from_bits_retain(mask).indices() {
+                    self.lat.state_ended(i, 0..u32::MAX);
+                }
+            }
+        }
+    }
+
+    /// Under the architectural policy, notes that `rule` set bytes `bytes` of
+    /// component i's registers (one XMM register, one opmask): only their
+    /// alternatives end.
+    pub fn set_bytes_by(&mut self, i: usize, bytes: std::ops::Range<u32>, rule: &'static Rule) {
+        if self.policy == Policy::Architectural {
+            self.prov.components(1 << i, rule, self.site);
+            self.lat.state_ended(i, bytes);
+        }
+    }
+
+    /// Under the architectural policy, component i's `len` bytes were just
+    /// loaded from the arena at `addr` (x87: the area's base, its bytes at
+    /// their legacy-region offsets; SSE: XMM0's first byte; i >= 2: the slot):
+    /// they take the alternatives of the arena bytes they come from
+    /// ([`Freedoms::state_loaded`]). A supervisor component takes none (XRSTORS
+    /// checks its values).
+    pub fn state_loaded(&mut self, i: usize, addr: u64, len: u32) {
+        if self.policy != Policy::Architectural {
+            return;
+        }
+        if self.model.component(i).is_some_and(|c| c.supervisor) {
+            self.lat.state_ended(i, 0..u32::MAX);
+        } else {
+            self.lat.state_loaded(i, addr, len, &self.mem);
+        }
+    }
+
+    /// Under the architectural policy, component i was initialized: its
+    /// bytes' alternatives end.
+    pub fn state_initialized(&mut self, i: usize) {
+        if self.policy == Policy::Architectural {
+            self.lat.state_ended(i, 0..u32::MAX);
         }
     }
 
@@ -342,9 +384,11 @@ impl<'m> Machine<'m> {
         }
         let saved = self.st.clone();
         let prov = self.prov.clone();
+        let state_alt = self.lat.state_alt.clone();
         f(self);
         let alt = std::mem::replace(&mut self.st, saved);
         self.prov = prov;
+        self.lat.state_alt = state_alt;
         self.lat.partial_states.push(alt);
     }
 

@@ -59,7 +59,9 @@ pub fn commit_extended(
                 crate::amx::load_component_into(st, s.index, &b)
             }
         };
-        if !loaded {
+        if loaded {
+            m.state_loaded(s.index, addr, s.size);
+        } else {
             inuse &= !(1 << s.index);
             m.set_by(1 << s.index, &rules::XRSTOR_TILECFG);
         }
@@ -69,6 +71,7 @@ pub fn commit_extended(
         .filter(|&i| i >= 2)
     {
         m.st.init_component(i);
+        m.state_initialized(i);
     }
     finish(m, op, rfbm, inuse, xcomp_bv);
 }
@@ -77,9 +80,12 @@ pub fn commit_extended(
 /// bytes of components to load; `to_init` says which of 0 and 1 to initialize.
 /// The x87 init is FNINIT's plus ST0..7 = 0 (SDM1 §13.6: FCW 037FH, FSW 0, all
 /// tags empty, FIP/FDP/FCS/FDS/FOP 0); the SSE init clears XMM0..15 and, in the
-/// compacted form only (`compacted_mxcsr_init`), sets MXCSR to 1F80H.
+/// compacted form only (`compacted_mxcsr_init`), sets MXCSR to 1F80H. The
+/// loaded bytes come from the area at `base` (for their alternatives).
+#[allow(clippy::too_many_arguments)]
 pub fn legacy_part(
     m: &mut Machine,
+    base: u64,
     rex_w: bool,
     to_init: u64,
     x87: Option<&[u8; 160]>,
@@ -88,13 +94,17 @@ pub fn legacy_part(
 ) {
     if let Some(b) = x87 {
         legacy::load_x87(m, b, rex_w);
+        m.state_loaded(0, base, 160);
     } else if to_init & 1 != 0 {
         m.st.x87 = crate::state::X87::init();
+        m.state_initialized(0);
     }
     if let Some(b) = xmm {
         legacy::load_xmm(m, b);
+        m.state_loaded(1, base.wrapping_add(160), 256);
     } else if to_init & 2 != 0 {
         m.st.xmm = [[0; 16]; 16];
+        m.state_initialized(1);
         if compacted_mxcsr_init {
             m.st.mxcsr = crate::state::MXCSR_INIT;
         }

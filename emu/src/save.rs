@@ -175,6 +175,12 @@ pub fn coupled_latitude(
             Format::Standard => standard_writes(m, &mut w, base, 1 << i, rex_w, false),
             Format::Compacted => compacted_writes(m, &mut w, base, rfbm, 1 << i, rex_w),
         }
+        // Written, the bytes may hold the alternatives of the state they copy.
+        for p in &w.pieces {
+            if let Some((c, j)) = p.state_byte(base) {
+                m.lat.state_saved(c, j, p.addr, p.len as u32, |_| true);
+            }
+        }
         let mut bytes = Vec::new();
         let mem = &m.mem;
         w.for_each(&m.st, |a, b| {

@@ -31,6 +31,23 @@ pub(crate) struct Piece {
     pub(crate) rule: &'static Rule,
 }
 
+impl Piece {
+    /// The state byte a save's piece starts with (its bytes copy the state
+    /// bytes from there on), for the area at `base`: a component's contents,
+    /// or the legacy region's x87 (offsets 0..160) or XMM (160..416) bytes.
+    pub(crate) fn state_byte(&self, base: u64) -> Option<crate::latitude::StateByte> {
+        match self.src {
+            Src::Comp(i) => Some((i, 0)),
+            Src::Buf(_) => match self.addr.wrapping_sub(base) {
+                o @ 0..160 => Some((0, o as u32)),
+                o @ 160..416 => Some((1, o as u32 - 160)),
+                _ => None,
+            },
+            Src::Init(_) => None,
+        }
+    }
+}
+
 /// A save's writes, collected before any is made. Pieces never overlap; the
 /// state they name must not change before they are written.
 #[derive(Debug, Default)]

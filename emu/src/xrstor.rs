@@ -106,14 +106,30 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
             // The SDM is silent on partial user state before this #GP (reference S2):
             // the envelope admits x87 and XMM already loaded or initialized.
             m.alternative(|m| {
-                legacy_part(m, op.rex_w, to_init, x87.as_ref(), xmm.as_ref(), false);
+                legacy_part(
+                    m,
+                    base,
+                    op.rex_w,
+                    to_init,
+                    x87.as_ref(),
+                    xmm.as_ref(),
+                    false,
+                );
             });
             return Err(f);
         }
     }
     // Commit.
     m.set_by(rfbm & 3, &rules::XRSTOR_LOADS_STANDARD);
-    legacy_part(m, op.rex_w, to_init, x87.as_ref(), xmm.as_ref(), false);
+    legacy_part(
+        m,
+        base,
+        op.rex_w,
+        to_init,
+        x87.as_ref(),
+        xmm.as_ref(),
+        false,
+    );
     if let Some(v) = mxcsr {
         m.st.mxcsr = v;
         m.mxcsr_by(&rules::XRSTOR_MXCSR_STANDARD);

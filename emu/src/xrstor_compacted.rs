@@ -96,12 +96,13 @@ pub fn restore_compacted(
         if let Err(f) = legacy::check_mxcsr(m, *mx, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             let (x, xmm) = (x87, *xmm);
             let partial = move |m: &mut Machine| {
-                legacy_part(m, op.rex_w, to_init, x.as_ref(), Some(&xmm), true);
+                legacy_part(m, base, op.rex_w, to_init, x.as_ref(), Some(&xmm), true);
                 for i in Xfeatures::from_bits_retain(to_init)
                     .indices()
                     .filter(|&i| i >= 2)
                 {
                     m.st.init_component(i);
+                    m.state_initialized(i);
                 }
                 m.st.xinuse |= 2 | (to_restore & 1);
                 m.st.xinuse &= !to_init;
@@ -123,6 +124,7 @@ pub fn restore_compacted(
     let commit = |m: &mut Machine| {
         legacy_part(
             m,
+            base,
             op.rex_w,
             to_init,
             x87.as_ref(),
