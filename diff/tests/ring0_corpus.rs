@@ -145,6 +145,11 @@ const TABLE: &[(&str, &str, [Option<bool>; 3])] = &[
         "tigerlake",
         [Some(true), Some(true), Some(false)],
     ),
+    (
+        "bochs-xsaveopt-pkru-offset-by-rfbm",
+        "tigerlake",
+        [Some(true), None, None],
+    ),
 ];
 
 #[test]

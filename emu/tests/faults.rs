@@ -493,6 +493,49 @@ fn the_envelope_admits_a_pf_anywhere_in_the_region() {
 }
 
 #[test]
+fn xsaveopt_operates_on_every_rfbm_component_in_use_or_not() {
+    // SDM1 §13.13 ("any byte of any state component it operates on") with SDM1
+    // §13.9: XSAVEOPT operates on the components of RFBM; XINUSE and XMODIFIED
+    // only choose which of them it writes. PKRU (standard offset A80H, 8 bytes)
+    // not in use, RFBM = ZMM_Hi256 | PKRU, the area at page offset 580H so that
+    // PKRU is the first byte of page 1, read-only: a #PF there is admitted
+    // although no write of the prediction goes there.
+    let area = B + 0x1000 - 0xA80;
+    let pf = |model: &str| {
+        let mut t = T::user(model);
+        t.case.gprs[3] = area;
+        t.prot(1, Prot::Read)
+            .rfbm(1 << 6 | 1 << 9)
+            .code(|a| a.xsaveopt64(ptr(rbx)));
+        let mut o = t.predict();
+        o.fault = Some(FaultAt {
+            fault: Fault::Pf {
+                err: 7,
+                addr: B + 0x1000,
+            },
+            insn: Some(0),
+        });
+        (
+            t.predict().fault,
+            xsave_emu::check(&t.model, &t.case, &o).unwrap(),
+        )
+    };
+    // The prediction writes the header only (page 0): no fault.
+    let (predicted, j) = pf("sapphire-rapids");
+    assert_eq!(predicted, None);
+    assert!(j.inside(), "{j}");
+    assert_eq!(j.latitude_ids(), ["pf-any-byte-of-region"]);
+    // Bochs 2.7's CPUID.(0DH,9) is all zeros (PKRU in XCR0, with no size and
+    // no offset): by its own enumeration PKRU has no bytes in the area, so the
+    // region ends with ZMM_Hi256 (680H) and the same #PF is outside it (the
+    // Bochs 2.7 campaign's mem.pf-within-region on XSAVEOPT,
+    // corpus/ring0/bochs-xsaveopt-pkru-offset-by-rfbm.case).
+    let (predicted, j) = pf("bochs-2.7-tigerlake");
+    assert_eq!(predicted, None);
+    assert_eq!(j.rule_ids(), ["mem.pf-within-region"], "{j}");
+}
+
+#[test]
 fn unmodelled_supervisor_components_are_unsupported() {
     // PT, UINTR, Arch LBR, HWP have XSAVES/XRSTORS rules of their own (reference
     // §3.4, §6): a case enabling them in IA32_XSS is refused, never guessed.
