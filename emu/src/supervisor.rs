@@ -9,6 +9,12 @@ fn canonical48(v: u64) -> bool {
     ((v << 16) as i64 >> 16) as u64 == v
 }
 
+/// Whether [`check_supervisor_value`] checks component `i`'s value (CET_U,
+/// CET_S); every other component's bytes load as they are.
+pub fn value_checked(i: usize) -> bool {
+    matches!(i, 11 | 12)
+}
+
 /// #GP(0) for a supervisor component value that WRMSR would refuse (SDM1 §13.12,
 /// reference §6.1): IA32_U_CET reserved bits 9:6, SUPPRESS and TRACKER both set,
 /// a non-canonical legacy-bitmap base; IA32_PLi_SSP non-canonical or bits 1:0 set.

@@ -14,7 +14,7 @@
 //! after reading the header, before any header #GP and before XFD's #NM
 //! (corpus/silicon/xrstor-*-probe-*.case).
 
-use crate::area::{check_read, read_array, read_header, Header};
+use crate::area::{check_read_slots, read_array, read_header, Header};
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
@@ -98,9 +98,7 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
         None
     };
     let ext = || layout::standard_slots(m.model, Xfeatures::from_bits_retain(to_restore));
-    for s in ext() {
-        check_read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
-    }
+    check_read_slots(m, base, ext)?;
     if let Some(v) = mxcsr {
         if let Err(f) = legacy::check_mxcsr(m, v, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             // The SDM is silent on partial user state before this #GP (reference S2):

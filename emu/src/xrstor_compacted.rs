@@ -3,14 +3,14 @@
 //! even when XSTATE_BV does not say so (FORCE_INIT); SSE init sets MXCSR to
 //! 1F80H; MXCSR is loaded only with SSE.
 
-use crate::area::{check_read, read_array, Header};
+use crate::area::{check_read_slots, read_array, Header};
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
 use crate::machine::{Machine, Operand};
 use crate::restore::{commit_extended, legacy_part, probe_legacy};
 use crate::rules;
-use crate::supervisor::check_supervisor_value;
+use crate::supervisor::{check_supervisor_value, value_checked};
 use crate::Xfeatures;
 
 /// `allowed` is XCR0 for XRSTOR and XCR0 | IA32_XSS for XRSTORS;
@@ -89,9 +89,7 @@ pub fn restore_compacted(
     let model = m.model;
     let ext =
         move || layout::compacted_slots(model, fmt).filter(move |s| to_restore >> s.index & 1 != 0);
-    for s in ext() {
-        check_read(m, base.wrapping_add(s.offset as u64), s.size as usize)?;
-    }
+    check_read_slots(m, base, ext)?;
     if let Some((mx, xmm)) = &sse {
         if let Err(f) = legacy::check_mxcsr(m, *mx, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             let (x, xmm) = (x87, *xmm);
@@ -136,7 +134,7 @@ pub fn restore_compacted(
         }
         commit_extended(m, op, rfbm, to_restore, to_init, base, ext(), xcomp_bv);
     };
-    for s in ext() {
+    for s in ext().filter(|s| value_checked(s.index)) {
         let b = m.read_slice(base.wrapping_add(s.offset as u64), s.size as usize);
         if let Err(f) = check_supervisor_value(m, s.index, &b) {
             // SDM1 §13.12: after an XRSTORS fault each element of a supervisor
