@@ -9,8 +9,12 @@
 //!
 //! A case whose first data access outside its arena lands on memory this
 //! process maps (the code page, the runner's initial image at `INIT_BASE`, say:
-//! libFuzzer learns such constants from comparisons) is skipped, not reported:
-//! see `xsave_native::mapped`.
+//! libFuzzer learns such constants from comparisons) is not run: the runner
+//! refuses it when the model predicts a #PF there (`Batch::check_expecting`);
+//! when silicon's access differs from the prediction the difference is not
+//! reported (see `xsave_native::mapped`). Code that branches is refused too.
+//! With `XSAVE_DIFF_NATIVE_LAST=FILE` each input is written to FILE before it
+//! runs: an input that kills the process with no artifact is left there.
 //!
 //! Run it without a sanitizer (`cargo +nightly fuzz run -s none diff_native`):
 //! the runner maps the case's code and arena at fixed addresses (64 GiB and
@@ -68,7 +72,31 @@ thread_local! {
     });
 }
 
+thread_local! {
+    /// `XSAVE_DIFF_NATIVE_LAST=FILE`: every input is written there before it
+    /// runs, so an input that kills the process where no handler can run (the
+    /// kernel's forced SIGSEGV when a case broke the runner's stack) is still
+    /// on disk; libFuzzer writes no artifact then.
+    static LAST: Option<std::fs::File> = std::env::var_os("XSAVE_DIFF_NATIVE_LAST").map(|p| {
+        std::fs::File::create(&p)
+            .unwrap_or_else(|e| panic!("XSAVE_DIFF_NATIVE_LAST={}: {e}", p.to_string_lossy()))
+    });
+}
+
+fn keep_last(data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    LAST.with(|f| {
+        if let Some(f) = f {
+            let ok = f
+                .set_len(data.len() as u64)
+                .and_then(|()| f.write_all_at(data, 0));
+            ok.unwrap_or_else(|e| panic!("XSAVE_DIFF_NATIVE_LAST: {e}"));
+        }
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    keep_last(data);
     RUNNER.with(|r| {
         let (runner, model) = &mut *r.borrow_mut();
         let model = &*model;

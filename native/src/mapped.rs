@@ -3,8 +3,9 @@
 //! absent pages (a #PF), but the process maps more (the runner's initial image at
 //! `INIT_BASE`, its stub, data page and XSAVE areas, the heap, stacks, libraries).
 //! A case whose access reaches one of those is not comparable: silicon reads or
-//! writes the runner's own memory. Callers ask after a disagreement, so the probe
-//! costs nothing on the common path.
+//! writes the runner's own memory. The probe costs a system call, so it is made
+//! only for a predicted #PF outside the arena (before the run,
+//! [`predicted_access_mapped`]) and after a disagreement.
 
 /// Whether the page holding `addr` is mapped in this process, by any mapping.
 /// `madvise(MADV_NORMAL)` fails with ENOMEM exactly when part of the range is
@@ -20,6 +21,28 @@ pub fn is_mapped(addr: u64) -> bool {
     // neither changes nor frees memory, and an unmapped range is an error, not UB.
     let r = unsafe { libc::madvise(page as *mut libc::c_void, 4096, libc::MADV_NORMAL) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOMEM)
+}
+
+/// The address of the predicted outcome's #PF when it lies on a page this
+/// process maps outside the runner's arena reservation (whose pages past the
+/// case's arena the runner keeps PROT_NONE, absent as in the model): the model,
+/// which maps only the arena, stops there; silicon would go on with the
+/// runner's own memory.
+pub fn predicted_access_mapped(
+    case: &xsave_emu::Case,
+    predicted: &xsave_emu::Outcome,
+) -> Option<u64> {
+    use xsave_emu::case::{ARENA_BASE, MAX_ARENA_PAGES};
+    let reserved = ARENA_BASE..ARENA_BASE + (MAX_ARENA_PAGES as u64) * 4096;
+    match predicted.fault {
+        Some(xsave_emu::FaultAt {
+            fault: xsave_emu::Fault::Pf { addr, .. },
+            ..
+        }) if case.memory.base == ARENA_BASE && !reserved.contains(&addr) && is_mapped(addr) => {
+            Some(addr)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

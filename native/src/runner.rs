@@ -473,6 +473,9 @@ impl Runner {
         if !whole_instructions(&case.code, self.model.decoder_options()) {
             return Err(Refusal::new("code does not decode into whole instructions"));
         }
+        if let Some(why) = leaves_the_sequence(&case.code, self.model.decoder_options()) {
+            return Err(Refusal::new(&why));
+        }
         if case.memory.base != ARENA_BASE {
             return Err(Refusal::new("arena not at ARENA_BASE"));
         }
@@ -488,6 +491,29 @@ impl Runner {
             return Err(Refusal::new("needs AMX permission"));
         }
         Ok(())
+    }
+
+    /// Refuses a case whose predicted first access outside its arena (given, or
+    /// predicted here on the runner's model; a case the model declines is run)
+    /// is a page this process maps (see [`crate::mapped`]).
+    fn refuse_own_memory(&self, case: &Case, predicted: Option<&Outcome>) -> Result<(), Refusal> {
+        let own;
+        let p = match predicted {
+            Some(p) => p,
+            None => match xsave_emu::predict(&self.model, case) {
+                Ok(p) => {
+                    own = p;
+                    &own
+                }
+                Err(_) => return Ok(()),
+            },
+        };
+        match crate::mapped::predicted_access_mapped(case, p) {
+            Some(a) => Err(Refusal::new(&format!(
+                "the case's first access outside its arena ({a:#x}, a #PF in the prediction) is memory this process maps: silicon would read or write the runner's own memory"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Starts a batch of runs: takes the run lock and enters the case signal
@@ -514,6 +540,7 @@ impl Runner {
     /// Runs `case` carefully (a batch of one, see [`Batch::run`]).
     pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
         self.refusal(case)?;
+        self.refuse_own_memory(case, None)?;
         self.batch()?.careful(case)
     }
 
@@ -525,6 +552,7 @@ impl Runner {
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Outcome, Refusal> {
         self.refusal(case)?;
+        self.refuse_own_memory(case, None)?;
         self.batch()?.expecting(case, accept)
     }
 
@@ -655,6 +683,7 @@ impl Batch<'_> {
     /// outcome, or why it was not run.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
         self.runner.refusal(case)?;
+        self.runner.refuse_own_memory(case, None)?;
         self.careful(case)
     }
 
@@ -696,6 +725,7 @@ impl Batch<'_> {
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Outcome, Refusal> {
         self.runner.refusal(case)?;
+        self.runner.refuse_own_memory(case, None)?;
         self.expecting(case, accept)
     }
 
@@ -731,6 +761,7 @@ impl Batch<'_> {
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Check, Refusal> {
         self.runner.refusal(case)?;
+        self.runner.refuse_own_memory(case, Some(predicted))?;
         self.runner.runs += 1;
         let (_, rec) = run_once(self.reg, &mut self.res, case, None, false)?;
         if self.runner.observed_equals(self.reg, case, rec, predicted) {
@@ -910,6 +941,39 @@ fn whole_instructions(code: &[u8], options: u32) -> bool {
         }
     }
     true
+}
+
+/// Why the code may leave its own instruction sequence, if it may: a branch,
+/// call, return, XBEGIN or SYSENTER (whose return goes to the vDSO). The stub
+/// runs the case's bytes in this process and takes back only faults of the
+/// case's own instructions; a jump past them runs whatever follows on the code
+/// page, with the runner's state at the case's mercy (diff_native: `jrcxz`
+/// after an FLDCW that read the code page killed the fuzzer with SIGSEGV).
+/// INT3, INT1 and INT n fault inside the case; SYSCALL and INT 80H return to
+/// the next instruction (a case may call the kernel on purpose: the runner's
+/// context-switch test sleeps).
+fn leaves_the_sequence(code: &[u8], options: u32) -> Option<String> {
+    use iced_x86::{Code, FlowControl};
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
+    let mut ins = iced_x86::Instruction::default();
+    while d.can_decode() {
+        d.decode_out(&mut ins);
+        let ok = match ins.flow_control() {
+            FlowControl::Next | FlowControl::Exception => true,
+            // iced files SYSCALL under calls.
+            _ => matches!(
+                ins.code(),
+                Code::Int3 | Code::Int1 | Code::Int_imm8 | Code::Syscall
+            ),
+        };
+        if !ok {
+            return Some(format!(
+                "code transfers control (`{ins}` at +{:#x}): the runner runs straight-line code only",
+                ins.ip() - CODE_BASE
+            ));
+        }
+    }
+    None
 }
 
 /// The start offsets of the case's instructions; `None` when the bytes do not
