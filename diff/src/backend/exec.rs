@@ -82,7 +82,9 @@ impl ExecBackend {
             Some(p) => {
                 let mut c = Command::new(p);
                 c.args(&self.prefix[1..]);
-                c.arg(&self.harness);
+                // Under a prefix (an emulator) host context switches do not
+                // touch the FPU state the case sees.
+                c.arg(&self.harness).arg("--emulated");
                 c
             }
             None => Command::new(&self.harness),

@@ -9,6 +9,9 @@
 //!   --amx-permission   ask Linux for AMX (TILEDATA) permission first
 //!                      (arch_prctl ARCH_REQ_XCOMP_PERM; process-wide, irreversible)
 //!   --hello            write only the hello record; do not read stdin
+//!   --emulated         run under a user-mode emulator: a host context switch
+//!                      does not touch the emulated FPU state, so a run the
+//!                      kernel switched away from still counts
 
 use std::io::{BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -19,12 +22,16 @@ use xsave_native::{host, Refusal};
 fn main() -> ExitCode {
     let mut amx = false;
     let mut hello_only = false;
+    let mut emulated = false;
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--amx-permission" => amx = true,
             "--hello" => hello_only = true,
+            "--emulated" => emulated = true,
             "-h" | "--help" => {
-                println!("usage: xsave-harness [--amx-permission] [--hello] < cases > outcomes");
+                println!(
+                    "usage: xsave-harness [--amx-permission] [--hello] [--emulated] < cases > outcomes"
+                );
                 return ExitCode::SUCCESS;
             }
             _ => {
@@ -53,7 +60,10 @@ fn main() -> ExitCode {
     let runner = Runner::new();
     let hello = hello_here(runner.as_ref().map(|_| ()).map_err(|e| e.clone()));
     let outcomes: Vec<_> = match runner {
-        Ok(mut r) => cases.iter().map(|c| r.run(c)).collect(),
+        Ok(mut r) => {
+            r.switches_matter = !emulated;
+            cases.iter().map(|c| r.run(c)).collect()
+        }
         Err(e) => cases
             .iter()
             .map(|_| Err(Refusal::new(&format!("runner: {e}"))))
