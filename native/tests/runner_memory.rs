@@ -8,15 +8,16 @@ use xsave_emu::{Case, Control};
 use xsave_native::runner::Runner;
 use xsave_native::stub::RESET_IMAGE;
 
+/// The ring-3 runner, or None (printed) where this machine has none.
+fn runner() -> Option<Runner> {
+    Runner::new()
+        .map_err(|e| println!("skipped: no ring-3 runner here: {e}"))
+        .ok()
+}
+
 #[test]
 fn a_case_writing_the_reset_image_does_not_break_the_next_run() {
-    let mut r = match Runner::new() {
-        Ok(r) => r,
-        Err(e) => {
-            println!("skipped: no ring-3 runner here: {e}");
-            return;
-        }
-    };
+    let Some(mut r) = runner() else { return };
     let m = r.model().clone();
     let ctl: Control = r.control();
     // mov [rdi], rax: header byte 16 of the reset image (SDM1 §13.8.1: must be 0).
@@ -40,13 +41,7 @@ fn a_case_writing_the_reset_image_does_not_break_the_next_run() {
 
 #[test]
 fn a_case_predicted_to_reach_the_runners_memory_is_refused() {
-    let mut r = match Runner::new() {
-        Ok(r) => r,
-        Err(e) => {
-            println!("skipped: no ring-3 runner here: {e}");
-            return;
-        }
-    };
+    let Some(mut r) = runner() else { return };
     let m = r.model().clone();
     // fldcw [rip+22h]: the model maps no data on the code page (#PF at
     // code+0x28); the process does, so silicon would load FCW from the runner's
@@ -68,13 +63,7 @@ fn a_case_predicted_to_reach_the_runners_memory_is_refused() {
 
 #[test]
 fn code_that_leaves_its_sequence_is_refused_and_int3_or_syscall_is_not() {
-    let r = match Runner::new() {
-        Ok(r) => r,
-        Err(e) => {
-            println!("skipped: no ring-3 runner here: {e}");
-            return;
-        }
-    };
+    let Some(r) = runner() else { return };
     let m = r.model().clone();
     let reason = |code: &[u8]| {
         let mut c = Case::new(&m, r.control());
