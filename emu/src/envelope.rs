@@ -115,9 +115,13 @@ impl fmt::Display for Judgement {
     }
 }
 
-/// The prediction for `model` (quirks included).
+/// The prediction for `model` (quirks included). Only the outcome is taken
+/// from the run (the empty latitude and provenance of a prediction are not
+/// moved through [`run_canonical`]).
 pub fn predict(model: &CpuModel, case: &Case) -> Result<Outcome, Unsupported> {
-    run_canonical(model, case, Policy::Predict, None).map(|(o, _, _)| o)
+    let (mut o, _, _) = run_forced(model, case, Policy::Predict, None)?;
+    canonical_fault(model, case, &mut o);
+    Ok(o)
 }
 
 /// [`run_forced`] with a #PF on a non-canonical address raised as the CPU does
@@ -129,14 +133,21 @@ fn run_canonical(
     forced: Option<FaultAt>,
 ) -> Result<(Outcome, Freedoms, Provenance), Unsupported> {
     let (mut o, lat, mut prov) = run_forced(model, case, policy, forced)?;
-    if let Some(f) = o.fault {
-        let g = crate::non_canonical::fault_for(model, case, f);
-        if g != f {
-            prov.fault = Some(&rules::MEM_GP_NON_CANONICAL);
-        }
-        o.fault = Some(g);
+    if canonical_fault(model, case, &mut o) {
+        prov.fault = Some(&rules::MEM_GP_NON_CANONICAL);
     }
     Ok((o, lat, prov))
+}
+
+/// Makes `o`'s fault the one the CPU raises for a non-canonical address
+/// ([`crate::non_canonical::fault_for`]); whether it changed.
+fn canonical_fault(model: &CpuModel, case: &Case, o: &mut Outcome) -> bool {
+    let Some(f) = o.fault else {
+        return false;
+    };
+    let g = crate::non_canonical::fault_for(model, case, f);
+    o.fault = Some(g);
+    g != f
 }
 
 /// The architectural outcome and the latitude around it.
