@@ -218,9 +218,12 @@ rules! {
     LDMXCSR_GP_RESERVED = "ldmxcsr.gp-mxcsr-reserved",
         "LDMXCSR: #GP(0) if the value sets a reserved bit of MXCSR (a bit clear in MXCSR_MASK).",
         "SDM2 LDMXCSR exceptions";
+    LDTILECFG_GP_INVALID = "ldtilecfg.gp-invalid-config",
+        "LDTILECFG: #GP(0) if palette_id exceeds max_palette or, for palette_id ≠ 0, a reserved byte is nonzero, a tile's colsb exceeds bytes_per_row or its rows exceed max_rows, or exactly one of its rows and colsb is 0.",
+        "SDM2 LDTILECFG Operation; exception class AMX-E1";
     INSN_SEMANTICS = "insn.other-semantics",
-        "The other instructions a case uses (MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP) do what their pages say.",
-        "SDM2 MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, KMOVQ, FNINIT, NOP Operation";
+        "The other instructions a case uses (MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, VZEROALL, KMOVQ, FNINIT, NOP, LDTILECFG, STTILECFG, TILERELEASE) do what their pages say.",
+        "SDM2 MOV, LDMXCSR, STMXCSR, MOVQ, PXOR, VZEROUPPER, VZEROALL, KMOVQ, FNINIT, NOP, LDTILECFG, STTILECFG, TILERELEASE Operation";
     FAULT_ONLY_AS_LISTED = "insn.faults-only-as-listed",
         "An instruction raises an exception only under a condition its page lists; otherwise it completes.",
         "SDM2 exceptions sections; SDM3 §6.15";

@@ -23,12 +23,12 @@ fn a_case_writing_the_reset_image_does_not_break_the_next_run() {
     // mov [rdi], rax: header byte 16 of the reset image (SDM1 §13.8.1: must be 0).
     // The model predicts a #PF there, so the runner refuses the case
     // (a_case_predicted_to_reach_the_runners_memory_is_refused); after a
-    // VZEROALL, which the model declines, it runs: the reset image must still
+    // VXORPS, which the model declines, it runs: the reset image must still
     // survive a write the model did not foresee.
     let mut a = Case::new(&m, ctl);
     a.gprs[0] = 1;
     a.gprs[7] = RESET_IMAGE + 512 + 16;
-    a.code = vec![0xc5, 0xfc, 0x77, 0x48, 0x89, 0x07];
+    a.code = vec![0xc5, 0xf8, 0x57, 0xc0, 0x48, 0x89, 0x07];
     let first = r.run(&a).expect("the write runs");
     assert_eq!(first.fault, None, "the data page is writable to the case");
     let mut b = Case::new(&m, ctl);
