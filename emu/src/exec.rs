@@ -409,7 +409,7 @@ pub fn run_forced(
             let forced_here = forced.filter(|f| f.insn == Some(k));
             let before = forced_here.map(|_| {
                 (
-                    m.st.clone(),
+                    crate::state::XState::clone(&m.st),
                     m.mem.bytes.clone(),
                     m.gprs,
                     m.lat.state_alt.clone(),
@@ -445,7 +445,7 @@ pub fn run_forced(
                     }
                     // Its coupled choices: it did not complete.
                     m.lat.coupled.truncate(coupled_before);
-                    let after = std::mem::replace(&mut m.st, st);
+                    let after = std::mem::replace(&mut *m.st, st);
                     m.lat.partial_states.push(after);
                     m.lat.state_alt = state_alt;
                     // Beyond that partial update, what it would have loaded
@@ -456,7 +456,7 @@ pub fn run_forced(
                         m.mxcsr_by(&rules::FAULT_LEAVES_STATE);
                     }
                 } else {
-                    m.st = st;
+                    *m.st = st;
                 }
                 m.mem.bytes = mem;
                 m.gprs = gprs;
@@ -506,10 +506,10 @@ pub fn run_forced(
     m.lat.state_alt.retain(|&(i, _), _| shown >> i & 1 == 1);
     let supervisor = m.supervisor_contents();
     for alt in std::mem::take(&mut m.lat.partial_states) {
-        let own = std::mem::replace(&mut m.st, alt);
+        let own = std::mem::replace(&mut *m.st, alt);
         let (img, _) = m.capture();
         let sup = m.supervisor_contents();
-        m.st = own;
+        *m.st = own;
         if img != final_image && !m.lat.final_alts.contains(&img) {
             m.lat.final_alts.push(img);
         }

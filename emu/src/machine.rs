@@ -38,7 +38,9 @@ impl std::fmt::Display for Unsupported {
 pub struct Machine<'m> {
     pub model: &'m CpuModel,
     pub ctl: Control,
-    pub st: XState,
+    /// Boxed: a run takes it from the last run and gives it back
+    /// ([`crate::reuse`]) without moving its 600 bytes each way.
+    pub st: Box<XState>,
     pub mem: Memory,
     pub gprs: [u64; 16],
     pub policy: Policy,
@@ -120,7 +122,7 @@ impl<'m> Machine<'m> {
         self.spare_writes = w;
     }
     pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
-        let st = XState::reset(model);
+        let st = Box::new(XState::reset(model));
         Machine::with_buffers(
             model,
             ctl,
@@ -138,7 +140,7 @@ impl<'m> Machine<'m> {
         ctl: Control,
         mem: Memory,
         policy: Policy,
-        st: XState,
+        st: Box<XState>,
         spare_writes: crate::writes::Writes,
     ) -> Machine<'m> {
         Machine {
@@ -382,11 +384,11 @@ impl<'m> Machine<'m> {
         if self.policy != Policy::Architectural {
             return;
         }
-        let saved = self.st.clone();
+        let saved = XState::clone(&self.st);
         let prov = self.prov.clone();
         let state_alt = self.lat.state_alt.clone();
         f(self);
-        let alt = std::mem::replace(&mut self.st, saved);
+        let alt = std::mem::replace(&mut *self.st, saved);
         self.prov = prov;
         self.lat.state_alt = state_alt;
         self.lat.partial_states.push(alt);

@@ -106,8 +106,8 @@ pub fn restore_compacted(
                 m.st.xinuse &= !to_init;
             };
             if m.quirks().xrstor_compacted_mxcsr_late {
-                let before =
-                    (m.policy == crate::machine::Policy::Architectural).then(|| m.st.clone());
+                let before = (m.policy == crate::machine::Policy::Architectural)
+                    .then(|| crate::state::XState::clone(&m.st));
                 partial(m);
                 if let Some(before) = before {
                     m.lat.partial_states.push(before);
