@@ -90,6 +90,23 @@ fn ldtilecfg_then_sttilecfg_and_xgetbv1() {
 }
 
 #[test]
+fn no_alignment_check() {
+    // Intel host, CR0.AM = EFLAGS.AC = 1: LDTILECFG from +101H loads, the MOV
+    // from +201H after it is #AC(0) (corpus/silicon/amx-*-misaligned-no-ac.case).
+    let mov_rax_rsi = [0x48, 0x8b, 0x06];
+    let (m, mut c) = case("xeon-amx-vm", &[&LDTILECFG_RDI, &XGETBV1, &mov_rax_rsi]);
+    c.control.cr0_am = true;
+    c.control.eflags_ac = true;
+    c.gprs[7] = ARENA_BASE + 0x101;
+    c.gprs[6] = ARENA_BASE + 0x201;
+    c.memory.bytes[0x101..0x141].copy_from_slice(&config());
+    let o = predict(&m, &c).unwrap();
+    let f = o.fault.unwrap();
+    assert_eq!((f.fault, f.insn), (Fault::Ac, Some(3)));
+    assert_eq!(o.gprs[0], 0x20000);
+}
+
+#[test]
 fn tilerelease_puts_tilecfg_in_init() {
     let (m, mut c) = case("xeon-amx-vm", &[&TILERELEASE, &XGETBV1]);
     let cfg = config();
