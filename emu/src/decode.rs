@@ -101,11 +101,12 @@ pub fn too_long(code: &[u8], ins: &Instruction, model: &CpuModel) -> Option<bool
         })
         .flatten();
     // Sized by the first candidate that decodes. An opcode of AMD's retired
-    // extensions (3DNow!, SSE4a, XOP, FMA4, TBM), which iced-x86 decodes for any
-    // CPU, is sized by a CPU without them as something else: Intel host, 13 REX
-    // prefixes then 0F 0F 0F 1C (3DNow! with ModRM and suffix, 17 bytes) is #UD,
-    // not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin). Unknown,
-    // except SSE4a on a CPU that has it.
+    // extensions (3DNow!, SSE4a, XOP, FMA4, TBM, LWP), which iced-x86 decodes for
+    // any CPU, is sized by a CPU without them as something else: Intel host, 13
+    // REX prefixes then 0F 0F 0F 1C (3DNow! with ModRM and suffix, 17 bytes) is
+    // #UD, not #GP(0) (fuzz/artifacts-found/diff_native-3dnow-length-ud.bin); 7
+    // 67H then XOP map 0AH 12H /0 id (LWPINS, 16 bytes) is #UD
+    // (diff_native-lwp-length-ud.bin). Unknown, except SSE4a on a CPU that has it.
     let sized = std::iter::once((kept.clone(), tail.to_vec()))
         .chain(group17)
         .chain(std::iter::once((without_mandatory, tail.to_vec())))
@@ -122,7 +123,8 @@ pub fn too_long(code: &[u8], ins: &Instruction, model: &CpuModel) -> Option<bool
                 | CpuidFeature::D3NOWEXT
                 | CpuidFeature::XOP
                 | CpuidFeature::FMA4
-                | CpuidFeature::TBM => true,
+                | CpuidFeature::TBM
+                | CpuidFeature::LWP => true,
                 _ => false,
             });
             Some((!retired).then(|| ins.len() + removed > 15))

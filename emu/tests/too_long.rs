@@ -108,3 +108,17 @@ fn a_retired_amd_opcode_after_prefixes_is_declined() {
     c.code.extend_from_slice(&[0x0f, 0x0f, 0x0f, 0x1c, 0x90]);
     assert!(predict(&m, &c).is_err());
 }
+
+/// diff_native fuzz finding on the Intel host: 7 x 67H, then 8F 2A 08 12 C7
+/// imm32: XOP map 0AH opcode 12H (AMD's LWPINS, CPUID feature LWP), 16 bytes
+/// as XOP, is #UD there, not #GP(0)
+/// (corpus/silicon/insn-xop-lwp-16-bytes-ud.case): declined, as 3DNow!.
+#[test]
+fn an_lwp_opcode_after_prefixes_is_declined() {
+    let m = CpuModel::builtin("xeon-amx-vm").unwrap();
+    let mut c = Case::new(&m, Control::user(&m));
+    c.code = vec![0x67; 7];
+    c.code
+        .extend_from_slice(&[0x8f, 0x2a, 0x08, 0x12, 0xc7, 0x3a, 0xc7, 0xa7, 0x00, 0x00]);
+    assert!(predict(&m, &c).is_err());
+}
