@@ -37,21 +37,9 @@ const XSAVES64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x2f];
 const XRSTORS64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x1f];
 const RDI: usize = 7;
 
-/// A deterministic byte source for patterns.
-struct Xorshift(u64);
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn fill(&mut self, b: &mut [u8]) {
-        for x in b {
-            *x = self.next() as u8;
-        }
-    }
-}
+#[path = "common/full_state.rs"]
+mod full_state;
+use full_state::full_state;
 
 /// One row of the closing table.
 struct Row {
@@ -205,38 +193,6 @@ fn criterion_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("criterion")
-}
-
-/// A standard-format image of `model`'s XCR0 size with every component of
-/// `bv` non-init and loadable: valid FCW, MXCSR, PKRU (key 0 left accessible),
-/// TILECFG (palette 1, eight 16 x 64-byte tiles).
-fn full_state(model: &CpuModel, xcr0: u64, bv: u64) -> Vec<u8> {
-    let lay = layout::standard(model, Xfeatures::from_bits_retain(xcr0));
-    let mut img = vec![0u8; lay.size as usize];
-    let mut r = Xorshift(0x9E37_79B9_7F4A_7C15);
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[4] = 0xFF;
-    for k in 0..8 {
-        r.fill(&mut img[32 + 16 * k..42 + 16 * k]);
-    }
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    r.fill(&mut img[160..416]);
-    for s in &lay.slots {
-        let (o, n) = (s.offset as usize, s.size as usize);
-        match s.index {
-            9 => img[o..o + 4].copy_from_slice(&0x5555_5554u32.to_le_bytes()),
-            17 => {
-                img[o] = 1;
-                for t in 0..8 {
-                    img[o + 16 + 2 * t..o + 18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
-                    img[o + 48 + t] = 16;
-                }
-            }
-            _ => r.fill(&mut img[o..o + n]),
-        }
-    }
-    img[512..520].copy_from_slice(&bv.to_le_bytes());
-    img
 }
 
 /// A machine for `model` under `ctl` with `image` loaded (the runner's initial

@@ -99,35 +99,28 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     };
     let ext = || layout::standard_slots(m.model, Xfeatures::from_bits_retain(to_restore));
     check_read_slots(m, base, ext)?;
+    let load_legacy = |m: &mut Machine| {
+        legacy_part(
+            m,
+            base,
+            op.rex_w,
+            to_init,
+            x87.as_ref(),
+            xmm.as_ref(),
+            false,
+        )
+    };
     if let Some(v) = mxcsr {
         if let Err(f) = legacy::check_mxcsr(m, v, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             // The SDM is silent on partial user state before this #GP (reference S2):
             // the envelope admits x87 and XMM already loaded or initialized.
-            m.alternative(|m| {
-                legacy_part(
-                    m,
-                    base,
-                    op.rex_w,
-                    to_init,
-                    x87.as_ref(),
-                    xmm.as_ref(),
-                    false,
-                );
-            });
+            m.alternative(load_legacy);
             return Err(f);
         }
     }
     // Commit.
     m.set_by(rfbm & 3, &rules::XRSTOR_LOADS_STANDARD);
-    legacy_part(
-        m,
-        base,
-        op.rex_w,
-        to_init,
-        x87.as_ref(),
-        xmm.as_ref(),
-        false,
-    );
+    load_legacy(m);
     if let Some(v) = mxcsr {
         m.st.mxcsr = v;
         m.mxcsr_by(&rules::XRSTOR_MXCSR_STANDARD);
