@@ -63,3 +63,21 @@ pub fn data_addr(
     }
     Ok(Ok(a))
 }
+
+/// #GP(0) (#SS(0) for an RSP or RBP base) when the `len`-byte operand at `a`
+/// (canonical) runs past the canonical boundary: the canonical check covers
+/// the whole operand before any page is touched (Intel host: STTILECFG and
+/// LDTILECFG at 7FFF_FFFF_FFFFH and 7FFF_FFFF_FFC1H are #GP(0), not #PF;
+/// corpus/silicon/amx-*-crosses-canonical-boundary-gp.case).
+pub fn span_canonical(m: &Machine, ins: &Instruction, a: u64, len: u64) -> Result<(), Fault> {
+    let last = a.wrapping_add(len - 1);
+    if last >= a && m.canonical(last) {
+        return Ok(());
+    }
+    let f = if crate::decode::stack_based(ins) {
+        Fault::Ss
+    } else {
+        Fault::gp0()
+    };
+    Err(m.raise(&rules::MEM_GP_NON_CANONICAL, f))
+}

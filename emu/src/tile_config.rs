@@ -25,7 +25,7 @@
 use crate::amx;
 use crate::fault::Fault;
 use crate::machine::{Machine, Unsupported};
-use crate::operand::{data_addr, wrote};
+use crate::operand::{data_addr, span_canonical, wrote};
 use crate::rules;
 use iced_x86::{Code, Instruction};
 
@@ -73,6 +73,9 @@ pub fn step(m: &mut Machine, ins: &Instruction) -> Result<Result<(), Fault>, Uns
         Ok(a) => a,
         Err(f) => return Ok(Err(f)),
     };
+    if let Err(f) = span_canonical(m, ins, a, 64) {
+        return Ok(Err(f));
+    }
     let cpl = m.ctl.cpl;
     if ins.code() == Code::VEX_Sttilecfg_m512 {
         let buf = sttilecfg_image(m.st.comp(17));

@@ -177,3 +177,24 @@ fn vzeroall_on_zen5_follows_the_contents() {
     let o = predict(&m, &c).unwrap();
     assert_eq!((o.fault, o.gprs[0]), (None, 0));
 }
+
+#[test]
+fn an_operand_past_the_canonical_boundary_is_gp() {
+    // Intel host (diff_native finding): STTILECFG at 7FFF_FFFF_FFFFH and
+    // LDTILECFG at 7FFF_FFFF_FFC1H are #GP(0), not #PF; at 7FFF_FFFF_FFC0H #PF
+    // (corpus/silicon/amx-*-crosses-canonical-boundary-gp.case).
+    for (code, a) in [
+        (&STTILECFG_RSI, 0x7fff_ffff_ffffu64),
+        (&LDTILECFG_RDI, 0x7fff_ffff_ffc1),
+    ] {
+        let (m, mut c) = case("xeon-amx-vm", &[code]);
+        c.gprs[6] = a;
+        c.gprs[7] = a;
+        let f = predict(&m, &c).unwrap().fault.unwrap();
+        assert_eq!((f.fault, f.insn), (Fault::Gp(0), Some(0)), "{a:#x}");
+        c.gprs[6] = 0x7fff_ffff_ffc0;
+        c.gprs[7] = 0x7fff_ffff_ffc0;
+        let f = predict(&m, &c).unwrap().fault.unwrap();
+        assert!(matches!(f.fault, Fault::Pf { .. }), "{:?}", f.fault);
+    }
+}
