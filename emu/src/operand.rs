@@ -70,8 +70,11 @@ pub fn data_addr(
 /// LDTILECFG at 7FFF_FFFF_FFFFH and 7FFF_FFFF_FFC1H are #GP(0), not #PF;
 /// corpus/silicon/amx-*-crosses-canonical-boundary-gp.case).
 pub fn span_canonical(m: &Machine, ins: &Instruction, a: u64, len: u64) -> Result<(), Fault> {
-    let last = a.wrapping_add(len - 1);
-    if last >= a && m.canonical(last) {
+    // The operand is shorter than the non-canonical hole: it reaches into the
+    // hole exactly when its last byte lies there. Wrapping past FFFF_FFFF_FFFF_FFFFH
+    // to 0 stays canonical (Intel host: LDTILECFG at FFFF_FFFF_FFFF_FFFFH is #PF
+    // there, on the kernel's page).
+    if m.canonical(a.wrapping_add(len - 1)) {
         return Ok(());
     }
     let f = if crate::decode::stack_based(ins) {

@@ -197,4 +197,14 @@ fn an_operand_past_the_canonical_boundary_is_gp() {
         let f = predict(&m, &c).unwrap().fault.unwrap();
         assert!(matches!(f.fault, Fault::Pf { .. }), "{:?}", f.fault);
     }
+    // Wrapping past FFFF_FFFF_FFFF_FFFFH to 0 stays canonical: #PF
+    // (corpus/silicon/amx-ldtilecfg-wraps-to-0-pf.case).
+    let (m, mut c) = case("xeon-amx-vm", &[&LDTILECFG_RDI]);
+    c.gprs[7] = u64::MAX;
+    let f = predict(&m, &c).unwrap().fault.unwrap();
+    assert!(
+        matches!(f.fault, Fault::Pf { addr: u64::MAX, .. }),
+        "{:?}",
+        f.fault
+    );
 }
