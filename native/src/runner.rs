@@ -974,10 +974,14 @@ fn leaves_the_sequence(code: &[u8], options: u32) -> Option<String> {
             ),
         };
         if !ok {
-            return Some(format!(
-                "code transfers control (`{ins}` at +{:#x}): the runner runs straight-line code only",
-                ins.ip() - CODE_BASE
-            ));
+            // The mnemonic only: a campaign's summary groups skips by reason.
+            return Some(
+                format!(
+                    "code transfers control ({:?}): the runner runs straight-line code only",
+                    ins.mnemonic()
+                )
+                .to_lowercase(),
+            );
         }
     }
     None
