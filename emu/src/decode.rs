@@ -34,6 +34,30 @@ pub fn stack_based(ins: &Instruction) -> bool {
     )
 }
 
+/// The largest span of bytes one instruction's memory operand may cover (an
+/// XSAVE area of every component is under 12 KiB on the built-in models).
+const MAX_OPERAND_SPAN: u64 = 1 << 16;
+
+/// Declines a memory operand with a 32-bit address size (67H prefix in 64-bit
+/// mode) whose `span` bytes from `addr` may run past 4 GiB: each byte's address
+/// wraps there (Intel host: `xsavec [esp-80h]` with ESP = 0 reports its #PF at
+/// cr2 = 1BFH, the area's last byte wrapped), which the model's flat address
+/// ranges do not follow. `span`: the operand's size, or None for an XSAVE-family
+/// area (sized later; MAX_OPERAND_SPAN bounds it).
+pub fn a32_wrap(ins: &Instruction, addr: u64, span: Option<u64>) -> Result<(), crate::Unsupported> {
+    let (b, i) = (ins.memory_base(), ins.memory_index());
+    let a32 = b.is_gpr32()
+        || i.is_gpr32()
+        || b == Register::EIP
+        || (b == Register::None && i == Register::None && ins.memory_displ_size() == 4);
+    if a32 && addr + span.unwrap_or(MAX_OPERAND_SPAN) > 1 << 32 {
+        return Err(crate::Unsupported(format!(
+            "`{ins}`: a 32-bit address whose operand may wrap at 4 GiB is not modelled"
+        )));
+    }
+    Ok(())
+}
+
 /// A legacy prefix (SDM Vol.2 §2.1.1: lock/rep, segment, operand and address
 /// size) or a REX prefix.
 fn is_prefix(b: u8) -> bool {

@@ -49,6 +49,7 @@ impl<'m> Machine<'m> {
                 _ => None,
             })
             .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
+        crate::decode::a32_wrap(ins, addr, None)?;
         Ok(Operand {
             addr,
             rex_w: false,
