@@ -477,10 +477,7 @@ impl Runner {
         if case.code.len() > MAX_CODE {
             return Err(Refusal::new("code longer than MAX_CODE"));
         }
-        if !whole_instructions(&case.code, self.model.decoder_options()) {
-            return Err(Refusal::new("code does not decode into whole instructions"));
-        }
-        if let Some(why) = leaves_the_sequence(&case.code, self.model.decoder_options()) {
+        if let Some(why) = code_refusal(&case.code, self.model.decoder_options()) {
             return Err(Refusal::new(&why));
         }
         if case.memory.base != ARENA_BASE {
@@ -936,21 +933,9 @@ pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
     v
 }
 
-/// Whether `code` decodes into whole instructions ([`insn_offsets`] is `Some`),
-/// without collecting their offsets (checked for every case run).
-fn whole_instructions(code: &[u8], options: u32) -> bool {
-    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
-    let mut ins = iced_x86::Instruction::default();
-    while d.can_decode() {
-        d.decode_out(&mut ins);
-        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            return false;
-        }
-    }
-    true
-}
-
-/// Why the code may leave its own instruction sequence, if it may: a branch,
+/// Why the runner will not run the code, if it will not (one decoding pass, as
+/// every case is asked): the last instruction is cut short (hardware would fetch
+/// past it: [`insn_offsets`] is `None`), or the code may leave its own instruction sequence: a branch,
 /// call, return, XBEGIN or SYSENTER (whose return goes to the vDSO). The stub
 /// runs the case's bytes in this process and takes back only faults of the
 /// case's own instructions; a jump past them runs whatever follows on the code
@@ -959,12 +944,15 @@ fn whole_instructions(code: &[u8], options: u32) -> bool {
 /// INT3, INT1 and INT n fault inside the case; SYSCALL and INT 80H return to
 /// the next instruction (a case may call the kernel on purpose: the runner's
 /// context-switch test sleeps).
-fn leaves_the_sequence(code: &[u8], options: u32) -> Option<String> {
+fn code_refusal(code: &[u8], options: u32) -> Option<String> {
     use iced_x86::{Code, FlowControl};
     let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
     let mut ins = iced_x86::Instruction::default();
     while d.can_decode() {
         d.decode_out(&mut ins);
+        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
+            return Some("code does not decode into whole instructions".into());
+        }
         let ok = match ins.flow_control() {
             FlowControl::Next | FlowControl::Exception => true,
             // iced files SYSCALL under calls.
