@@ -10,9 +10,8 @@
 //! A case whose first data access outside its arena lands on memory this
 //! process maps (the code page, the runner's initial image at `INIT_BASE`, say:
 //! libFuzzer learns such constants from comparisons) is not run: the runner
-//! refuses it when the model predicts a #PF there (`Batch::check_expecting`);
-//! when silicon's access differs from the prediction the difference is not
-//! reported (see `xsave_native::mapped`). Code that branches is refused too.
+//! refuses it when the model predicts a #PF there (`Batch::check_expecting`,
+//! `xsave_native::mapped`), as it refuses code that branches.
 //! With `XSAVE_DIFF_NATIVE_LAST=FILE` each input is written to FILE before it
 //! runs: an input that kills the process with no artifact is left there.
 //!
@@ -26,9 +25,8 @@ use std::cell::RefCell;
 use xsave_diff::compare::{compare, render, verdict};
 use xsave_diff::fuzzcase::FuzzCase;
 use xsave_emu::case::INIT_BASE;
-use xsave_emu::{predict, CpuModel, Fault, FaultAt, Outcome};
+use xsave_emu::{predict, CpuModel, Outcome};
 use xsave_fuzz::{case_text, control_line};
-use xsave_native::mapped::is_mapped;
 use xsave_native::runner::{Check, Runner};
 use xsave_native::stub::PRIV_BASE;
 
@@ -122,21 +120,6 @@ fuzz_target!(|data: &[u8]| {
         let cmp = compare(model, &case, &pred, &obs);
         if cmp.is_match() {
             return;
-        }
-        // The model's first data access outside the arena is a #PF (it models
-        // no data on the code page either); if that page is mapped in this
-        // process (the code page, the runner's initial image, stub or areas,
-        // the heap...), silicon read or wrote the runner's own memory: not a
-        // comparison of the CPU with the model.
-        if let Some(FaultAt {
-            fault: Fault::Pf { addr, .. },
-            ..
-        }) = pred.fault
-        {
-            let in_arena = addr >= case.memory.base && addr < case.memory.end();
-            if !in_arena && is_mapped(addr) {
-                return;
-            }
         }
         let v = verdict(model, &case, &cmp, &obs);
         let diffs = render(&cmp, "emu", "native");

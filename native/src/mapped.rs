@@ -33,7 +33,7 @@ pub fn predicted_access_mapped(
     predicted: &xsave_emu::Outcome,
 ) -> Option<u64> {
     use xsave_emu::case::{ARENA_BASE, MAX_ARENA_PAGES};
-    let reserved = ARENA_BASE..ARENA_BASE + (MAX_ARENA_PAGES as u64) * 4096;
+    let reserved = ARENA_BASE..ARENA_BASE + MAX_ARENA_PAGES as u64 * crate::stub::PAGE;
     match predicted.fault {
         Some(xsave_emu::FaultAt {
             fault: xsave_emu::Fault::Pf { addr, .. },

@@ -497,10 +497,12 @@ impl Runner {
         Ok(())
     }
 
-    /// Refuses a case whose predicted first access outside its arena (given, or
-    /// predicted here on the runner's model; a case the model declines is run)
-    /// is a page this process maps (see [`crate::mapped`]).
-    fn refuse_own_memory(&self, case: &Case, predicted: Option<&Outcome>) -> Result<(), Refusal> {
+    /// [`Runner::refusal`], then refuses a case whose predicted first access
+    /// outside its arena (given, or predicted here on the runner's model; a case
+    /// the model declines is run) is a page this process maps (see
+    /// [`crate::mapped`]): what every path asks before it runs a case.
+    fn admit(&self, case: &Case, predicted: Option<&Outcome>) -> Result<(), Refusal> {
+        self.refusal(case)?;
         let own;
         let p = match predicted {
             Some(p) => p,
@@ -543,8 +545,7 @@ impl Runner {
 
     /// Runs `case` carefully (a batch of one, see [`Batch::run`]).
     pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
-        self.refusal(case)?;
-        self.refuse_own_memory(case, None)?;
+        self.admit(case, None)?;
         self.batch()?.careful(case)
     }
 
@@ -555,8 +556,7 @@ impl Runner {
         case: &Case,
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Outcome, Refusal> {
-        self.refusal(case)?;
-        self.refuse_own_memory(case, None)?;
+        self.admit(case, None)?;
         self.batch()?.expecting(case, accept)
     }
 
@@ -686,8 +686,7 @@ impl Batch<'_> {
     /// consecutive clean runs agree ([`Runner::confirm`]) and returns that
     /// outcome, or why it was not run.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, Refusal> {
-        self.runner.refusal(case)?;
-        self.runner.refuse_own_memory(case, None)?;
+        self.runner.admit(case, None)?;
         self.careful(case)
     }
 
@@ -728,8 +727,7 @@ impl Batch<'_> {
         case: &Case,
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Outcome, Refusal> {
-        self.runner.refusal(case)?;
-        self.runner.refuse_own_memory(case, None)?;
+        self.runner.admit(case, None)?;
         self.expecting(case, accept)
     }
 
@@ -764,8 +762,7 @@ impl Batch<'_> {
         predicted: &Outcome,
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Check, Refusal> {
-        self.runner.refusal(case)?;
-        self.runner.refuse_own_memory(case, Some(predicted))?;
+        self.runner.admit(case, Some(predicted))?;
         self.runner.runs += 1;
         let (_, rec) = run_once(self.reg, &mut self.res, case, None, false)?;
         if self.runner.observed_equals(self.reg, case, rec, predicted) {
@@ -934,9 +931,10 @@ pub fn supervisor_init(model: &CpuModel, xss: u64) -> Vec<u8> {
 }
 
 /// Why the runner will not run the code, if it will not (one decoding pass, as
-/// every case is asked): the last instruction is cut short (hardware would fetch
-/// past it: [`insn_offsets`] is `None`), or the code may leave its own instruction sequence: a branch,
-/// call, return, XBEGIN or SYSENTER (whose return goes to the vDSO). The stub
+/// every case is asked): the last instruction is cut short (hardware would
+/// fetch past it: [`insn_offsets`] is `None`), or the code may leave its own
+/// instruction sequence: a branch, call, return, XBEGIN or SYSENTER (whose
+/// return goes to the vDSO). The stub
 /// runs the case's bytes in this process and takes back only faults of the
 /// case's own instructions; a jump past them runs whatever follows on the code
 /// page, with the runner's state at the case's mercy (diff_native: `jrcxz`
