@@ -203,7 +203,7 @@ impl<'m> Machine<'m> {
         bytes.resize(pages * crate::memory::PAGE as usize, 0);
         let m = Memory {
             base: INIT_BASE,
-            bytes,
+            bytes: bytes.into(),
             prot: vec![crate::memory::Prot::ReadWrite; pages],
         };
         let arena = std::mem::replace(&mut self.mem, m);
@@ -533,6 +533,26 @@ pub fn run_forced(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's arena is the case's own bytes until the run writes memory
+    /// (`ArenaBytes`): a case without code hands them to the outcome uncopied;
+    /// FXSAVE64 [RDI] writes the outcome's copy (FCW 037FH at +0, MXCSR 1F80H
+    /// at +24: SDM2 FXSAVE, the init values) and leaves the case's zeros alone.
+    #[test]
+    fn a_run_shares_the_case_arena_until_it_writes_and_never_writes_the_case() {
+        let model = CpuModel::builtin("zen5").expect("built-in");
+        let mut case = crate::Case::new(&model, crate::Control::user(&model));
+        let (o, _) = run(&model, &case, Policy::Predict).expect("supported");
+        assert!(o.memory.shares(&case.memory.bytes));
+        case.code = vec![0x48, 0x0f, 0xae, 0x07];
+        case.gprs[7] = crate::case::ARENA_BASE;
+        let (o, _) = run(&model, &case, Policy::Predict).expect("supported");
+        assert_eq!(o.fault, None);
+        assert!(!o.memory.shares(&case.memory.bytes));
+        assert_eq!(o.memory[0..2], [0x7f, 0x03]);
+        assert_eq!(o.memory[24..28], [0x80, 0x1f, 0, 0]);
+        assert!(case.memory.bytes.iter().all(|&b| b == 0));
+    }
 
     /// The [r64 + disp] shortcut of `effective_address` gives iced's address:
     /// no displacement, disp8 and disp32 of both signs, a wrap past 2^64, RSP

@@ -7,6 +7,7 @@
 
 pub mod amx;
 pub mod area;
+pub mod arena_bytes;
 pub mod case;
 pub mod component;
 pub mod control;

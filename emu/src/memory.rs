@@ -3,6 +3,7 @@
 //! ordinary case. Accesses outside the arena fault as absent pages (P = 0; whether
 //! the OS maps such a page is not the model's to know, see `foreign_page.rs`).
 
+use crate::arena_bytes::ArenaBytes;
 use crate::fault::Fault;
 
 pub const PAGE: u64 = 4096;
@@ -17,7 +18,8 @@ pub enum Prot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Memory {
     pub base: u64,
-    pub bytes: Vec<u8>,
+    /// Shared with the case (and the outcome) until written.
+    pub bytes: ArenaBytes,
     pub prot: Vec<Prot>,
 }
 
@@ -26,7 +28,7 @@ impl Memory {
     pub fn new(base: u64, pages: usize) -> Memory {
         Memory {
             base,
-            bytes: vec![0; pages * PAGE as usize],
+            bytes: vec![0; pages * PAGE as usize].into(),
             prot: vec![Prot::ReadWrite; pages],
         }
     }

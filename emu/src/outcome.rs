@@ -1,6 +1,7 @@
 //! What a run of a case shows: the same fields for the emulator and for every
 //! backend that runs the case for real.
 
+use crate::arena_bytes::ArenaBytes;
 use crate::fault::FaultAt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +14,8 @@ pub struct Outcome {
     /// XGETBV(1) after the case (None where the CPU lacks XGETBV1).
     pub xinuse: Option<u64>,
     pub gprs: [u64; 16],
-    /// The arena after the case.
-    pub memory: Vec<u8>,
+    /// The arena after the case (the case's own bytes when nothing wrote them).
+    pub memory: ArenaBytes,
     /// Supervisor state after the case (what a ring-0 runner's XSAVES of
     /// XCR0 | IA32_XSS sees): the contents of each supervisor component enabled
     /// in IA32_XSS, in ascending component order, concatenated, with init values

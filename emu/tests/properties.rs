@@ -248,7 +248,7 @@ proptest! {
         let base = if flags & 128 != 0 { base } else { ARENA_BASE };
         let mut mem = Memory::new(base & !0xFFF, 0);
         mem.base = base;
-        mem.bytes = vec![0xA5; mem_len];
+        mem.bytes = vec![0xA5; mem_len].into();
         mem.prot = prot.iter().map(|p| [Prot::None, Prot::Read, Prot::ReadWrite][*p as usize]).collect();
         c.memory = mem;
         c.code = code;

@@ -389,7 +389,11 @@ pub fn read_cases(r: impl BufRead) -> Result<Vec<Case>, ProtocolError> {
         out.push(Case {
             control,
             init,
-            memory: Memory { base, bytes, prot },
+            memory: Memory {
+                base,
+                bytes: bytes.into(),
+                prot,
+            },
             code,
             gprs,
         });
@@ -594,7 +598,7 @@ pub fn read_outcomes(
             final_image,
             xinuse,
             gprs,
-            memory,
+            memory: memory.into(),
             supervisor,
         }));
     }

@@ -633,7 +633,7 @@ impl Runner {
             gprs,
             // Only read-write pages can have changed; the alias holds every
             // page's bytes as the run left them.
-            memory: peek(reg.alias + ARENA_OFF as u64, case.memory.bytes.len()),
+            memory: peek(reg.alias + ARENA_OFF as u64, case.memory.bytes.len()).into(),
             supervisor: self.supervisor.clone(),
         })
     }

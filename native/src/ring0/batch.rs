@@ -677,7 +677,7 @@ pub fn to_run(
             final_image,
             xinuse,
             gprs,
-            memory: rec.arena.clone(),
+            memory: rec.arena.clone().into(),
             supervisor,
         },
         xsaves_image: rec.xsaves.clone(),
