@@ -18,6 +18,7 @@
 //! interrupted tile load and the SDM gives no check on it.
 //! TILEDATA is loaded in full whatever TILECFG says.
 
+use crate::layout::Slot;
 use crate::machine::Machine;
 use crate::state::XState;
 
@@ -31,23 +32,30 @@ pub fn tilecfg_supported(b: &[u8]) -> bool {
     if b.len() != 64 {
         return false;
     }
+    // Each test ORs (or ANDs) its bytes without stopping early: fixed ranges
+    // the compiler turns into a few word operations.
+    let zero = |r: std::ops::Range<usize>| b[r].iter().fold(0, |a, &x| a | x) == 0;
     match b[0] {
-        0 => b.iter().all(|&x| x == 0),
+        0 => zero(0..64),
         1 => {
-            if b[2..16].iter().any(|&x| x != 0)
-                || b[16 + 2 * MAX_NAMES..48].iter().any(|&x| x != 0)
-                || b[48 + MAX_NAMES..64].iter().any(|&x| x != 0)
-            {
+            if !(zero(2..16) && zero(16 + 2 * MAX_NAMES..48) && zero(48 + MAX_NAMES..64)) {
                 return false;
             }
-            (0..MAX_NAMES).all(|t| {
+            (0..MAX_NAMES).fold(true, |ok, t| {
                 let colsb = u16::from_le_bytes([b[16 + 2 * t], b[17 + 2 * t]]);
                 let rows = b[48 + t];
-                colsb <= BYTES_PER_ROW && rows <= MAX_ROWS && ((colsb == 0) == (rows == 0))
+                ok & (colsb <= BYTES_PER_ROW) & (rows <= MAX_ROWS) & ((colsb == 0) == (rows == 0))
             })
         }
         _ => false,
     }
+}
+
+/// Whether XRSTOR(S) loads this TILECFG image as is: a value LDTILECFG would
+/// accept, not palette 0 (else TILECFG is initialized, see
+/// [`load_component_into`]).
+pub fn tilecfg_loads(b: &[u8]) -> bool {
+    tilecfg_supported(b) && b[0] != 0
 }
 
 /// Loads extended component `i` from image bytes; returns whether it is now in
@@ -63,7 +71,7 @@ pub fn load_component(m: &mut Machine, i: usize, b: &[u8]) -> bool {
 
 /// [`load_component`] on a state.
 pub fn load_component_into(st: &mut XState, i: usize, b: &[u8]) -> bool {
-    if i == 17 && (!tilecfg_supported(b) || b[0] == 0) {
+    if i == 17 && !tilecfg_loads(b) {
         st.init_component(17);
         return false;
     }
@@ -72,4 +80,29 @@ pub fn load_component_into(st: &mut XState, i: usize, b: &[u8]) -> bool {
         c.copy_from_slice(b);
     }
     true
+}
+
+/// [`load_component_into`] for the components `slots` (ascending, each as
+/// long as the state holds it, one after the other both in the image and in
+/// the state: [`XState::follows`]) from their image bytes `b`, in one copy;
+/// returns the components not in use afterwards (TILECFG initialized).
+pub fn load_run_into(st: &mut XState, slots: &[Slot], b: &[u8]) -> u64 {
+    let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+        return 0;
+    };
+    if slots.len() == 1 {
+        return (!load_component_into(st, first.index, b) as u64) << first.index;
+    }
+    let tilecfg = slots.iter().find(|s| s.index == 17).map(|s| {
+        let o = (s.offset - first.offset) as usize;
+        tilecfg_loads(&b[o..o + s.size as usize])
+    });
+    let run = slots.iter().fold(0, |a, s| a | 1 << s.index);
+    debug_assert_eq!(b.len(), (last.offset + last.size - first.offset) as usize);
+    st.run_mut(run, first.index, b.len()).copy_from_slice(b);
+    if tilecfg == Some(false) {
+        st.init_component(17);
+        return 1 << 17;
+    }
+    0
 }

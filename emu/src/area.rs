@@ -284,6 +284,12 @@ pub fn read_array<const N: usize>(m: &Machine, addr: u64) -> Result<[u8; N], Fau
     Ok(b)
 }
 
+/// The little-endian dword at `addr`, already checked readable.
+pub fn read_u32(m: &Machine, addr: u64) -> u32 {
+    let b = m.read_slice(addr, 4);
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// Reads `len` bytes at `addr` (a #PF if any byte is not readable).
 pub fn read(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
     m.read_check(addr, len as u64)?;

@@ -38,6 +38,25 @@ pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
 
 /// Loads the x87 part from an image's bytes 0..160.
 pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
+    let x = x87_from(m, b, rex_w);
+    set_x87(m, x);
+}
+
+/// [`load_x87`] from the 160 bytes at `addr`, already checked readable.
+pub fn load_x87_at(m: &mut Machine, addr: u64, rex_w: bool) {
+    let x = x87_from(m, &m.read_slice(addr, 160), rex_w);
+    set_x87(m, x);
+}
+
+fn set_x87(m: &mut Machine, x: X87) {
+    if m.policy == crate::machine::Policy::Architectural {
+        m.lat.fsw_es_b = true;
+    }
+    m.st.x87 = x;
+}
+
+/// The x87 state an image's bytes 0..160 load.
+fn x87_from(m: &Machine, b: &[u8], rex_w: bool) -> X87 {
     let q = m.quirks();
     let mut x = X87 {
         // FCW bits 7 and 15:13 are reserved and read 0, bit 6 reads 1 (seen on the Intel
@@ -71,10 +90,7 @@ pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
     for k in 0..8 {
         x.st[k].copy_from_slice(&b[32 + 16 * k..32 + 16 * k + 10]);
     }
-    if m.policy == crate::machine::Policy::Architectural {
-        m.lat.fsw_es_b = true;
-    }
-    m.st.x87 = x;
+    x
 }
 
 /// XMM0..XMM15 as bytes 160..416 (64-bit mode).
@@ -87,9 +103,14 @@ pub fn xmm_bytes(m: &Machine) -> [u8; 256] {
 }
 
 pub fn load_xmm(m: &mut Machine, b: &[u8]) {
-    for k in 0..16 {
-        m.st.xmm[k].copy_from_slice(&b[16 * k..16 * k + 16]);
-    }
+    m.st.xmm.as_flattened_mut().copy_from_slice(&b[..256]);
+}
+
+/// [`load_xmm`] from the 256 bytes at `addr`, already checked readable.
+pub fn load_xmm_at(m: &mut Machine, addr: u64) {
+    let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
+    let b = crate::machine::read_source(image, mem, addr, 256);
+    st.xmm.as_flattened_mut().copy_from_slice(&b);
 }
 
 /// MXCSR and MXCSR_MASK, bytes 24..32.

@@ -36,7 +36,8 @@ pub fn probe_legacy(m: &Machine, base: u64, probe: u64) -> Result<(), Fault> {
 /// The last step of both forms: loads the extended components of `ext` (their
 /// slots in the image at `base`, already checked readable), initializes the
 /// others of `to_init`, then updates XINUSE (a TILECFG that loads as palette 0
-/// is not in use), XMODIFIED and XRSTOR_INFO.
+/// is not in use), XMODIFIED and XRSTOR_INFO. Slots that follow each other in
+/// the image and in the state's own layout are loaded as one run.
 #[allow(clippy::too_many_arguments)]
 pub fn commit_extended(
     m: &mut Machine,
@@ -49,21 +50,43 @@ pub fn commit_extended(
     xcomp_bv: u64,
 ) {
     let mut inuse = to_restore;
-    for s in ext {
-        let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
-        let addr = base.wrapping_add(s.offset as u64);
-        let loaded = match image {
-            None => crate::amx::load_component_into(st, s.index, mem.slice(addr, s.size as usize)),
-            Some(_) => {
-                let b = crate::machine::read_source(image, mem, addr, s.size as usize);
-                crate::amx::load_component_into(st, s.index, &b)
+    let mut ext = ext.peekable();
+    let mut run = [layout::Slot {
+        index: 0,
+        offset: 0,
+        size: 0,
+    }; crate::component::MAX_COMPONENT + 1];
+    while let Some(first) = ext.next() {
+        run[0] = first;
+        let mut n = 1;
+        if m.st.comp(first.index).len() == first.size as usize {
+            while let Some(&s) = ext.peek() {
+                let prev = run[n - 1];
+                if n == run.len()
+                    || prev.offset.checked_add(prev.size) != Some(s.offset)
+                    || m.st.comp(s.index).len() != s.size as usize
+                    || !m.st.follows(prev.index, s.index)
+                {
+                    break;
+                }
+                run[n] = s;
+                n += 1;
+                ext.next();
             }
-        };
-        if loaded {
-            m.state_loaded(s.index, addr, s.size);
-        } else {
-            inuse &= !(1 << s.index);
-            m.set_by(1 << s.index, &rules::XRSTOR_TILECFG);
+        }
+        let run = &run[..n];
+        let len = (run[n - 1].offset + run[n - 1].size - first.offset) as usize;
+        let addr = base.wrapping_add(first.offset as u64);
+        let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
+        let b = crate::machine::read_source(image, mem, addr, len);
+        let not_in_use = crate::amx::load_run_into(st, run, &b);
+        inuse &= !not_in_use;
+        for s in run {
+            if not_in_use >> s.index & 1 != 0 {
+                m.set_by(1 << s.index, &rules::XRSTOR_TILECFG);
+            } else {
+                m.state_loaded(s.index, base.wrapping_add(s.offset as u64), s.size);
+            }
         }
     }
     for i in Xfeatures::from_bits_retain(to_init)
@@ -76,31 +99,29 @@ pub fn commit_extended(
     finish(m, op, rfbm, inuse, xcomp_bv);
 }
 
-/// Loads or initializes x87 and the XMM registers: `x87`/`xmm` are the image
-/// bytes of components to load; `to_init` says which of 0 and 1 to initialize.
+/// Loads or initializes x87 and the XMM registers: `load` says which of 0 and
+/// 1 to load from the area at `base` (its bytes already checked readable and
+/// unchanged since), `to_init` which to initialize.
 /// The x87 init is FNINIT's plus ST0..7 = 0 (SDM1 §13.6: FCW 037FH, FSW 0, all
 /// tags empty, FIP/FDP/FCS/FDS/FOP 0); the SSE init clears XMM0..15 and, in the
-/// compacted form only (`compacted_mxcsr_init`), sets MXCSR to 1F80H. The
-/// loaded bytes come from the area at `base` (for their alternatives).
-#[allow(clippy::too_many_arguments)]
+/// compacted form only (`compacted_mxcsr_init`), sets MXCSR to 1F80H.
 pub fn legacy_part(
     m: &mut Machine,
     base: u64,
     rex_w: bool,
     to_init: u64,
-    x87: Option<&[u8; 160]>,
-    xmm: Option<&[u8; 256]>,
+    load: u64,
     compacted_mxcsr_init: bool,
 ) {
-    if let Some(b) = x87 {
-        legacy::load_x87(m, b, rex_w);
+    if load & 1 != 0 {
+        legacy::load_x87_at(m, base, rex_w);
         m.state_loaded(0, base, 160);
     } else if to_init & 1 != 0 {
         m.st.x87 = crate::state::X87::init();
         m.state_initialized(0);
     }
-    if let Some(b) = xmm {
-        legacy::load_xmm(m, b);
+    if load & 2 != 0 {
+        legacy::load_xmm_at(m, base.wrapping_add(160));
         m.state_loaded(1, base.wrapping_add(160), 256);
     } else if to_init & 2 != 0 {
         m.st.xmm = [[0; 16]; 16];

@@ -169,6 +169,29 @@ impl XState {
         let (o, n) = self.span(i);
         &mut self.ext[o..o + n]
     }
+    /// Whether component `next` starts in `ext` where component `prev` ends
+    /// (their bytes are one run there).
+    pub fn follows(&self, prev: usize, next: usize) -> bool {
+        let (o, n) = self.span(prev);
+        self.span(next).0 == o + n
+    }
+
+    /// The `len` bytes of `ext` from component `first`'s start: the
+    /// contents of the components of `run`, one after the other there
+    /// ([`XState::follows`]).
+    pub fn run(&self, first: usize, len: usize) -> &[u8] {
+        let o = self.span(first).0;
+        &self.ext[o..o + len]
+    }
+
+    /// [`XState::run`] to be written: the components of `run` may differ
+    /// from their init configuration afterwards.
+    pub fn run_mut(&mut self, run: u64, first: usize, len: usize) -> &mut [u8] {
+        self.dirty |= run;
+        let o = self.span(first).0;
+        &mut self.ext[o..o + len]
+    }
+
     /// Offset and size of component i in `ext` (empty for an unknown i).
     fn span(&self, i: usize) -> (usize, usize) {
         match (self.ext_off.get(i), self.ext_size.get(i)) {

@@ -9,10 +9,13 @@ fn canonical48(v: u64) -> bool {
     ((v << 16) as i64 >> 16) as u64 == v
 }
 
-/// Whether [`check_supervisor_value`] checks component `i`'s value (CET_U,
-/// CET_S); every other component's bytes load as they are.
+/// The components whose values [`check_supervisor_value`] checks: CET_U,
+/// CET_S; every other component's bytes load as they are.
+pub const VALUE_CHECKED: u64 = 1 << 11 | 1 << 12;
+
+/// Whether [`check_supervisor_value`] checks component `i`'s value.
 pub fn value_checked(i: usize) -> bool {
-    matches!(i, 11 | 12)
+    i < 64 && VALUE_CHECKED >> i & 1 != 0
 }
 
 /// #GP(0) for a supervisor component value that WRMSR would refuse (SDM1 §13.12,

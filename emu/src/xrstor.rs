@@ -14,7 +14,7 @@
 //! after reading the header, before any header #GP and before XFD's #NM
 //! (corpus/silicon/xrstor-*-probe-*.case).
 
-use crate::area::{check_read_slots, read_array, read_header, Header};
+use crate::area::{check_read, check_read_slots, read_header, read_u32, Header};
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
@@ -46,7 +46,13 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
     // The region is noted first (the envelope admits a #PF on any of its bytes
     // whichever order a model probes in).
     m.note_region(op.addr, end as u64, false);
+    // Every read below lies in the region: when all of it can be read (one
+    // page walk), none of them faults and their checks are skipped.
+    let readable = m.read_check(op.addr, end as u64).is_ok();
     let probe = |m: &mut Machine| {
+        if readable {
+            return Ok(());
+        }
         m.probe_last_byte(op.addr, end as u64, false)?;
         probe_legacy(m, op.addr, rfbm)
     };
@@ -81,35 +87,24 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
         return Err(m.raise(&rules::XRSTOR_NM_XFD, Fault::Nm));
     }
     let base = op.addr;
-    let x87 = if to_restore & 1 != 0 {
-        Some(read_array::<160>(m, base)?)
-    } else {
-        None
-    };
-    // MXCSR is loaded when RFBM[1] or RFBM[2] is set, whatever XSTATE_BV says.
-    let mxcsr = if rfbm & 0b110 != 0 {
-        Some(u32::from_le_bytes(read_array(m, base.wrapping_add(24))?))
-    } else {
-        None
-    };
-    let xmm = if to_restore & 2 != 0 {
-        Some(read_array::<256>(m, base.wrapping_add(160))?)
-    } else {
-        None
-    };
     let ext = || layout::standard_slots(m.model, Xfeatures::from_bits_retain(to_restore));
-    check_read_slots(m, base, ext)?;
-    let load_legacy = |m: &mut Machine| {
-        legacy_part(
-            m,
-            base,
-            op.rex_w,
-            to_init,
-            x87.as_ref(),
-            xmm.as_ref(),
-            false,
-        )
-    };
+    if !readable {
+        if to_restore & 1 != 0 {
+            check_read(m, base, 160)?;
+        }
+        if rfbm & 0b110 != 0 {
+            check_read(m, base.wrapping_add(24), 4)?;
+        }
+        if to_restore & 2 != 0 {
+            check_read(m, base.wrapping_add(160), 256)?;
+        }
+        check_read_slots(m, base, ext)?;
+    }
+    // x87 and XMM0..15 come from the area when they are restored; MXCSR is
+    // loaded when RFBM[1] or RFBM[2] is set, whatever XSTATE_BV says.
+    let load = to_restore & 0b11;
+    let mxcsr = (rfbm & 0b110 != 0).then(|| read_u32(m, base.wrapping_add(24)));
+    let load_legacy = |m: &mut Machine| legacy_part(m, base, op.rex_w, to_init, load, false);
     if let Some(v) = mxcsr {
         if let Err(f) = legacy::check_mxcsr(m, v, &rules::XRSTOR_GP_MXCSR_RESERVED) {
             // The SDM is silent on partial user state before this #GP (reference S2):

@@ -431,6 +431,34 @@ fn xrstor_of_an_unsupported_tilecfg_initializes_it() {
 }
 
 #[test]
+fn xrstor_of_an_unsupported_tilecfg_next_to_tiledata_initializes_only_tilecfg() {
+    // SDM1 §13.5.11 with TILEDATA restored as well (the two follow each other in
+    // the image and in the model's state, and load as one run): palette 2
+    // initializes TILECFG (XINUSE[17] = 0), TILEDATA loads as it is. Standard form
+    // (TILECFG at 2752, TILEDATA at 2816) and compacted with XCOMP_BV =
+    // TILECFG|TILEDATA (576, 640); a palette-1 TILECFG loads with it.
+    let data = pat(7, 8192);
+    let mut good = [0u8; 64];
+    good[0] = 1;
+    good[16] = 64;
+    good[48] = 16;
+    let mut bad = good;
+    bad[0] = 2;
+    for (xcomp_bv, at) in [(0, 2752), (CMP | 0x6_0000, 576)] {
+        for (cfg, xinuse) in [(bad, 1 << 18), (good, 0x6_0000)] {
+            let mut t = xrstor("xeon-amx-vm", 0x6_0000, 0x6_0000, xcomp_bv);
+            t.put(at, &cfg).put(at + 64, &data);
+            let o = t.predict();
+            assert_eq!(o.fault, None);
+            let want = if cfg[0] == 1 { cfg } else { [0; 64] };
+            assert_eq!(&o.final_image[2752..2816], &want[..], "{xcomp_bv:#x}");
+            assert_eq!(&o.final_image[2816..11008], &data[..], "{xcomp_bv:#x}");
+            assert_eq!(o.xinuse, Some(xinuse), "{xcomp_bv:#x}");
+        }
+    }
+}
+
+#[test]
 fn xrstor_nm_for_an_xfd_armed_component_loaded_from_memory() {
     // SDM1 §13.14: #NM if RFBM[18] = XSTATE_BV[18] = 1 and TILEDATA is armed; no
     // #NM with XSTATE_BV[18] = 0 (TILEDATA initialized) or RFBM[18] = 0.
