@@ -11,6 +11,7 @@ mod cases;
 
 use common::*;
 use iced_x86::code_asm::*;
+use xsave_emu::{layout, Xfeatures};
 
 macro_rules! fast_and_careful {
     ($($name:ident),* $(,)?) => {
@@ -160,4 +161,52 @@ fn check_expecting_judges_in_place_and_builds_only_on_a_difference() {
         b.runner().runs - runs2 >= 3,
         "one fast and two careful runs"
     );
+}
+
+/// A fast run (`check_expecting`) writes of the initial image only the bytes
+/// its initial XRSTOR64 loads (legacy region, header, the components of
+/// XSTATE_BV AND XCOMP_BV's layout) and leaves the rest as the last image
+/// left them. Images that load AVX (standard and compacted form), each with
+/// junk in every byte, alternate with images that load nothing but the legacy
+/// region, with other junk: each case's fast run (every outcome accepted, so
+/// never rerun) shows what its careful run shows (but for declared noise), so
+/// every byte the XRSTOR loads was the case's own (SDM1 §13.8: XRSTOR reads
+/// component i only where RFBM[i] = XSTATE_BV[i] = 1; MXCSR always).
+#[test]
+fn a_fast_run_writes_the_image_bytes_its_xrstor_loads() {
+    let m = model();
+    let xcr0 = runner().control().xcr0;
+    let std_size = layout::standard(&m, Xfeatures::from_bits_retain(xcr0)).size as usize;
+    let with_image = |junk: u8, xstate_bv: u64, xcomp_bv: u64| {
+        let mut c = case(std_size.div_ceil(4096), asm(|a| a.xsave64(ptr(rdi))));
+        c.init = vec![junk; std_size];
+        // FCW..FOP and MXCSR valid, the x87 and XMM bytes junk.
+        c.init[0..32].fill(0);
+        c.init[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        c.init[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        c.init[512..576].fill(0);
+        c.init[512..520].copy_from_slice(&xstate_bv.to_le_bytes());
+        c.init[520..528].copy_from_slice(&xcomp_bv.to_le_bytes());
+        c
+    };
+    let cases = [
+        with_image(0x5A, 0b111, 0),
+        with_image(0xA5, 0b011, 0),
+        with_image(0x3C, 0b111, 1 << 63 | 0b111),
+        with_image(0xC3, 0b011, 1 << 63 | 0b111),
+    ];
+    let mut r = runner();
+    let careful: Vec<_> = cases.iter().map(|c| r.run(c).unwrap()).collect();
+    let mut b = r.batch().unwrap();
+    for round in 0..3 {
+        for (k, (c, o)) in cases.iter().zip(&careful).enumerate() {
+            let fast = b.check_expecting(c, o, |_| true).unwrap().outcome(o);
+            let d = real_differences(&m, c, o, &fast);
+            assert!(
+                d.is_empty(),
+                "round {round}, case {k}: careful and fast runs differ:\n  {}",
+                d.join("\n  ")
+            );
+        }
+    }
 }

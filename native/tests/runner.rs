@@ -71,6 +71,47 @@ fn xfd_nm_after_gp_and_pf() {
     assert_eq!(fault_of(&nm), Some(Fault::Nm));
 }
 
+/// A #PF or #GP after a #UD sets the thread's trap number (13 or 14, as its
+/// signal reports), so the runner takes no #BP prime before the next SIGILL,
+/// and XFD's #NM after it is still #NM; after a #UD straight before it, the
+/// fast path (`check_expecting`, given a prediction of #NM or #UD) primes
+/// before the run. Each outcome is the careful path's.
+#[test]
+fn xfd_nm_after_ud_then_pf_or_gp_and_on_the_fast_path() {
+    let Some(nm) = tiledata_xrstor() else { return };
+    let ud = ud2_case();
+    let mut gp = case(4, asm(|a| a.xsave64(ptr(rdi))));
+    gp.gprs[7] += 4;
+    let mut pf = case(4, asm(|a| a.xsave64(ptr(rdi))));
+    pf.memory.prot = vec![Prot::Read; 4];
+    let order = [
+        &ud, &pf, &nm, &ud, &gp, &nm, &ud, &nm, &nm, &ud, &ud, &pf, &nm,
+    ];
+    let want = |c: &xsave_emu::Case| fault_of(c).expect("a fault");
+    let expected: Vec<Fault> = order.iter().map(|c| want(c)).collect();
+    for (k, c) in order.iter().enumerate() {
+        let w = if std::ptr::eq(*c, &ud) {
+            Fault::Ud
+        } else if std::ptr::eq(*c, &nm) {
+            Fault::Nm
+        } else {
+            expected[k]
+        };
+        assert_eq!(expected[k], w, "careful run {k}");
+    }
+    let m = model();
+    let predicted: Vec<_> = order
+        .iter()
+        .map(|c| xsave_emu::predict(&m, c).unwrap())
+        .collect();
+    let mut r = runner();
+    let mut b = r.batch().unwrap();
+    for (k, (c, p)) in order.iter().zip(&predicted).enumerate() {
+        let o = b.check_expecting(c, p, |_| true).unwrap().outcome(p);
+        assert_eq!(o.fault.map(|f| f.fault), Some(expected[k]), "fast run {k}");
+    }
+}
+
 /// A case whose initial image needs an armed component is refused.
 #[test]
 fn armed_component_in_initial_image_is_refused() {
