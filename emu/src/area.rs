@@ -100,7 +100,7 @@ impl Writes {
             if p.len > 0 {
                 let source = match (p.src, base) {
                     (Src::Comp(i), _) => Some(Source::Comp(i)),
-                    (Src::Buf(_), Some(b))
+                    (Src::Buf(_) | Src::Xmm, Some(b))
                         if p.addr.wrapping_sub(b) < 416
                             || (512..520).contains(&p.addr.wrapping_sub(b)) =>
                     {
@@ -128,15 +128,22 @@ impl Writes {
         let cpl = m.ctl.cpl;
         self.note_provenance(m, base);
         let mut fault = None;
+        // When every byte from the lowest piece's first to the highest one's
+        // last can be written, no piece faults, nor a probe in that range.
+        let hull = self
+            .hull()
+            .filter(|&(lo, hi)| m.mem.check(lo, hi - lo, true, cpl).is_ok());
         if let Some((b, rfbm)) = intel {
             fault = [(0u64, 0), (24, 1)]
                 .iter()
                 .filter(|(_, bit)| rfbm >> bit & 1 != 0)
-                .find_map(|(off, _)| m.mem.check(b.wrapping_add(*off), 1, true, cpl).err());
+                .map(|(off, _)| b.wrapping_add(*off))
+                .filter(|a| hull.is_none_or(|(lo, hi)| !(lo..hi).contains(a)))
+                .find_map(|a| m.mem.check(a, 1, true, cpl).err());
         }
         // The first faulting piece's key, when a piece (not a probe) faults.
         let mut first_key = None;
-        if fault.is_none() && !self.hull_writable(m) {
+        if fault.is_none() && hull.is_none() {
             // The first faulting piece in the order (rank, address): the same as
             // sorting the pieces and checking them in turn.
             let rank = |a: u64| {
@@ -222,21 +229,18 @@ impl Writes {
 }
 
 impl Writes {
-    /// Whether the bytes from the lowest piece's first to the highest piece's
-    /// last are all writable: then no piece faults, and the piece-by-piece
-    /// search for the first fault is skipped (one page walk instead of one per
-    /// piece). False when a piece wraps the address space or there is none.
-    fn hull_writable(&self, m: &Machine) -> bool {
+    /// The bytes from the lowest piece's first to the highest piece's last
+    /// (checked writable once instead of piece by piece); none when a piece
+    /// wraps the address space or there is none.
+    fn hull(&self) -> Option<(u64, u64)> {
         let mut lo = u64::MAX;
         let mut hi = 0u64;
         for p in &self.pieces {
-            let Some(end) = p.addr.checked_add(p.len as u64) else {
-                return false;
-            };
+            let end = p.addr.checked_add(p.len as u64)?;
             lo = lo.min(p.addr);
             hi = hi.max(end);
         }
-        lo < hi && m.mem.check(lo, hi - lo, true, m.ctl.cpl).is_ok()
+        (lo < hi).then_some((lo, hi))
     }
 }
 

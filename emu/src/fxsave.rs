@@ -29,7 +29,7 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         let b = legacy::mxcsr_bytes(m);
         w.put(op.addr.wrapping_add(24), &b[0..4]);
         w.put_with(&rules::SAVE_MXCSR_MASK, op.addr.wrapping_add(28), &b[4..8]);
-        w.put(op.addr.wrapping_add(160), &legacy::xmm_bytes(m));
+        w.put_xmm(op.addr.wrapping_add(160));
     }
     legacy::x87_latitude(m, op.addr, op.rex_w);
     w.commit_save(m, op.addr, 1, 0)

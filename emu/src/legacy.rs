@@ -93,15 +93,6 @@ fn x87_from(m: &Machine, b: &[u8], rex_w: bool) -> X87 {
     x
 }
 
-/// XMM0..XMM15 as bytes 160..416 (64-bit mode).
-pub fn xmm_bytes(m: &Machine) -> [u8; 256] {
-    let mut b = [0u8; 256];
-    for (k, r) in m.st.xmm.iter().enumerate() {
-        b[16 * k..16 * k + 16].copy_from_slice(r);
-    }
-    b
-}
-
 pub fn load_xmm(m: &mut Machine, b: &[u8]) {
     m.st.xmm.as_flattened_mut().copy_from_slice(&b[..256]);
 }

@@ -50,7 +50,7 @@ pub fn standard_writes(
         w.put_with(&rules::SAVE_MXCSR_MASK, base.wrapping_add(28), &b[4..8]);
     }
     if save.has(1) {
-        w.put(base.wrapping_add(160), &legacy::xmm_bytes(m));
+        w.put_xmm(base.wrapping_add(160));
     }
     let armed = m.ctl.xfd_armed();
     for i in save.indices().filter(|&i| i >= 2) {
@@ -88,7 +88,7 @@ pub fn compacted_writes(m: &Machine, w: &mut Writes, base: u64, rfbm: u64, save:
         let b = legacy::mxcsr_bytes(m);
         w.put(base.wrapping_add(24), &b[0..4]);
         w.put_with(&rules::SAVE_MXCSR_MASK, base.wrapping_add(28), &b[4..8]);
-        w.put(base.wrapping_add(160), &legacy::xmm_bytes(m));
+        w.put_xmm(base.wrapping_add(160));
     }
     for s in layout::compacted_slots(m.model, Xfeatures::from_bits_retain(rfbm)) {
         if save & (1 << s.index) != 0 {

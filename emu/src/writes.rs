@@ -20,6 +20,8 @@ pub(crate) enum Src {
     Comp(usize),
     /// Component i in its initial configuration (zero but for its first qword).
     Init(usize),
+    /// XMM0..XMM15 as the legacy region holds them (bytes 160..416).
+    Xmm,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +40,7 @@ impl Piece {
     pub(crate) fn state_byte(&self, base: u64) -> Option<crate::latitude::StateByte> {
         match self.src {
             Src::Comp(i) => Some((i, 0)),
-            Src::Buf(_) => match self.addr.wrapping_sub(base) {
+            Src::Buf(_) | Src::Xmm => match self.addr.wrapping_sub(base) {
                 o @ 0..160 => Some((0, o as u32)),
                 o @ 160..416 => Some((1, o as u32 - 160)),
                 _ => None,
@@ -108,6 +110,16 @@ impl Writes {
             rule,
         });
     }
+    /// XMM0..XMM15 (64-bit mode) as they are when the writes are made.
+    pub fn put_xmm(&mut self, addr: u64) {
+        let rule = self.rule();
+        self.pieces.push(Piece {
+            addr,
+            len: 256,
+            src: Src::Xmm,
+            rule,
+        });
+    }
     /// Component `i` in its initial configuration, `len` bytes.
     pub fn put_init(&mut self, addr: u64, i: usize, len: usize) {
         let rule = self.rule();
@@ -119,15 +131,34 @@ impl Writes {
         });
     }
 
-    /// Writes each piece into `out` (indexed by `addr - base`).
+    /// Writes each piece into `out` (indexed by `addr - base`). Components
+    /// that follow each other both there and in the state ([`XState::follows`])
+    /// are written as one run.
     fn write_to(&self, st: &XState, out: &mut [u8], base: u64) {
-        for p in &self.pieces {
+        let mut pieces = self.pieces.iter().peekable();
+        while let Some(p) = pieces.next() {
             let o = p.addr.wrapping_sub(base) as usize;
-            let dst = &mut out[o..o + p.len];
             match p.src {
-                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
-                Src::Comp(i) => dst.copy_from_slice(st.comp(i)),
-                Src::Init(i) => init_bytes(i, dst),
+                Src::Buf(s) => out[o..o + p.len].copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Xmm => out[o..o + p.len].copy_from_slice(st.xmm.as_flattened()),
+                Src::Comp(i) => {
+                    let (mut last, mut len) = (i, p.len);
+                    while let Some(&&Piece {
+                        addr,
+                        len: n,
+                        src: Src::Comp(j),
+                        ..
+                    }) = pieces.peek()
+                    {
+                        if addr != p.addr.wrapping_add(len as u64) || !st.follows(last, j) {
+                            break;
+                        }
+                        (last, len) = (j, len + n);
+                        pieces.next();
+                    }
+                    out[o..o + len].copy_from_slice(st.run(i, len));
+                }
+                Src::Init(i) => init_bytes(i, &mut out[o..o + p.len]),
             }
         }
     }
@@ -138,6 +169,7 @@ impl Writes {
         for p in &self.pieces {
             match p.src {
                 Src::Buf(s) => f(p.addr, &self.buf[s..s + p.len]),
+                Src::Xmm => f(p.addr, st.xmm.as_flattened()),
                 Src::Comp(i) => f(p.addr, st.comp(i)),
                 Src::Init(i) => {
                     init.resize(p.len, 0);
@@ -158,6 +190,7 @@ impl Writes {
             let dst = &mut area[o..o + p.len];
             match p.src {
                 Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + p.len]),
+                Src::Xmm => dst.copy_from_slice(st.xmm.as_flattened()),
                 Src::Comp(i) if st.is_dirty(i) => dst.copy_from_slice(st.comp(i)),
                 Src::Comp(i) | Src::Init(i) => init_qword(i, dst),
             }
