@@ -5,14 +5,16 @@
 use crate::fault::Fault;
 use crate::latitude;
 use crate::machine::Machine;
+use crate::model::CpuModel;
 use crate::rules::Rule;
 use crate::state::X87;
 
-/// Bytes 0..160 of the x87 part (bytes 24..31, MXCSR, are left as zero here).
-pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
+/// Bytes 0..160 of the x87 part into `b`, 160 zero bytes (bytes 24..31,
+/// MXCSR, are left as zero here). Written in place: a copy of bytes just
+/// stored piecemeal stalls on store forwarding.
+pub fn x87_image(m: &Machine, rex_w: bool, b: &mut [u8]) {
     let x = &m.st.x87;
     let q = m.quirks();
-    let mut b = [0u8; 160];
     b[0..2].copy_from_slice(&x.fcw.to_le_bytes());
     b[2..4].copy_from_slice(&x.fsw.to_le_bytes());
     b[4] = x.ftw;
@@ -33,49 +35,49 @@ pub fn x87_bytes(m: &Machine, rex_w: bool) -> [u8; 160] {
     for (k, r) in x.st.iter().enumerate() {
         b[32 + 16 * k..32 + 16 * k + 10].copy_from_slice(r);
     }
-    b
 }
 
 /// Loads the x87 part from an image's bytes 0..160.
 pub fn load_x87(m: &mut Machine, b: &[u8], rex_w: bool) {
-    let x = x87_from(m, b, rex_w);
-    set_x87(m, x);
+    x87_into(m.model, b, rex_w, &mut m.st.x87);
+    loaded_x87(m);
 }
 
 /// [`load_x87`] from the 160 bytes at `addr`, already checked readable.
 pub fn load_x87_at(m: &mut Machine, addr: u64, rex_w: bool) {
-    let x = x87_from(m, &m.read_slice(addr, 160), rex_w);
-    set_x87(m, x);
+    let (image, Machine { st, mem, model, .. }) = (m.image(), &mut *m);
+    let b = crate::machine::read_source(image, mem, addr, 160);
+    x87_into(model, &b, rex_w, &mut st.x87);
+    loaded_x87(m);
 }
 
-fn set_x87(m: &mut Machine, x: X87) {
+fn loaded_x87(m: &mut Machine) {
     if m.policy == crate::machine::Policy::Architectural {
         m.lat.fsw_es_b = true;
     }
-    m.st.x87 = x;
 }
 
-/// The x87 state an image's bytes 0..160 load.
-fn x87_from(m: &Machine, b: &[u8], rex_w: bool) -> X87 {
-    let q = m.quirks();
-    let mut x = X87 {
-        // FCW bits 7 and 15:13 are reserved and read 0, bit 6 reads 1 (seen on the Intel
-        // host: FFFFH loads as 1F7FH, 0000H as 0040H; Bochs masks the same way).
-        fcw: (u16::from_le_bytes([b[0], b[1]]) & !0xE0C0) | 0x0040,
-        fsw: u16::from_le_bytes([b[2], b[3]]),
-        ftw: b[4],
-        // FOP is 11 bits; bits 15:11 of the image are reserved and read back as 0
-        // (SDM2 FXSAVE table; seen on the Intel host: 0x8c4c loaded, 0x044c saved).
-        fop: u16::from_le_bytes([b[6], b[7]]) & 0x07FF,
-        ..X87::default()
-    };
+/// Sets `x` to the x87 state an image's bytes 0..160 load on `model`
+/// (field by field in place: a state built aside and copied in stalls on
+/// store forwarding).
+fn x87_into(model: &CpuModel, b: &[u8], rex_w: bool, x: &mut X87) {
+    let q = model.quirks;
+    // FCW bits 7 and 15:13 are reserved and read 0, bit 6 reads 1 (seen on the Intel
+    // host: FFFFH loads as 1F7FH, 0000H as 0040H; Bochs masks the same way).
+    x.fcw = (u16::from_le_bytes([b[0], b[1]]) & !0xE0C0) | 0x0040;
+    x.fsw = u16::from_le_bytes([b[2], b[3]]);
+    x.ftw = b[4];
+    // FOP is 11 bits; bits 15:11 of the image are reserved and read back as 0
+    // (SDM2 FXSAVE table; seen on the Intel host: 0x8c4c loaded, 0x044c saved).
+    x.fop = u16::from_le_bytes([b[6], b[7]]) & 0x07FF;
+    (x.fcs, x.fds) = (0, 0);
     if rex_w {
         x.fip = u64::from_le_bytes(b[8..16].try_into().unwrap());
         x.fdp = u64::from_le_bytes(b[16..24].try_into().unwrap());
     } else {
         x.fip = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
         x.fdp = u32::from_le_bytes(b[16..20].try_into().unwrap()) as u64;
-        if !m.model.fcs_fds_deprecated {
+        if !model.fcs_fds_deprecated {
             x.fcs = u16::from_le_bytes([b[12], b[13]]);
             x.fds = u16::from_le_bytes([b[20], b[21]]);
         }
@@ -90,7 +92,6 @@ fn x87_from(m: &Machine, b: &[u8], rex_w: bool) -> X87 {
     for k in 0..8 {
         x.st[k].copy_from_slice(&b[32 + 16 * k..32 + 16 * k + 10]);
     }
-    x
 }
 
 pub fn load_xmm(m: &mut Machine, b: &[u8]) {

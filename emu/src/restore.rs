@@ -5,7 +5,7 @@
 use crate::fault::Fault;
 use crate::layout;
 use crate::legacy;
-use crate::machine::{Machine, Operand};
+use crate::machine::{Machine, Operand, Policy};
 use crate::rules;
 use crate::state::XrstorInfo;
 use crate::Xfeatures;
@@ -81,11 +81,13 @@ pub fn commit_extended(
         let b = crate::machine::read_source(image, mem, addr, len);
         let not_in_use = crate::amx::load_run_into(st, run, &b);
         inuse &= !not_in_use;
-        for s in run {
-            if not_in_use >> s.index & 1 != 0 {
-                m.set_by(1 << s.index, &rules::XRSTOR_TILECFG);
-            } else {
-                m.state_loaded(s.index, base.wrapping_add(s.offset as u64), s.size);
+        if m.policy == Policy::Architectural {
+            for s in run {
+                if not_in_use >> s.index & 1 != 0 {
+                    m.set_by(1 << s.index, &rules::XRSTOR_TILECFG);
+                } else {
+                    m.state_loaded(s.index, base.wrapping_add(s.offset as u64), s.size);
+                }
             }
         }
     }

@@ -21,9 +21,9 @@ pub fn xinuse_for_xstate_bv(m: &Machine, rfbm: u64) -> u64 {
 /// Collects the x87 part's writes (bytes 0..23 and 32..159, by
 /// [`rules::SAVE_X87_FORMAT`]: what goes wrong there is the values).
 pub fn x87_writes(m: &Machine, w: &mut Writes, base: u64, rex_w: bool) {
-    let b = legacy::x87_bytes(m, rex_w);
-    w.put_with(&rules::SAVE_X87_FORMAT, base, &b[0..24]);
-    w.put_with(&rules::SAVE_X87_FORMAT, base.wrapping_add(32), &b[32..160]);
+    w.put_parts_with(&rules::SAVE_X87_FORMAT, base, 160, &[0..24, 32..160], |b| {
+        legacy::x87_image(m, rex_w, b)
+    });
 }
 
 /// Collects the standard-format writes of the components in `save` (the

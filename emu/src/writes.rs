@@ -97,6 +97,28 @@ impl Writes {
         self.put(addr, bytes);
         self.rule = r;
     }
+    /// `len` bytes for `addr..`, zero until `fill` writes them in place, of
+    /// which the ranges `parts` are written (each a piece by `rule`).
+    pub fn put_parts_with(
+        &mut self,
+        rule: &'static Rule,
+        addr: u64,
+        len: usize,
+        parts: &[std::ops::Range<usize>],
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        fill(&mut self.buf[start..]);
+        for r in parts {
+            self.pieces.push(Piece {
+                addr: addr.wrapping_add(r.start as u64),
+                len: r.len(),
+                src: Src::Buf(start + r.start),
+                rule,
+            });
+        }
+    }
     pub fn put_u64(&mut self, addr: u64, v: u64) {
         self.put(addr, &v.to_le_bytes());
     }
