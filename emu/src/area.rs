@@ -304,23 +304,30 @@ pub fn read(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
 pub struct Header {
     pub xstate_bv: u64,
     pub xcomp_bv: u64,
-    pub bytes: [u8; 64],
+    /// Bytes 16..63, as six little-endian qwords.
+    pub rest: [u64; 6],
 }
 
 /// Reads the header. With the `xrstor-header-xcomp-first` quirk the first access
 /// is XCOMP_BV (bytes 8..15): with the header's page unreadable, Intel silicon
 /// (xeon-amx-vm) reports CR2 = base + 520, not base + 512 (native agreement case
 /// `xrstor_header_page_absent_pf_at_xcomp_bv`). The header is 64-byte aligned, so
-/// it never straddles a page and the rest follows.
+/// it never straddles a page and the rest follows. Inlined: a header returned
+/// through memory is read back wider than it was written (a store-forwarding
+/// stall).
+#[inline(always)]
 pub fn read_header(m: &Machine, base: u64) -> Result<Header, Fault> {
     if m.quirks().xrstor_header_xcomp_first {
         check_read(m, base.wrapping_add(520), 8)?;
     }
-    let b: [u8; 64] = read_array(m, base.wrapping_add(512))?;
+    let at = base.wrapping_add(512);
+    check_read(m, at, 64)?;
+    let b = m.read_slice(at, 64);
+    let q = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap());
     Ok(Header {
-        xstate_bv: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        xcomp_bv: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        bytes: b,
+        xstate_bv: q(0),
+        xcomp_bv: q(1),
+        rest: [q(2), q(3), q(4), q(5), q(6), q(7)],
     })
 }
 

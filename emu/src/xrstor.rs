@@ -66,14 +66,14 @@ fn restore_standard(m: &mut Machine, op: &Operand, rfbm: u64, h: &Header) -> Res
         // bytes 15:8 != 0 is #GP(0) there too).
         return Err(m.raise(&rules::XRSTOR_GP_COMPACTED_UNSUPPORTED, Fault::gp0()));
     }
-    let (xstate_bv, header) = (h.xstate_bv, &h.bytes[..]);
+    let xstate_bv = h.xstate_bv;
     // #GP: XSTATE_BV sets a bit not in XCR0 (bit 63 included).
     if xstate_bv & !m.ctl.xcr0 != 0 {
         return Err(m.raise(&rules::XRSTOR_GP_XSTATE_BV_NOT_IN_XCR0, Fault::gp0()));
     }
     // #GP: header bytes 15:8 (XCOMP_BV) or 23:16 not zero; 63:24 are not checked
     // (SDM1 §13.8.1 footnote).
-    if header[8..24].iter().any(|&b| b != 0) {
+    if h.xcomp_bv != 0 || h.rest[0] != 0 {
         return Err(m.raise(&rules::XRSTOR_GP_HEADER_BYTES_23_8, Fault::gp0()));
     }
     if header_first {

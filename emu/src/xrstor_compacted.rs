@@ -69,7 +69,7 @@ pub fn restore_compacted(
         return Err(m.raise(&rules::XRSTOR_GP_XSTATE_BV_NOT_IN_XCOMP_BV, Fault::gp0()));
     }
     // #GP: header bytes 63:16 not zero.
-    if h.bytes[16..64].iter().any(|&b| b != 0) {
+    if h.rest.iter().any(|&q| q != 0) {
         return Err(m.raise(&rules::XRSTOR_GP_HEADER_BYTES_63_16, Fault::gp0()));
     }
     if header_first {
