@@ -38,24 +38,60 @@ pub fn stack_based(ins: &Instruction) -> bool {
 /// XSAVE area of every component is under 12 KiB on the built-in models).
 const MAX_OPERAND_SPAN: u64 = 1 << 16;
 
-/// Declines a memory operand with a 32-bit address size (67H prefix in 64-bit
-/// mode) whose `span` bytes from `addr` may run past 4 GiB: each byte's address
-/// wraps there (Intel host: `xsavec [esp-80h]` with ESP = 0 reports its #PF at
-/// cr2 = 1BFH, the area's last byte wrapped), which the model's flat address
-/// ranges do not follow. `span`: the operand's size, or None for an XSAVE-family
-/// area (sized later; MAX_OPERAND_SPAN bounds it).
-pub fn a32_wrap(ins: &Instruction, addr: u64, span: Option<u64>) -> Result<(), crate::Unsupported> {
+/// Whether the instruction's memory operand has a 32-bit address size (67H
+/// prefix in 64-bit mode; SDM1 §3.3.7: the effective address is computed in 32
+/// bits and zero-extended).
+pub fn is_a32(ins: &Instruction) -> bool {
     let (b, i) = (ins.memory_base(), ins.memory_index());
-    let a32 = b.is_gpr32()
+    b.is_gpr32()
         || i.is_gpr32()
         || b == Register::EIP
-        || (b == Register::None && i == Register::None && ins.memory_displ_size() == 4);
-    if a32 && addr + span.unwrap_or(MAX_OPERAND_SPAN) > 1 << 32 {
+        || (b == Register::None
+            && i == Register::None
+            && ins.memory_displ_size() == 4
+            && (0..ins.op_count()).any(|k| ins.op_kind(k) == iced_x86::OpKind::Memory))
+}
+
+/// The first address past the 32-bit address space.
+const FOUR_GIB: u64 = 1 << 32;
+
+/// Declines a memory operand with a 32-bit address size whose `span` bytes from
+/// `addr` may run past 4 GiB when the arena `mem` lies within reach of either
+/// the wrapped addresses (from 0) or the model's unwrapped ones (to 4 GiB + 64
+/// KiB). Each byte's address wraps at 4 GiB (Intel host: `xsavec [esp-80h]`
+/// with ESP = 0 reports its #PF at cr2 = 1BFH, the area's last byte wrapped).
+/// With the arena out of reach (as at [`crate::case::ARENA_BASE`]) every byte
+/// either way is on an absent page: the model runs the access unwrapped, faults
+/// on the byte the CPU faults on, and [`wrap_fault`] reports its address as
+/// the CPU computes it. `span`: the operand's size, or None for an XSAVE-family
+/// area (sized later; MAX_OPERAND_SPAN bounds it).
+pub fn a32_wrap(
+    ins: &Instruction,
+    addr: u64,
+    span: Option<u64>,
+    mem: &crate::memory::Memory,
+) -> Result<(), crate::Unsupported> {
+    let reach = FOUR_GIB + MAX_OPERAND_SPAN;
+    if addr + span.unwrap_or(MAX_OPERAND_SPAN) > FOUR_GIB && mem.base < reach && is_a32(ins) {
         return Err(crate::Unsupported(format!(
-            "`{ins}`: a 32-bit address whose operand may wrap at 4 GiB is not modelled"
+            "`{ins}`: a 32-bit address whose operand may wrap at 4 GiB onto the arena is not modelled"
         )));
     }
     Ok(())
+}
+
+/// A #PF past 4 GiB raised by an instruction with a 32-bit address size, at the
+/// address the CPU computes for that byte (modulo 4 GiB; see [`a32_wrap`]).
+pub fn wrap_fault(ins: &Instruction, f: crate::fault::Fault) -> crate::fault::Fault {
+    match f {
+        crate::fault::Fault::Pf { err, addr } if addr >= FOUR_GIB && is_a32(ins) => {
+            crate::fault::Fault::Pf {
+                err,
+                addr: addr & (FOUR_GIB - 1),
+            }
+        }
+        f => f,
+    }
 }
 
 /// A legacy prefix (SDM Vol.2 §2.1.1: lock/rep, segment, operand and address

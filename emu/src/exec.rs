@@ -49,7 +49,7 @@ impl<'m> Machine<'m> {
                 _ => None,
             })
             .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
-        crate::decode::a32_wrap(ins, addr, None)?;
+        crate::decode::a32_wrap(ins, addr, None, &self.mem)?;
         Ok(Operand {
             addr,
             rex_w: false,
@@ -61,7 +61,12 @@ impl<'m> Machine<'m> {
     pub fn step(&mut self, ins: &Instruction) -> Result<Result<(), Fault>, Unsupported> {
         let r = self.step_inner(ins);
         self.xinuse_quirk();
-        r
+        // A 32-bit address size: the bytes' addresses wrap at 4 GiB
+        // (`decode::a32_wrap`), for the fault and for the region it may hit.
+        if let Some(region) = &mut self.lat.pf_region {
+            region.wrap32 = crate::decode::is_a32(ins);
+        }
+        r.map(|r| r.map_err(|f| crate::decode::wrap_fault(ins, f)))
     }
 
     /// Quirk `xinuse-from-contents`: XINUSE is recomputed from the registers

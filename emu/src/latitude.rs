@@ -186,19 +186,41 @@ pub fn round_trips(i: usize, j: u32) -> bool {
 }
 
 /// Bytes an instruction may touch, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PfRegion {
     /// First and last byte (inclusive).
     pub first: u64,
     pub last: u64,
     /// The instruction writes the region (a save); it may still read it first.
     pub write: bool,
+    /// Its operand has a 32-bit address size: addresses past 4 GiB are seen
+    /// wrapped (`decode::a32_wrap`).
+    pub wrap32: bool,
+}
+
+/// `wrap32` only where it is set: a region of a 64-bit address reads as before.
+impl std::fmt::Debug for PfRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("PfRegion");
+        d.field("first", &self.first)
+            .field("last", &self.last)
+            .field("write", &self.write);
+        if self.wrap32 {
+            d.field("wrap32", &true);
+        }
+        d.finish()
+    }
 }
 
 impl PfRegion {
     /// Whether `addr` lies in the region.
     pub fn contains(&self, addr: u64) -> bool {
-        (self.first..=self.last).contains(&addr)
+        let unwrapped = if self.wrap32 && addr < self.first {
+            addr + (1 << 32)
+        } else {
+            addr
+        };
+        (self.first..=self.last).contains(&unwrapped)
     }
     /// Whether `Pf{err, addr}` is a fault an access to this region may raise.
     pub fn allows(&self, mem: &Memory, cpl: u8, err: u32, addr: u64) -> bool {

@@ -348,6 +348,7 @@ impl<'m> Machine<'m> {
                 first: base,
                 last: base.saturating_add(len - 1),
                 write,
+                wrap32: false,
             });
         }
     }

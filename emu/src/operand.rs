@@ -48,7 +48,7 @@ pub fn data_addr(
             _ => None,
         })
         .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
-    crate::decode::a32_wrap(ins, a, Some(size))?;
+    crate::decode::a32_wrap(ins, a, Some(size), &m.mem)?;
     // SDM2 (LDMXCSR, MOV, ... 64-bit mode exceptions): a non-canonical address is
     // #SS(0) when the access uses SS, #GP(0) otherwise.
     if !m.canonical(a) {
