@@ -90,6 +90,9 @@ pub fn load_run_into(st: &mut XState, slots: &[Slot], b: &[u8]) -> u64 {
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
         return 0;
     };
+    if b.len() >= crate::state::ALIGN_FROM {
+        st.align_with(first.index, b.as_ptr() as usize);
+    }
     if slots.len() == 1 {
         return (!load_component_into(st, first.index, b) as u64) << first.index;
     }

@@ -156,7 +156,7 @@ impl Writes {
     /// Writes each piece into `out` (indexed by `addr - base`). Components
     /// that follow each other both there and in the state ([`XState::follows`])
     /// are written as one run.
-    fn write_to(&self, st: &XState, out: &mut [u8], base: u64) {
+    fn write_to(&self, st: &mut XState, out: &mut [u8], base: u64) {
         let mut pieces = self.pieces.iter().peekable();
         while let Some(p) = pieces.next() {
             let o = p.addr.wrapping_sub(base) as usize;
@@ -178,7 +178,11 @@ impl Writes {
                         (last, len) = (j, len + n);
                         pieces.next();
                     }
-                    out[o..o + len].copy_from_slice(st.run(i, len));
+                    let dst = &mut out[o..o + len];
+                    if len >= crate::state::ALIGN_FROM {
+                        st.align_with(i, dst.as_ptr() as usize);
+                    }
+                    dst.copy_from_slice(st.run(i, len));
                 }
                 Src::Init(i) => init_bytes(i, &mut out[o..o + p.len]),
             }
@@ -221,7 +225,7 @@ impl Writes {
 }
 
 /// Makes the writes, every piece already checked.
-pub(crate) fn write_checked(w: &Writes, st: &XState, mem: &mut Memory) {
+pub(crate) fn write_checked(w: &Writes, st: &mut XState, mem: &mut Memory) {
     let base = mem.base;
     w.write_to(st, &mut mem.bytes, base);
 }
