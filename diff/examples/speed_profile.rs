@@ -13,7 +13,9 @@
 //! cases 0..N (seed 1, Linux user mode of MODEL), as `cases/emu`; `quiet`: the
 //! same, only those predicted without a fault; `vsnative` and
 //! `vsnative-quiet` (not under valgrind: the host's own state): the bench's
-//! `cases/emu_vs_native` and `cases/emu_vs_native_nonfaulting`; REPEATS (default 1) runs the
+//! `cases/emu_vs_native` and `cases/emu_vs_native_nonfaulting`; `vsnative-faulting`:
+//! the cases predicted and observed with a fault, and the kernel's part of
+//! their signals in a bare loop (`bench_hw::signal_floor`); REPEATS (default 1) runs the
 //! measurement that many times (for `perf record`). Prints the number run, so that
 //! a profile's total divides by it; `--toggle-collect=*round_trips*` or
 //! `--toggle-collect=*predict_all*` leaves out the setup.
@@ -135,7 +137,7 @@ fn main() -> Result<(), String> {
                 cases.len()
             );
         }
-        "vsnative" | "vsnative-quiet" => {
+        "vsnative" | "vsnative-quiet" | "vsnative-faulting" => {
             // As the bench's `cases/emu_vs_native`: the host's runner, its
             // model and control state (MODEL is not used: not under valgrind).
             let mut runner = xsave_native::runner::Runner::new()?;
@@ -145,10 +147,16 @@ fn main() -> Result<(), String> {
             };
             let cases: Vec<_> = (0..n)
                 .map(|i| generate(&t, 1, i))
-                .filter(|c| {
-                    what == "vsnative"
-                        || predict(&t.model, c).is_ok_and(|o| o.fault.is_none())
+                .filter(|c| match what.as_str() {
+                    "vsnative-quiet" => {
+                        predict(&t.model, c).is_ok_and(|o| o.fault.is_none())
                             && runner.run(c).is_ok_and(|o| o.fault.is_none())
+                    }
+                    "vsnative-faulting" => {
+                        predict(&t.model, c).is_ok_and(|o| o.fault.is_some())
+                            && runner.run(c).is_ok_and(|o| o.fault.is_some())
+                    }
+                    _ => true,
                 })
                 .collect();
             let mut cases = cases;
@@ -165,12 +173,84 @@ fn main() -> Result<(), String> {
             let ns = t0.elapsed().as_nanos() as f64 / runs;
             // CPU time too: on a loaded machine, wall time counts the waits.
             let cpu = (xsave_native::bench_hw::thread_cpu_time() - cpu0).as_nanos() as f64 / runs;
+            // The predictions alone, the same number of times: the rest is
+            // the runner's (and the comparison's) part.
+            let cpu0 = xsave_native::bench_hw::thread_cpu_time();
+            for _ in 0..reps {
+                predict_all(&t.model, &cases);
+            }
+            let pred = (xsave_native::bench_hw::thread_cpu_time() - cpu0).as_nanos() as f64 / runs;
             println!(
-                "{} cases vs native, {reps} times: {ns:.0} ns each ({:.0} cases/s), {cpu:.0} ns CPU each ({:.0} cases/s), {mismatches} mismatches",
+                "{} cases vs native, {reps} times: {ns:.0} ns each ({:.0} cases/s), {cpu:.0} ns CPU each ({:.0} cases/s; predictions {pred:.0} ns, the rest {:.0} ns), {mismatches} mismatches",
                 cases.len(),
                 1e9 / ns,
-                1e9 / cpu
+                1e9 / cpu,
+                cpu - pred
             );
+            if what == "vsnative-faulting" {
+                // The kernel's part of each fault, in a bare loop (thread CPU
+                // time), weighted by the cases' predicted faults: SIGILL
+                // (#UD, XFD's #NM) as UD2, the others as #GP/#PF loads.
+                use xsave_native::bench_hw::{signal_floor, FloorFault};
+                let floor = |f| signal_floor(f, 20_000).map(|d| d.as_nanos() as f64);
+                let (pf, gp, ud) = (
+                    floor(FloorFault::Pf)?,
+                    floor(FloorFault::Gp)?,
+                    floor(FloorFault::Ud)?,
+                );
+                let (mut n_pf, mut n_ill, mut n_other) = (0.0, 0.0, 0.0);
+                for c in &cases {
+                    match predict(&t.model, c)
+                        .ok()
+                        .and_then(|o| o.fault)
+                        .map(|f| f.fault)
+                    {
+                        Some(xsave_emu::Fault::Pf { .. }) => n_pf += 1.0,
+                        Some(xsave_emu::Fault::Ud | xsave_emu::Fault::Nm) => n_ill += 1.0,
+                        _ => n_other += 1.0,
+                    }
+                }
+                let mix = (n_pf * pf + n_ill * ud + n_other * gp) / cases.len() as f64;
+                println!(
+                    "signal floor (bare loop): #PF {pf:.0} ns, #GP {gp:.0} ns, #UD {ud:.0} ns; for these cases' faults ({n_pf} #PF, {n_ill} #UD/#NM, {n_other} other) {mix:.0} ns per case; the runner's part beyond it {:.0} ns",
+                    cpu - pred - mix
+                );
+                // One case run again and again (hot caches): `mov rax, [rcx]`
+                // on a 3-page arena, without a fault, with #GP (RCX
+                // non-canonical) and with #PF (page 0 absent).
+                let one = |rcx: u64, prot0| {
+                    let mut c = xsave_emu::Case::new(&t.model, t.control);
+                    c.code = vec![0x48, 0x8B, 0x01];
+                    c.memory = Memory::new(ARENA_BASE, 3);
+                    c.memory.prot[0] = prot0;
+                    c.gprs[1] = rcx;
+                    c
+                };
+                use xsave_emu::Prot;
+                let mut hot = vec![];
+                for c in [
+                    one(ARENA_BASE, Prot::ReadWrite),
+                    one(1 << 63, Prot::ReadWrite),
+                    one(ARENA_BASE, Prot::None),
+                ] {
+                    let p = predict(&t.model, &c).map_err(|e| format!("{e:?}"))?;
+                    let mut b = runner.batch().map_err(|e| e.to_string())?;
+                    let t0 = xsave_native::bench_hw::thread_cpu_time();
+                    for _ in 0..20_000 {
+                        let _ = std::hint::black_box(b.check_expecting(&c, &p, |_| true));
+                    }
+                    let d = xsave_native::bench_hw::thread_cpu_time() - t0;
+                    hot.push(d.as_nanos() as f64 / 20_000.0);
+                }
+                println!(
+                    "one case again and again: {:.0} ns without a fault, #GP {:.0} ns (+{:.0}, floor {gp:.0}), #PF {:.0} ns (+{:.0}, floor {pf:.0})",
+                    hot[0],
+                    hot[1],
+                    hot[1] - hot[0],
+                    hot[2],
+                    hot[2] - hot[0]
+                );
+            }
         }
         _ => return Err(format!("unknown measurement {what}")),
     }

@@ -103,3 +103,92 @@ pub fn thread_cpu_time() -> Duration {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
+
+/// The faults [`signal_floor`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorFault {
+    /// A load from an unmapped page (SIGSEGV, trapno 14).
+    Pf,
+    /// A load from a non-canonical address (SIGSEGV, trapno 13).
+    Gp,
+    /// UD2 (SIGILL, trapno 6).
+    Ud,
+}
+
+/// Where the floor's handler resumes (the instruction after the fault).
+static FLOOR_RESUME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn floor_handler(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let uc = ctx as *mut libc::ucontext_t;
+    // SAFETY: `uc` is the ucontext the kernel passed; REG_RIP indexes its gregs.
+    unsafe {
+        (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] =
+            FLOOR_RESUME.load(std::sync::atomic::Ordering::Relaxed) as i64
+    };
+}
+
+/// The kernel's part of a faulting case, without the runner: the mean thread
+/// CPU time of `n` faults of kind `f` in a bare ring-3 loop, each delivered as
+/// a signal to a handler (SA_SIGINFO, on an alternate stack, every signal
+/// blocked meanwhile: as the runner's) that only moves RIP past the faulting
+/// instruction and returns (rt_sigreturn). What a faulting case costs the
+/// runner beyond a non-faulting one comes close to this, not below it.
+/// Installs its own handler for SIGSEGV and SIGILL and puts the previous ones
+/// back: must not run while a [`crate::runner::Batch`] is alive.
+pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
+    const UNMAPPED: u64 = 0x6fff_ffff_f000;
+    if crate::mapped::is_mapped(UNMAPPED) {
+        return Err(format!("{UNMAPPED:#x} is mapped"));
+    }
+    let mut alt = vec![0u8; crate::signal::ALT_STACK];
+    let st = libc::stack_t {
+        ss_sp: alt.as_mut_ptr() as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: alt.len(),
+    };
+    // SAFETY: zeroed stack_t/sigaction are valid out-parameters and values.
+    let mut old_st: libc::stack_t = unsafe { std::mem::zeroed() };
+    let mut old: [libc::sigaction; 2] = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` describes `alt`, which outlives its use (the old stack is
+    // put back before `alt` is dropped); the actions are valid structs.
+    unsafe {
+        libc::sigaltstack(&st, &mut old_st);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = floor_handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &sa, &mut old[0]);
+        libc::sigaction(libc::SIGILL, &sa, &mut old[1]);
+    }
+    let addr = match f {
+        FloorFault::Pf => UNMAPPED,
+        _ => 0x8000_0000_0000_0000,
+    };
+    let r = &FLOOR_RESUME as *const _ as u64;
+    let t0 = thread_cpu_time();
+    for _ in 0..n {
+        // SAFETY: the load or UD2 faults; the handler above resumes at label 2
+        // with every register as it was (the kernel restores them from the
+        // signal frame); only RAX (the resume address) is changed.
+        unsafe {
+            match f {
+                FloorFault::Ud => core::arch::asm!(
+                    "lea rax, [rip + 2f]", "mov [{r}], rax", "ud2", "2:",
+                    r = in(reg) r, out("rax") _,
+                ),
+                _ => core::arch::asm!(
+                    "lea rax, [rip + 2f]", "mov [{r}], rax", "mov rax, [{a}]", "2:",
+                    r = in(reg) r, a = in(reg) addr, out("rax") _,
+                ),
+            }
+        }
+    }
+    let t = (thread_cpu_time() - t0) / n.max(1);
+    // SAFETY: puts back the actions and stack saved above.
+    unsafe {
+        libc::sigaction(libc::SIGSEGV, &old[0], std::ptr::null_mut());
+        libc::sigaction(libc::SIGILL, &old[1], std::ptr::null_mut());
+        libc::sigaltstack(&old_st, std::ptr::null_mut());
+    }
+    Ok(t)
+}

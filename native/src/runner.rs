@@ -665,12 +665,12 @@ impl Runner {
                     gprs = case.gprs;
                     None
                 } else {
-                    let offs = insn_offsets(&case.code, self.model.decoder_options())
-                        .expect("checked in refusal");
                     let at = r.rip.wrapping_sub(CODE_BASE) as usize;
-                    Some(offs.iter().position(|&o| o == at).ok_or_else(|| {
-                        Refusal::new("fault at no instruction boundary of the case")
-                    })?)
+                    Some(
+                        insn_index(&case.code, self.model.decoder_options(), at).ok_or_else(
+                            || Refusal::new("fault at no instruction boundary of the case"),
+                        )?,
+                    )
                 };
                 Some(FaultAt { fault, insn })
             }
@@ -1080,6 +1080,26 @@ pub fn insn_offsets(code: &[u8], options: u32) -> Option<Vec<usize>> {
     Some(v)
 }
 
+/// The index of the case's instruction that starts at offset `at` of its code,
+/// if one does: the position of `at` in [`insn_offsets`], found without
+/// collecting them (every faulting run asks).
+fn insn_index(code: &[u8], options: u32, at: usize) -> Option<usize> {
+    let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
+    let mut ins = iced_x86::Instruction::default();
+    let mut k = 0;
+    while d.can_decode() && d.position() <= at {
+        if d.position() == at {
+            return Some(k);
+        }
+        d.decode_out(&mut ins);
+        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
+            return None;
+        }
+        k += 1;
+    }
+    None
+}
+
 /// The fault a signal record stands for. On Linux the ucontext's trapno and err
 /// say it (except for XFD's #NM, see [`crate::signal`]). User-mode emulators
 /// (qemu-user, valgrind) leave trapno unset (-1 or 0), so then the signal and its
@@ -1385,4 +1405,29 @@ fn run_prepared(
         _ => {}
     }
     Ok((before == after, rec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `insn_index` is the position of the offset among `insn_offsets`, at
+    /// every offset of code with instructions of 1 to 6 bytes (and none past
+    /// its end): nop; xsave64 [rdi]; mov rax, [rip+0]; ud2.
+    #[test]
+    fn insn_index_is_the_position_among_the_offsets() {
+        let code = [
+            0x90, 0x48, 0x0F, 0xAE, 0x27, 0x48, 0x8B, 0x05, 0, 0, 0, 0, 0x0F, 0x0B,
+        ];
+        let opts = iced_x86::DecoderOptions::NONE;
+        let offs = insn_offsets(&code, opts).unwrap();
+        assert_eq!(offs, vec![0, 1, 5, 12]);
+        for at in 0..=code.len() + 1 {
+            assert_eq!(
+                insn_index(&code, opts, at),
+                offs.iter().position(|&o| o == at),
+                "offset {at}"
+            );
+        }
+    }
 }
