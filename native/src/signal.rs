@@ -8,10 +8,12 @@
 //!
 //! # Telling XFD's #NM from #UD
 //! Linux delivers the #NM of an XFD-armed component (without AMX permission) as
-//! SIGILL with `si_code` ILL_ILLOPC, exactly like #UD, and does not update the
-//! thread's `trap_nr`/`error_code` (the ucontext's trapno and err are whatever the
+//! SIGILL with `si_code` ILL_ILLOPC and does not update the thread's
+//! `trap_nr`/`error_code` (the ucontext's trapno and err are whatever the
 //! thread's previous trap left there). A real #UD goes through `do_trap`, which
-//! sets `trap_nr = 6`. So for a SIGILL from a case, trapno 6 means #UD and any
+//! sets `trap_nr = 6` (its `si_code` is ILL_ILLOPN: on the Intel host, Linux
+//! 6.18, a C program's UD2 gets 2 and its XRSTOR of armed TILEDATA 1; the
+//! runner does not rely on it). So for a SIGILL from a case, trapno 6 means #UD and any
 //! other trapno means XFD's #NM, provided `trap_nr` was not 6 when the case
 //! started. The runner knows when it may have been (a #UD since the thread's last
 //! prime); only then, and only when a case's SIGILL comes with trapno 6 and a
