@@ -113,6 +113,9 @@ pub enum FloorFault {
     Gp,
     /// UD2 (SIGILL, trapno 6).
     Ud,
+    /// XRSTOR64 of an XFD-armed component (XFD's #NM: SIGILL, trapno not
+    /// updated); an error where none is armed.
+    XfdNm,
 }
 
 /// Where the floor's handler resumes (the instruction after the fault).
@@ -140,6 +143,25 @@ pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
     if crate::mapped::is_mapped(UNMAPPED) {
         return Err(format!("{UNMAPPED:#x} is mapped"));
     }
+    // For XFD's #NM: a standard-format image (FCW 037FH, MXCSR 1F80H) whose
+    // XSTATE_BV names the lowest armed component, restored with RFBM = all
+    // ones: should the XRSTOR change any state before its #NM, it is the
+    // init state with the default control words.
+    let model = crate::host::host_model()?;
+    let armed = xsave_emu::Control::user(&model).xfd_armed();
+    if f == FloorFault::XfdNm && armed == 0 {
+        return Err("no XFD-armed component on this host".into());
+    }
+    let size = xsave_emu::layout::standard(
+        &model,
+        xsave_emu::Xfeatures::from_bits_retain(model.os_xcr0),
+    )
+    .size as usize;
+    let mut image = AlignedArea::new(size);
+    image.bytes_mut()[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    image.bytes_mut()[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    image.bytes_mut()[512..520].copy_from_slice(&(armed & armed.wrapping_neg()).to_le_bytes());
+    let image = image.bytes().as_ptr() as u64;
     let mut alt = vec![0u8; crate::signal::ALT_STACK];
     let st = libc::stack_t {
         ss_sp: alt.as_mut_ptr() as *mut libc::c_void,
@@ -167,14 +189,22 @@ pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
     let r = &FLOOR_RESUME as *const _ as u64;
     let t0 = thread_cpu_time();
     for _ in 0..n {
-        // SAFETY: the load or UD2 faults; the handler above resumes at label 2
-        // with every register as it was (the kernel restores them from the
-        // signal frame); only RAX (the resume address) is changed.
+        // SAFETY: the load, UD2 or XRSTOR faults; the handler above resumes at
+        // label 2 with every register as it was at the fault (the kernel
+        // restores them from the signal frame); RAX and RDX are outputs.
         unsafe {
             match f {
                 FloorFault::Ud => core::arch::asm!(
                     "lea rax, [rip + 2f]", "mov [{r}], rax", "ud2", "2:",
                     r = in(reg) r, out("rax") _,
+                ),
+                // The image is 64-byte aligned and of the XCR0 size; every
+                // register the C ABI lets a call change counts as changed.
+                FloorFault::XfdNm => core::arch::asm!(
+                    "lea rax, [rip + 2f]", "mov [{r}], rax",
+                    "mov eax, -1", "mov edx, -1", "xrstor64 [{i}]", "2:",
+                    r = in(reg) r, i = in(reg) image, out("rax") _, out("rdx") _,
+                    clobber_abi("C"),
                 ),
                 _ => core::arch::asm!(
                     "lea rax, [rip + 2f]", "mov [{r}], rax", "mov rax, [{a}]", "2:",

@@ -1393,15 +1393,17 @@ fn run_prepared(
     res.final_dirty = reg.std_size;
     let rec = signal::take_record();
     match rec {
-        // Possibly a #UD: the thread's trap number may be 6 from now on.
-        Some(r) if r.signo == libc::SIGILL => NEEDS_PRIME.with(|c| c.set(true)),
-        // Any other trap the kernel turns into a signal sets the thread's trap
-        // number to its vector, which the signal reports (trapno): other than 6,
-        // a later SIGILL's trapno 6 is a #UD's again. (0, #DE, is also what
-        // user-mode emulators report for an unknown vector: not counted.)
+        // Every signal reports the thread's trap number as it is now (trapno):
+        // the fault's vector, which the kernel sets for every trap it turns
+        // into a signal, or, for XFD's #NM, the one an earlier trap left.
+        // Other than 6, a later SIGILL's trapno 6 is a #UD's again. (0, #DE,
+        // is also what user-mode emulators report for an unknown vector: not
+        // counted.)
         Some(r) if (1..32).contains(&r.trapno) && r.trapno != 6 => {
             NEEDS_PRIME.with(|c| c.set(false))
         }
+        // Possibly a #UD: the thread's trap number may be 6 from now on.
+        Some(r) if r.signo == libc::SIGILL || r.trapno == 6 => NEEDS_PRIME.with(|c| c.set(true)),
         _ => {}
     }
     Ok((before == after, rec))
