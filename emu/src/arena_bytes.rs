@@ -16,11 +16,6 @@ impl ArenaBytes {
     pub fn shares(&self, other: &ArenaBytes) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// The bytes as a `Vec`, copied only if shared.
-    pub fn into_vec(self) -> Vec<u8> {
-        Arc::unwrap_or_clone(self.0)
-    }
 }
 
 impl Deref for ArenaBytes {
@@ -59,24 +54,6 @@ impl PartialEq for ArenaBytes {
 
 impl Eq for ArenaBytes {}
 
-impl PartialEq<Vec<u8>> for ArenaBytes {
-    fn eq(&self, other: &Vec<u8>) -> bool {
-        *self.0 == *other
-    }
-}
-
-impl PartialEq<ArenaBytes> for Vec<u8> {
-    fn eq(&self, other: &ArenaBytes) -> bool {
-        *self == *other.0
-    }
-}
-
-impl PartialEq<[u8]> for ArenaBytes {
-    fn eq(&self, other: &[u8]) -> bool {
-        self.0.as_slice() == other
-    }
-}
-
 impl std::fmt::Debug for ArenaBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
@@ -111,6 +88,6 @@ mod tests {
         let p = a.as_ptr();
         a[7] = 1;
         assert_eq!(a.as_ptr(), p);
-        assert_eq!(a.into_vec()[7], 1);
+        assert_eq!(a[7], 1);
     }
 }

@@ -53,7 +53,7 @@ pub fn is_a32(ins: &Instruction) -> bool {
 }
 
 /// The first address past the 32-bit address space.
-const FOUR_GIB: u64 = 1 << 32;
+pub const FOUR_GIB: u64 = 1 << 32;
 
 /// Declines a memory operand with a 32-bit address size whose `span` bytes from
 /// `addr` may run past 4 GiB when the arena `mem` lies within reach of either

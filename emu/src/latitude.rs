@@ -216,7 +216,7 @@ impl PfRegion {
     /// Whether `addr` lies in the region.
     pub fn contains(&self, addr: u64) -> bool {
         let unwrapped = if self.wrap32 && addr < self.first {
-            addr + (1 << 32)
+            addr + crate::decode::FOUR_GIB
         } else {
             addr
         };
