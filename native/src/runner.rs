@@ -853,7 +853,7 @@ impl Batch<'_> {
         if self.runner.observed_equals(self.reg, case, rec, predicted) {
             // The case wrote nothing outside its arena that the prediction
             // does not show: its code page holds its code and the jump back.
-            self.res.code_dirty = case.code.len() + 5;
+            self.res.code_dirty = case.code.len() + stub::JMP_BACK_LEN;
             return Ok(Check::Same);
         }
         if let Ok(o) = self.runner.outcome(self.reg, case, rec) {

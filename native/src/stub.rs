@@ -250,11 +250,14 @@ pub fn assemble(
     })
 }
 
+/// The length of [`jmp_back`]'s jump (E9 rel32).
+pub const JMP_BACK_LEN: usize = 5;
+
 /// The `jmp after_code` (E9 rel32) that follows a case's `code_len` bytes of
 /// code at `CODE_BASE`: encoded by hand, as no assembler is needed for one
 /// fixed-form instruction on every run.
-pub fn jmp_back(code_len: usize, after_code: u64) -> Result<[u8; 5], String> {
-    let next = CODE_BASE + code_len as u64 + 5;
+pub fn jmp_back(code_len: usize, after_code: u64) -> Result<[u8; JMP_BACK_LEN], String> {
+    let next = CODE_BASE + (code_len + JMP_BACK_LEN) as u64;
     let rel = i32::try_from(after_code.wrapping_sub(next) as i64)
         .map_err(|_| format!("jmp from {next:#x} to {after_code:#x} out of rel32 range"))?;
     let r = rel.to_le_bytes();
