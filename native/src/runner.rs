@@ -1083,7 +1083,7 @@ pub fn insn_offsets(code: &[u8], options: u32) -> Option<Vec<usize>> {
 /// The index of the case's instruction that starts at offset `at` of its code,
 /// if one does: the position of `at` in [`insn_offsets`], found without
 /// collecting them (every faulting run asks).
-fn insn_index(code: &[u8], options: u32, at: usize) -> Option<usize> {
+pub fn insn_index(code: &[u8], options: u32, at: usize) -> Option<usize> {
     let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, options);
     let mut ins = iced_x86::Instruction::default();
     let mut k = 0;

@@ -28,6 +28,7 @@ use unicorn_engine::{RegisterX86 as R, Unicorn, X86CpuModel};
 use xsave_emu::case::{ARENA_BASE, CODE_BASE, INIT_BASE};
 use xsave_emu::memory::PAGE;
 use xsave_emu::{layout, Case, Control, CpuModel, Fault, FaultAt, Outcome, Prot, Xfeatures};
+use xsave_native::runner::insn_offsets;
 
 /// Where the backend's own code (prologue, epilogue: separate pages, so that no
 /// translated block of one is reused for the other) and capture area live.
@@ -101,7 +102,7 @@ impl UnicornBackend {
         if case.init.get(527).is_some_and(|b| b >> 7 == 1) {
             return r("compacted initial image (needs XRSTORS)");
         }
-        let offsets = insn_offsets(&case.code)
+        let offsets = insn_offsets(&case.code, DecoderOptions::NONE)
             .ok_or_else(|| Skip("unicorn: code does not decode into whole instructions".into()))?;
         if c.cpl == 3 {
             let mut d = Decoder::with_ip(64, &case.code, CODE_BASE, DecoderOptions::NONE);
@@ -113,21 +114,6 @@ impl UnicornBackend {
         }
         Ok(())
     }
-}
-
-/// Byte offsets of the case's instructions (None if the last one is cut off).
-fn insn_offsets(code: &[u8]) -> Option<Vec<usize>> {
-    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
-    let mut v = Vec::new();
-    while d.can_decode() {
-        let at = d.position();
-        let ins = d.decode();
-        if ins.is_invalid() && d.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            return None;
-        }
-        v.push(at);
-    }
-    Some(v)
 }
 
 fn assemble(at: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
@@ -210,7 +196,7 @@ impl Backend for UnicornBackend {
     }
     fn run(&mut self, case: &Case) -> Result<Outcome, Skip> {
         self.refusal(case)?;
-        let offsets = insn_offsets(&case.code).unwrap_or_default();
+        let offsets = insn_offsets(&case.code, DecoderOptions::NONE).unwrap_or_default();
         let c = case.control;
         let mut uc = Unicorn::new(Arch::X86, Mode::MODE_64).map_err(|e| uc_err("new", e))?;
         uc.ctl_set_cpu_model(self.cpu as i32)

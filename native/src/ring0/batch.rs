@@ -5,7 +5,7 @@
 use super::image::{Image, TRAILER};
 use super::layout::*;
 use crate::Refusal;
-use iced_x86::{Decoder, DecoderOptions};
+use iced_x86::DecoderOptions;
 use xsave_emu::case::{ARENA_BASE, CODE_BASE, MAX_CODE};
 use xsave_emu::component::COMPONENTS;
 use xsave_emu::memory::{Prot, PAGE};
@@ -488,20 +488,6 @@ fn fault_from(vector: u64, err: u64, cr2: u64) -> Result<Fault, String> {
     })
 }
 
-/// The instruction index of the instruction at `rip` in the case's code.
-fn insn_index(case: &Case, rip: u64) -> Option<usize> {
-    let mut d = Decoder::with_ip(64, &case.code, CODE_BASE, DecoderOptions::NONE);
-    let mut k = 0;
-    while d.can_decode() {
-        let ins = d.decode();
-        if ins.ip() == rip {
-            return Some(k);
-        }
-        k += 1;
-    }
-    None
-}
-
 /// Turns a record into the emulator's outcome for `case` on a CPU described by
 /// `model` (sizes and compacted offsets come from it).
 pub fn to_run(
@@ -565,8 +551,12 @@ pub fn to_run(
         }),
         END_FAULT_CODE => {
             let f = fault_from(q[R_VECTOR], q[R_ERR], q[R_CR2])?;
-            let insn = insn_index(case, q[R_RIP])
-                .ok_or_else(|| format!("{f} at {:#x}, not an instruction of the case", q[R_RIP]))?;
+            let insn = crate::runner::insn_index(
+                &case.code,
+                DecoderOptions::NONE,
+                q[R_RIP].wrapping_sub(CODE_BASE) as usize,
+            )
+            .ok_or_else(|| format!("{f} at {:#x}, not an instruction of the case", q[R_RIP]))?;
             Some(FaultAt {
                 fault: f,
                 insn: Some(insn),
