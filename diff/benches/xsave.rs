@@ -8,7 +8,13 @@
 //!    (RFBM with CET_S) vs a normal fpstate (without CET_S): time and bytes written.
 //! 3. `cases`: cases per second on the same generated cases (seed 1, indices
 //!    0..N): emu alone, native alone, emu vs native (all, and the non-faulting
-//!    ones), the `exec` backend under qemu-x86_64, and unicorn.
+//!    ones), the `exec` backend under qemu-x86_64, and unicorn. On a CPU with
+//!    AMX the runner's rows are measured twice: first as `xsdiff run` runs by
+//!    default (group `cases_xfd_armed`: no AMX permission, so XFD is armed and a
+//!    case that loads TILEDATA faults with #NM), then, after the round trip has
+//!    asked for AMX permission (which a process cannot give back), as `xsdiff run
+//!    --amx` runs (group `cases`: XFD disarmed, TILEDATA loaded, saved and
+//!    compared in the cases that use it).
 //!
 //! Parts that cannot run here (no XSAVEC, no runner, no qemu-x86_64, no unicorn
 //! backend) are skipped with the reason printed, in the table too.
@@ -375,11 +381,55 @@ fn ensure_harness() -> Result<(), String> {
     backend::exec::harness_path().map(|_| ())
 }
 
-fn bench_cases(c: &mut Criterion, t: &mut Table) {
+/// The host's AMX state for the case rows: how `xsdiff run` runs (no AMX
+/// permission: XFD armed) or `xsdiff run --amx` (permission granted: XFD
+/// disarmed at the runner's first TILEDATA use).
+#[derive(Clone, Copy, PartialEq)]
+enum Amx {
+    /// No AMX on this CPU (or no XFD): one configuration only.
+    None,
+    XfdArmed,
+    Permitted,
+}
+
+impl Amx {
+    fn now() -> Amx {
+        let Ok(m) = xsave_native::host::host_model() else {
+            return Amx::None;
+        };
+        if !m.xfd {
+            Amx::None
+        } else if m.os_xfd != 0 {
+            Amx::XfdArmed
+        } else {
+            Amx::Permitted
+        }
+    }
+    /// The criterion group and what the rows' text says of the configuration.
+    fn group(self) -> &'static str {
+        match self {
+            Amx::XfdArmed => "cases_xfd_armed",
+            Amx::None | Amx::Permitted => "cases",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Amx::None => "",
+            Amx::XfdArmed => "; XFD armed, as `xsdiff run`",
+            Amx::Permitted => "; AMX permitted, as `xsdiff run --amx`",
+        }
+    }
+}
+
+/// The runner's case rows under the process's AMX state now ([`Amx::now`]);
+/// with `others`, also the exec backend and unicorn.
+fn bench_cases(c: &mut Criterion, t: &mut Table, others: bool) {
     let mut runner = match Runner::new() {
         Ok(r) => r,
         Err(e) => return t.skip("cases/s on this CPU", &e),
     };
+    let amx = Amx::now();
+    let (group, label) = (amx.group(), amx.label());
     let model = runner.model().clone();
     let target = Target {
         model: model.clone(),
@@ -396,9 +446,10 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
         .cloned()
         .collect();
     let ran = cases.iter().filter(|c| runner.refusal(c).is_ok()).count();
-    // The native rows take each batch of 16 (a campaign's batch) in the order
-    // of its protections (`protection_key`), as the native backend does in a
-    // campaign (fewer mprotect calls); emu's row is order-blind.
+    // The native rows take each batch of 16 (a campaign's batch) grouped by its
+    // protections (`protection_key`; emu vs native in the native backend's
+    // `Batch::protection_order`, which also looks at the mappings left by the
+    // batch before): fewer mprotect calls; emu's row is order-blind.
     let by_pattern = |set: &[Case]| -> Vec<Case> {
         let mut v = set.to_vec();
         for chunk in v.chunks_mut(16) {
@@ -408,7 +459,7 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
     };
     let (cases, quiet) = (by_pattern(&cases), by_pattern(&quiet));
     println!(
-        "cases: {} generated (seed {SEED}), {ran} run by the native runner, {} without a fault",
+        "cases ({group}): {} generated (seed {SEED}), {ran} run by the native runner, {} without a fault",
         cases.len(),
         quiet.len()
     );
@@ -419,23 +470,26 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
     let emu_vs_native = |runner: &mut Runner, set: &[Case]| {
         let mut mismatches = 0u32;
         let mut b = runner.batch().expect("runner batch");
-        for c in set {
-            match predict(&model, c) {
-                Ok(p) => {
-                    let agrees = |o: &Outcome| o == &p || compare(&model, c, &p, o).is_match();
-                    // Compared again only when the first run did not agree.
-                    if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
-                        mismatches += !agrees(&o) as u32;
+        for chunk in set.chunks(16) {
+            for k in b.protection_order(&chunk.iter().collect::<Vec<_>>()) {
+                let c = &chunk[k];
+                match predict(&model, c) {
+                    Ok(p) => {
+                        let agrees = |o: &Outcome| o == &p || compare(&model, c, &p, o).is_match();
+                        // Compared again only when the first run did not agree.
+                        if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
+                            mismatches += !agrees(&o) as u32;
+                        }
                     }
-                }
-                Err(_) => {
-                    let _ = black_box(b.run(c));
+                    Err(_) => {
+                        let _ = black_box(b.run(c));
+                    }
                 }
             }
         }
         mismatches
     };
-    let mut g = c.benchmark_group("cases");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
@@ -465,7 +519,7 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
     });
     g.finish();
     let per_s =
-        |t: &Table, name: &str, n: usize| t.median_ns("cases", name).map(|ns| n as f64 * 1e9 / ns);
+        |t: &Table, name: &str, n: usize| t.median_ns(group, name).map(|ns| n as f64 * 1e9 / ns);
     let emu = per_s(t, "emu", cases.len());
     let row = |t: &mut Table, what: &str, v: Option<f64>| {
         if let Some(v) = v {
@@ -473,13 +527,35 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
             t.row(what, format!("{v:.0} cases/s"), ratio);
         }
     };
-    row(t, "cases/s, emu alone (ratio: to emu alone)", emu);
+    row(
+        t,
+        &format!("cases/s, emu alone (ratio: to emu alone{label})"),
+        emu,
+    );
     let v = per_s(t, "native", cases.len());
-    row(t, "cases/s, native alone", v);
+    row(
+        t,
+        &format!("cases/s, native alone ({} cases{label})", cases.len()),
+        v,
+    );
     let v = per_s(t, "emu_vs_native", cases.len());
-    row(t, "cases/s, emu vs native (all generated cases, 1 core)", v);
+    row(
+        t,
+        &format!("cases/s, emu vs native (all generated cases, 1 core{label})"),
+        v,
+    );
     let v = per_s(t, "emu_vs_native_nonfaulting", quiet.len());
-    row(t, "cases/s, emu vs native, non-faulting cases (1 core)", v);
+    row(
+        t,
+        &format!(
+            "cases/s, emu vs native, non-faulting cases (1 core, {} cases{label})",
+            quiet.len()
+        ),
+        v,
+    );
+    if !others {
+        return;
+    }
     // The exec backend under qemu-x86_64: the same (seed, index) cases, made for
     // the control state the harness reports under QEMU.
     const EXEC: &str = "cases/s, exec:qemu-x86_64 -cpu max";
@@ -500,7 +576,7 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
                     b.model().name,
                     qcases.len()
                 );
-                let mut g = c.benchmark_group("cases");
+                let mut g = c.benchmark_group(group);
                 g.sample_size(10)
                     .warm_up_time(Duration::from_millis(500))
                     .measurement_time(Duration::from_secs(5));
@@ -544,7 +620,7 @@ fn bench_cases(c: &mut Criterion, t: &mut Table) {
                 b.model().name,
                 ucases.len()
             );
-            let mut g = c.benchmark_group("cases");
+            let mut g = c.benchmark_group(group);
             g.sample_size(10);
             g.throughput(Throughput::Elements(ucases.len() as u64));
             g.bench_function("unicorn", |bch| {
@@ -575,9 +651,14 @@ fn main() {
         start: std::time::SystemTime::now(),
         rows: vec![],
     };
+    // The case rows as `xsdiff run` runs by default first: the round trip asks
+    // for AMX permission, for the rest of the process.
+    if Amx::now() == Amx::XfdArmed {
+        bench_cases(&mut c, &mut t, false);
+    }
     bench_roundtrip(&mut c, &mut t);
     bench_cet(&mut c, &mut t);
-    bench_cases(&mut c, &mut t);
+    bench_cases(&mut c, &mut t, true);
     c.final_summary();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

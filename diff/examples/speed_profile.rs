@@ -19,6 +19,12 @@
 //! measurement that many times (for `perf record`). Prints the number run, so that
 //! a profile's total divides by it; `--toggle-collect=*round_trips*` or
 //! `--toggle-collect=*predict_all*` leaves out the setup.
+//!
+//! Like the bench's `cases` group (`xsdiff run --amx`), every measurement runs
+//! with TILEDATA usable: `predict` and `quiet` with MODEL's XFD disarmed, the
+//! `vsnative` ones with AMX permission asked of the kernel where the host has
+//! AMX. With XSAVE_PROFILE_XFD_ARMED=1 they run as `cases_xfd_armed` (`xsdiff
+//! run`): MODEL's XFD as the model has it, no AMX permission.
 use xsave_diff::generate::{generate, Target};
 use xsave_emu::case::ARENA_BASE;
 use xsave_emu::exec::{decode, Machine};
@@ -66,18 +72,21 @@ fn vs_native(
     use xsave_native::runner::Check;
     let mut mismatches = 0;
     let mut b = runner.batch().expect("runner batch");
-    for c in cases {
-        match predict(model, c) {
-            Ok(p) => {
-                let agrees = |o: &xsave_emu::Outcome| {
-                    o == &p || xsave_diff::compare::compare(model, c, &p, o).is_match()
-                };
-                if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
-                    mismatches += !agrees(&o) as u32;
+    for chunk in cases.chunks(16) {
+        for k in b.protection_order(&chunk.iter().collect::<Vec<_>>()) {
+            let c = &chunk[k];
+            match predict(model, c) {
+                Ok(p) => {
+                    let agrees = |o: &xsave_emu::Outcome| {
+                        o == &p || xsave_diff::compare::compare(model, c, &p, o).is_match()
+                    };
+                    if let Ok(Check::Confirmed(o)) = b.check_expecting(c, &p, agrees) {
+                        mismatches += !agrees(&o) as u32;
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = std::hint::black_box(b.run(c));
+                Err(_) => {
+                    let _ = std::hint::black_box(b.run(c));
+                }
             }
         }
     }
@@ -116,6 +125,9 @@ fn main() -> Result<(), String> {
             println!("{} round trips of {csize} B: {ns:.0} ns each", n * reps);
         }
         "predict" | "quiet" => {
+            if std::env::var_os("XSAVE_PROFILE_XFD_ARMED").is_none() {
+                model.os_xfd = 0;
+            }
             let t = Target {
                 control: Control::user(&model),
                 model,
@@ -140,6 +152,14 @@ fn main() -> Result<(), String> {
         "vsnative" | "vsnative-quiet" | "vsnative-faulting" => {
             // As the bench's `cases/emu_vs_native`: the host's runner, its
             // model and control state (MODEL is not used: not under valgrind).
+            // With AMX permission where the host has AMX, as the bench's `cases`
+            // group (`xsdiff run --amx`): the runner disarms XFD and the cases
+            // that load TILEDATA run. XSAVE_PROFILE_XFD_ARMED=1: without it, as
+            // `cases_xfd_armed` (`xsdiff run`).
+            let host = xsave_native::host::host_model()?;
+            if host.xfd && std::env::var_os("XSAVE_PROFILE_XFD_ARMED").is_none() {
+                xsave_native::host::request_amx_permission()?;
+            }
             let mut runner = xsave_native::runner::Runner::new()?;
             let t = Target {
                 model: runner.model().clone(),
