@@ -279,6 +279,13 @@ fn put_u64(off: u64, v: u64) {
     unsafe { std::ptr::write_volatile((DATA_PAGE + off) as *mut u64, v) }
 }
 
+/// `v` at `off` onwards in the data page, as one copy.
+fn put_u64s(off: u64, v: &[u64]) {
+    // SAFETY: as in `put_u64`, for the `stub::data` blocks of 16 qwords (the
+    // GPRs in and out), which end inside the data page.
+    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), (DATA_PAGE + off) as *mut u64, v.len()) }
+}
+
 fn get_u64(off: u64) -> u64 {
     // SAFETY: as in `put_u64`.
     unsafe { std::ptr::read_volatile((DATA_PAGE + off) as *const u64) }
@@ -1344,20 +1351,28 @@ fn run_prepared(
 ) -> Result<(bool, Option<FaultRecord>), Refusal> {
     // Code, then `jmp after_code`, on a zeroed page: zeroed whole (the case may
     // have written its code page), or in a fast run where the last case's
-    // code was (`Residue::code_dirty`).
+    // code was (`Residue::code_dirty`) past the bytes written here (a store to
+    // a line of code just run costs the CPU a self-modifying-code clear: each
+    // byte is written once).
     let jmp = stub::jmp_back(case.code.len(), reg.stub.after_code)
         .map_err(|e| Refusal::new(&format!("runner: {e}")))?;
-    let code_zero = match fast {
-        Some(_) => res.code_dirty,
-        None => PAGE as usize,
-    };
-    fill_zero(CODE_BASE, code_zero);
+    let code_len = case.code.len() + jmp.len();
+    match fast {
+        Some(_) if res.code_dirty > code_len => {
+            fill_zero(CODE_BASE + code_len as u64, res.code_dirty - code_len)
+        }
+        Some(_) => {}
+        None => fill_zero(CODE_BASE, PAGE as usize),
+    }
     // Until a check finds the run equal to its prediction.
     res.code_dirty = PAGE as usize;
     poke(CODE_BASE, &case.code);
     poke(CODE_BASE + case.code.len() as u64, &jmp);
-    let code_len = case.code.len() + jmp.len();
-    signal::CODE_END.store(CODE_BASE + code_len as u64, Ordering::SeqCst);
+    // Relaxed: the signal handler that reads CODE_END and ACTIVE runs on this
+    // thread (the case's synchronous faults), after these stores in program
+    // order; the stub is called through an opaque pointer, so the compiler
+    // keeps them before it.
+    signal::CODE_END.store(CODE_BASE + code_len as u64, Ordering::Relaxed);
     // Initial image: readable for its pages, absent after; zeros after its end
     // (in a fast run: up to where the initial XRSTOR loads).
     let init_at = reg.alias + INIT_OFF as u64;
@@ -1408,10 +1423,8 @@ fn run_prepared(
     // empty input after 4.7M runs).
     fill_zero(stub::RESET_IMAGE, 576);
     poke(stub::RESET_IMAGE + 24, &0x1F80u32.to_le_bytes());
-    for (k, g) in case.gprs.iter().enumerate() {
-        put_u64(stub::data::GPRS_IN + 8 * k as u64, *g);
-        put_u64(stub::data::GPRS_OUT + 8 * k as u64, 0);
-    }
+    put_u64s(stub::data::GPRS_IN, &case.gprs);
+    put_u64s(stub::data::GPRS_OUT, &[0; 16]);
     put_u64(
         stub::data::FLAGS_OR,
         if case.control.eflags_ac {
@@ -1428,12 +1441,12 @@ fn run_prepared(
     // handler resumes it at its recovery path).
     let f: extern "sysv64" fn() = unsafe { std::mem::transmute(reg.stub.entry as usize) };
     let before = if count_switches { switches() } else { 0 };
-    signal::ACTIVE.store(true, Ordering::SeqCst);
+    signal::ACTIVE.store(true, Ordering::Relaxed);
     match roundtrip {
         None => f(),
         Some(rt) => rt.call(reg.stub.entry),
     }
-    signal::ACTIVE.store(false, Ordering::SeqCst);
+    signal::ACTIVE.store(false, Ordering::Relaxed);
     let after = if count_switches { switches() } else { 0 };
     res.final_dirty = reg.std_size;
     let rec = signal::take_record();
