@@ -422,8 +422,9 @@ impl Amx {
 }
 
 /// The runner's case rows under the process's AMX state now ([`Amx::now`]);
-/// with `others`, also the exec backend and unicorn.
-fn bench_cases(c: &mut Criterion, t: &mut Table, others: bool) {
+/// unicorn on the same cases; with `exec`, also the exec backend (its harness
+/// asks for AMX permission itself: one configuration only).
+fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
     let mut runner = match Runner::new() {
         Ok(r) => r,
         Err(e) => return t.skip("cases/s on this CPU", &e),
@@ -553,45 +554,44 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, others: bool) {
         ),
         v,
     );
-    if !others {
-        return;
-    }
     // The exec backend under qemu-x86_64: the same (seed, index) cases, made for
     // the control state the harness reports under QEMU.
     const EXEC: &str = "cases/s, exec:qemu-x86_64 -cpu max";
-    if let Err(e) = ensure_harness() {
-        t.skip(EXEC, &e);
-    } else {
-        match backend::open("exec:qemu-x86_64 -cpu max", None) {
-            Err(e) => t.skip(EXEC, &e),
-            Ok(mut b) => {
-                let qt = Target {
-                    model: b.model().clone(),
-                    control: b.control(),
-                };
-                let qcases = cases_for(&qt, EXEC_CASES);
-                let ran = b.run_batch(&qcases).iter().filter(|r| r.is_ok()).count();
-                println!(
-                    "exec:qemu-x86_64: model {}, {ran} of {} cases run",
-                    b.model().name,
-                    qcases.len()
-                );
-                let mut g = c.benchmark_group(group);
-                g.sample_size(10)
-                    .warm_up_time(Duration::from_millis(500))
-                    .measurement_time(Duration::from_secs(5));
-                g.throughput(Throughput::Elements(qcases.len() as u64));
-                g.bench_function("exec_qemu", |bch| {
-                    bch.iter(|| black_box(b.run_batch(&qcases)))
-                });
-                g.finish();
-                let v = per_s(t, "exec_qemu", qcases.len());
-                let what = format!(
-                    "{EXEC} ({ran}/{} run, model {})",
-                    qcases.len(),
-                    b.model().name
-                );
-                row(t, &what, v);
+    if exec {
+        if let Err(e) = ensure_harness() {
+            t.skip(EXEC, &e);
+        } else {
+            match backend::open("exec:qemu-x86_64 -cpu max", None) {
+                Err(e) => t.skip(EXEC, &e),
+                Ok(mut b) => {
+                    let qt = Target {
+                        model: b.model().clone(),
+                        control: b.control(),
+                    };
+                    let qcases = cases_for(&qt, EXEC_CASES);
+                    let ran = b.run_batch(&qcases).iter().filter(|r| r.is_ok()).count();
+                    println!(
+                        "exec:qemu-x86_64: model {}, {ran} of {} cases run",
+                        b.model().name,
+                        qcases.len()
+                    );
+                    let mut g = c.benchmark_group(group);
+                    g.sample_size(10)
+                        .warm_up_time(Duration::from_millis(500))
+                        .measurement_time(Duration::from_secs(5));
+                    g.throughput(Throughput::Elements(qcases.len() as u64));
+                    g.bench_function("exec_qemu", |bch| {
+                        bch.iter(|| black_box(b.run_batch(&qcases)))
+                    });
+                    g.finish();
+                    let v = per_s(t, "exec_qemu", qcases.len());
+                    let what = format!(
+                        "{EXEC} ({ran}/{} run, model {})",
+                        qcases.len(),
+                        b.model().name
+                    );
+                    row(t, &what, v);
+                }
             }
         }
     }
@@ -605,8 +605,8 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, others: bool) {
     };
     match unicorn {
         Err(e) => {
-            t.skip("cases/s, unicorn", &e);
-            t.skip("emu alone / unicorn", &e);
+            t.skip(&format!("cases/s, unicorn{label}"), &e);
+            t.skip(&format!("emu alone / unicorn{label}"), &e);
         }
         Ok(mut b) => {
             let ut = Target {
@@ -628,11 +628,11 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, others: bool) {
             });
             g.finish();
             let v = per_s(t, "unicorn", ucases.len());
-            let what = format!("cases/s, unicorn ({ran}/{} run)", ucases.len());
+            let what = format!("cases/s, unicorn ({ran}/{} run{label})", ucases.len());
             row(t, &what, v);
             if let (Some(e), Some(u)) = (emu, v) {
                 t.row(
-                    "emu alone / unicorn (cases/s, the same generated cases)",
+                    &format!("emu alone / unicorn (cases/s, the same generated cases{label})"),
                     format!("{e:.0} vs {u:.0} cases/s"),
                     format!("{:.0}x", e / u),
                 );
@@ -653,12 +653,13 @@ fn main() {
     };
     // The case rows as `xsdiff run` runs by default first: the round trip asks
     // for AMX permission, for the rest of the process.
-    if Amx::now() == Amx::XfdArmed {
-        bench_cases(&mut c, &mut t, false);
+    let armed_first = Amx::now() == Amx::XfdArmed;
+    if armed_first {
+        bench_cases(&mut c, &mut t, true);
     }
     bench_roundtrip(&mut c, &mut t);
     bench_cet(&mut c, &mut t);
-    bench_cases(&mut c, &mut t, true);
+    bench_cases(&mut c, &mut t, !armed_first);
     c.final_summary();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
