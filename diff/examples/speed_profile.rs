@@ -20,6 +20,9 @@
 //! a profile's total divides by it; `--toggle-collect=*round_trips*` or
 //! `--toggle-collect=*predict_all*` leaves out the setup.
 //!
+//! Built with `--features xsave-native/phase-probes`, the `vsnative` ones also
+//! print where the runner's time goes, phase by phase ([`xsave_native::phase`]).
+//!
 //! Like the bench's `cases` group (`xsdiff run --amx`), every measurement runs
 //! with TILEDATA usable: `predict` and `quiet` with MODEL's XFD disarmed, the
 //! `vsnative` ones with AMX permission asked of the kernel where the host has
@@ -190,6 +193,7 @@ fn main() -> Result<(), String> {
                 mismatches += vs_native(&t.model, &mut runner, &cases);
             }
             let runs = (reps * cases.len() as u64) as f64;
+            let phases = xsave_native::phase::take();
             let ns = t0.elapsed().as_nanos() as f64 / runs;
             // CPU time too: on a loaded machine, wall time counts the waits.
             let cpu = (xsave_native::bench_hw::thread_cpu_time() - cpu0).as_nanos() as f64 / runs;
@@ -207,6 +211,17 @@ fn main() -> Result<(), String> {
                 1e9 / cpu,
                 cpu - pred
             );
+            if xsave_native::phase::ENABLED {
+                // Built with xsave-native/phase-probes: the runner's phases.
+                let total: u64 = phases.iter().map(|p| p.1).sum();
+                println!(
+                    "runner phases, time-stamp counter cycles per case (of {:.0}):",
+                    total as f64 / runs
+                );
+                for (p, c) in &phases {
+                    println!("  {:<12} {:>7.0}", format!("{p:?}"), *c as f64 / runs);
+                }
+            }
             if what == "vsnative-faulting" {
                 // The kernel's part of each fault, in a bare loop (thread CPU
                 // time), weighted by the cases' predicted faults: #PF, #UD,

@@ -8,6 +8,7 @@
 pub mod bench_hw;
 pub mod host;
 pub mod mapped;
+pub mod phase;
 pub mod protocol;
 pub mod ring0;
 pub mod runner;

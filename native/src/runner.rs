@@ -56,6 +56,7 @@
 //! shows the difference, confirmed.
 
 use crate::host;
+use crate::phase::{self, Phase};
 use crate::signal::{self, CaseSignals, FaultRecord};
 use crate::stub::{self, Stub, DATA_PAGE, PAGE, PRIV_BASE};
 use crate::Refusal;
@@ -851,7 +852,9 @@ impl Batch<'_> {
         predicted: &Outcome,
         accept: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Check, Refusal> {
+        let mut clock = phase::Clock::start();
         self.runner.admit(case, Some(predicted))?;
+        clock.lap(Phase::Admit);
         self.runner.runs += 1;
         // A predicted #UD or XFD #NM (a SIGILL) while the thread's trap number
         // may be 6: the prime now (a #BP) costs less than the second run of the
@@ -874,7 +877,10 @@ impl Batch<'_> {
             init: self.runner.init_loaded(case),
         };
         let (_, rec) = run_once(self.reg, &mut self.res, case, None, false, Some(fast))?;
-        if self.runner.observed_equals(self.reg, case, rec, predicted) {
+        let mut clock = phase::Clock::start();
+        let same = self.runner.observed_equals(self.reg, case, rec, predicted);
+        clock.lap(Phase::Compare);
+        if same {
             // The case wrote nothing outside its arena that the prediction
             // does not show: its code page holds its code and the jump back.
             self.res.code_dirty = case.code.len() + stub::JMP_BACK_LEN;
@@ -1354,6 +1360,7 @@ fn run_prepared(
     // code was (`Residue::code_dirty`) past the bytes written here (a store to
     // a line of code just run costs the CPU a self-modifying-code clear: each
     // byte is written once).
+    let mut clock = phase::Clock::start();
     let jmp = stub::jmp_back(case.code.len(), reg.stub.after_code)
         .map_err(|e| Refusal::new(&format!("runner: {e}")))?;
     let code_len = case.code.len() + jmp.len();
@@ -1373,6 +1380,7 @@ fn run_prepared(
     // order; the stub is called through an opaque pointer, so the compiler
     // keeps them before it.
     signal::CODE_END.store(CODE_BASE + code_len as u64, Ordering::Relaxed);
+    clock.lap(Phase::Code);
     // Initial image: readable for its pages, absent after; zeros after its end
     // (in a fast run: up to where the initial XRSTOR loads).
     let init_at = reg.alias + INIT_OFF as u64;
@@ -1406,9 +1414,12 @@ fn run_prepared(
         );
         res.init_readable = init_pages;
     }
+    clock.lap(Phase::Init);
     // Arena: the bytes through the alias, then the protections that differ.
     poke(reg.alias + ARENA_OFF as u64, &case.memory.bytes);
+    clock.lap(Phase::ArenaBytes);
     set_arena_prot(res, &case.memory.prot);
+    clock.lap(Phase::ArenaProt);
     // Data page and areas: the final area zeroed where the last capture wrote;
     // the host area's XSAVE header zeroed (the stub's save of the host writes
     // XSTATE_BV there, XSAVEC also XCOMP_BV, and XRSTOR wants the other bytes
@@ -1435,6 +1446,10 @@ fn run_prepared(
     );
     put_u64(stub::data::XINUSE, 0);
     signal::clear_record();
+    if phase::ENABLED {
+        put_u64s(stub::data::PROBES, &[0; 7]);
+    }
+    clock.lap(Phase::Areas);
     // SAFETY: the stub is a complete sysv64 function without arguments in an
     // executable page; it preserves the callee-saved registers, RSP, RFLAGS and the
     // whole XSAVE-managed state, and returns even when the case faults (the signal
@@ -1447,6 +1462,12 @@ fn run_prepared(
         Some(rt) => rt.call(reg.stub.entry),
     }
     signal::ACTIVE.store(false, Ordering::Relaxed);
+    clock.lap(Phase::StubEntry);
+    if phase::ENABLED {
+        phase::stub_probes(std::array::from_fn(|k| {
+            get_u64(stub::data::PROBES + 8 * k as u64)
+        }));
+    }
     let after = if count_switches { switches() } else { 0 };
     res.final_dirty = reg.std_size;
     let rec = signal::take_record();

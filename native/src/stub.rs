@@ -55,7 +55,10 @@ pub mod data {
     pub const ERR: u64 = TRAPNO + 8;
     pub const CR2: u64 = ERR + 8;
     pub const RIP: u64 = CR2 + 8;
-    pub const END: u64 = RIP + 8;
+    /// With `phase-probes`: the time-stamp counter at the stub's seven probes
+    /// ([`crate::phase`]).
+    pub const PROBES: u64 = RIP + 8;
+    pub const END: u64 = PROBES + 8 * 7;
 }
 
 /// A 576-byte standard-format image in the data page (64-byte aligned) with
@@ -146,6 +149,22 @@ pub fn assemble(
     let mut l_prime = a.create_label();
     let mut l_prime_resume = a.create_label();
     let d = DATA_PAGE;
+    // With `phase-probes`: the time-stamp counter into probe slot `k`; RAX and
+    // RDX are free at each probe, and EDX:EAX are all ones again after it (the
+    // RFBM of the XSAVE or XRSTOR that may follow).
+    let probe = |a: &mut CodeAssembler, k: i32| -> Result<(), IcedError> {
+        if crate::phase::ENABLED {
+            a.rdtsc()?;
+            a.shl(rdx, 32)?;
+            a.or(rax, rdx)?;
+            a.mov(rdx, d)?;
+            a.mov(qword_ptr(rdx + (data::PROBES as i32 + 8 * k)), rax)?;
+            a.mov(eax, -1i32)?;
+            a.mov(edx, -1i32)?;
+        }
+        Ok(())
+    };
+    probe(&mut a, 0).map_err(e)?;
     // 1. Callee-saved registers and flags; RSP into the data page.
     for r in [rbx, rbp, r12, r13, r14, r15] {
         a.push(r).map_err(e)?;
@@ -164,12 +183,15 @@ pub fn assemble(
         HostSave::Xsave => a.xsave64(ptr(rcx)),
     }
     .map_err(e)?;
+    probe(&mut a, 1).map_err(e)?;
     // 3. Every component to its init configuration, then the case's initial image.
     a.mov(rcx, RESET_IMAGE).map_err(e)?;
     a.xrstor64(ptr(rcx)).map_err(e)?;
+    probe(&mut a, 2).map_err(e)?;
     a.mov(rcx, INIT_BASE).map_err(e)?;
     a.set_label(&mut l_init).map_err(e)?;
     a.xrstor64(ptr(rcx)).map_err(e)?;
+    probe(&mut a, 3).map_err(e)?;
     // 4. EFLAGS.AC, GPRs, jump to the case.
     a.mov(rax, d).map_err(e)?;
     a.mov(rcx, qword_ptr(rax + data::FLAGS_OR as i32))
@@ -201,6 +223,7 @@ pub fn assemble(
     a.pushfq().map_err(e)?;
     a.and(qword_ptr(rsp), !(EFLAGS_AC as i32)).map_err(e)?;
     a.popfq().map_err(e)?;
+    probe(&mut a, 4).map_err(e)?;
     // 7. Capture.
     a.mov(eax, -1i32).map_err(e)?;
     a.mov(edx, -1i32).map_err(e)?;
@@ -215,11 +238,13 @@ pub fn assemble(
         a.mov(dword_ptr(rcx + (data::XINUSE + 4) as i32), edx)
             .map_err(e)?;
     }
+    probe(&mut a, 5).map_err(e)?;
     // 8. The host's state back.
     a.mov(eax, -1i32).map_err(e)?;
     a.mov(edx, -1i32).map_err(e)?;
     a.mov(rcx, host_area).map_err(e)?;
     a.xrstor64(ptr(rcx)).map_err(e)?;
+    probe(&mut a, 6).map_err(e)?;
     a.popfq().map_err(e)?;
     for r in [r15, r14, r13, r12, rbp, rbx] {
         a.pop(r).map_err(e)?;
