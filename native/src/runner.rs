@@ -412,6 +412,8 @@ pub struct Runner {
     /// Bytes of the capture: the standard format's size for the host's XCR0 (the
     /// only XCR0 cases run with here).
     final_size: usize,
+    /// Each XCR0 component's index and where its bytes end in the capture.
+    final_ends: Vec<(usize, usize)>,
     /// [`supervisor_init`] for the host's IA32_XSS (the only IA32_XSS cases run
     /// with here): every outcome's supervisor state.
     supervisor: Vec<u8>,
@@ -449,13 +451,19 @@ impl Runner {
         keep_freed_memory();
         let perm = host::xcomp_perm().unwrap_or(0);
         let amx_permitted = model.xfd && perm & (1 << host::XFEATURE_XTILEDATA) != 0;
-        let final_size =
-            layout::standard(&model, Xfeatures::from_bits_retain(model.os_xcr0)).size as usize;
+        let final_layout = layout::standard(&model, Xfeatures::from_bits_retain(model.os_xcr0));
+        let final_size = final_layout.size as usize;
+        let final_ends = final_layout
+            .slots
+            .iter()
+            .map(|s| (s.index, (s.offset + s.size) as usize))
+            .collect();
         let supervisor = supervisor_init(&model, Control::user(&model).xss);
         Ok(Runner {
             model,
             amx_permitted,
             final_size,
+            final_ends,
             supervisor,
             max_tries: 20,
             switches_matter: true,
@@ -686,6 +694,18 @@ impl Runner {
         Ok((fault, gprs))
     }
 
+    /// Where the bytes that may be nonzero end in a capture equal to
+    /// `final_image`: the legacy region and header (576 bytes), then each
+    /// component whose XSTATE_BV bit is 1. A component whose bit is 0 was in
+    /// its init configuration, all zeros for every component from 2 on (SDM
+    /// Vol. 1 13.6), and XSAVE over the zeroed area either left its bytes or
+    /// wrote those zeros; the bytes between components are never written.
+    /// (Only an emulator writing the very bytes a CPU wrote where both should
+    /// have written zeros would leave other bytes after an equal run.)
+    fn final_extent(&self, final_image: &[u8]) -> usize {
+        final_extent(&self.final_ends, self.final_size, final_image)
+    }
+
     /// XGETBV(1) as the last run left it.
     fn observed_xinuse(&self) -> Option<u64> {
         self.model.xgetbv1.then(|| get_u64(stub::data::XINUSE))
@@ -882,8 +902,10 @@ impl Batch<'_> {
         clock.lap(Phase::Compare);
         if same {
             // The case wrote nothing outside its arena that the prediction
-            // does not show: its code page holds its code and the jump back.
+            // does not show: its code page holds its code and the jump back;
+            // the final area holds the predicted image.
             self.res.code_dirty = case.code.len() + stub::JMP_BACK_LEN;
+            self.res.final_dirty = self.runner.final_extent(&predicted.final_image);
             return Ok(Check::Same);
         }
         if let Ok(o) = self.runner.outcome(self.reg, case, rec) {
@@ -1224,6 +1246,19 @@ pub fn protection_key(case: &Case) -> [u8; MAX_ARENA_PAGES + 1] {
     key
 }
 
+/// [`Runner::final_extent`] for a capture of `size` bytes whose components end
+/// at `ends` (index, end).
+fn final_extent(ends: &[(usize, usize)], size: usize, final_image: &[u8]) -> usize {
+    let bv = final_image.get(512..520).map_or(u64::MAX, |b| {
+        u64::from_le_bytes(b.try_into().expect("8 bytes"))
+    });
+    ends.iter()
+        .filter(|&&(i, _)| bv >> i & 1 == 1)
+        .map(|&(_, end)| end)
+        .fold(576, usize::max)
+        .min(size)
+}
+
 /// [`Batch::protection_order`] of cases with `keys` when the mappings have
 /// `now`.
 fn order_from<K: Ord + Copy>(now: &K, keys: &[K]) -> Vec<usize> {
@@ -1504,6 +1539,35 @@ mod tests {
         assert_eq!(order_from(&9, &keys), vec![1, 3, 6, 2, 7, 5, 0, 4]);
         assert_eq!(order_from(&7, &keys), vec![2, 7, 5, 0, 4, 1, 3, 6]);
         assert_eq!(order_from(&7, &[] as &[u8]), Vec::<usize>::new());
+    }
+
+    /// The bytes a capture may hold past the legacy region and header end with
+    /// its last component whose XSTATE_BV bit is 1 (standard format of XCR0
+    /// 0x600e7: AVX ends at 832, Hi16_ZMM at 2688, TILEDATA at 11008); x87 and
+    /// SSE lie in the first 576 bytes; an image too short for a header counts
+    /// as all of it.
+    #[test]
+    fn final_extent_ends_with_the_last_component_in_use() {
+        let ends = [
+            (2, 832),
+            (5, 1152),
+            (6, 1664),
+            (7, 2688),
+            (17, 2816),
+            (18, 11008),
+        ];
+        let image = |bv: u64| {
+            let mut v = vec![0u8; 11008];
+            v[512..520].copy_from_slice(&bv.to_le_bytes());
+            v
+        };
+        assert_eq!(final_extent(&ends, 11008, &image(0)), 576);
+        assert_eq!(final_extent(&ends, 11008, &image(0b11)), 576);
+        assert_eq!(final_extent(&ends, 11008, &image(0b111)), 832);
+        assert_eq!(final_extent(&ends, 11008, &image(1 << 7 | 1 << 2)), 2688);
+        assert_eq!(final_extent(&ends, 11008, &image(1 << 17)), 2816);
+        assert_eq!(final_extent(&ends, 11008, &image(1 << 18 | 0b111)), 11008);
+        assert_eq!(final_extent(&ends, 11008, &[0u8; 300]), 11008);
     }
 
     /// `insn_index` is the position of the offset among `insn_offsets`, at
