@@ -1399,17 +1399,25 @@ fn run_prepared(
     let jmp = stub::jmp_back(case.code.len(), reg.stub.after_code)
         .map_err(|e| Refusal::new(&format!("runner: {e}")))?;
     let code_len = case.code.len() + jmp.len();
-    match fast {
-        Some(_) if res.code_dirty > code_len => {
-            fill_zero(CODE_BASE + code_len as u64, res.code_dirty - code_len)
-        }
-        Some(_) => {}
-        None => fill_zero(CODE_BASE, PAGE as usize),
+    if fast.is_none() {
+        fill_zero(CODE_BASE, PAGE as usize);
+        res.code_dirty = 0;
     }
+    // The code, the jump and zeros up to where the last code ended, as one
+    // write (MAX_CODE bounds the code; `refusal` checked it).
+    let mut page_start = [0u8; MAX_CODE + stub::JMP_BACK_LEN];
+    let n = code_len.max(res.code_dirty.min(page_start.len()));
+    page_start[..case.code.len()].copy_from_slice(&case.code);
+    page_start[case.code.len()..code_len].copy_from_slice(&jmp);
+    if res.code_dirty > page_start.len() {
+        fill_zero(
+            CODE_BASE + page_start.len() as u64,
+            res.code_dirty - page_start.len(),
+        );
+    }
+    poke(CODE_BASE, &page_start[..n]);
     // Until a check finds the run equal to its prediction.
     res.code_dirty = PAGE as usize;
-    poke(CODE_BASE, &case.code);
-    poke(CODE_BASE + case.code.len() as u64, &jmp);
     // Relaxed: the signal handler that reads CODE_END and ACTIVE runs on this
     // thread (the case's synchronous faults), after these stores in program
     // order; the stub is called through an opaque pointer, so the compiler
