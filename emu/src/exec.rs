@@ -20,24 +20,41 @@ pub use crate::decode::{decode, decode_checked, decode_lazily, decode_with_error
 pub use crate::machine::{read_source, Machine, Operand, Policy, Unsupported};
 
 impl<'m> Machine<'m> {
-    fn effective_address(&self, ins: &Instruction) -> Result<Operand, Unsupported> {
-        let seg = ins.memory_segment();
-        if matches!(seg, Register::FS | Register::GS) {
+    /// The memory operand's address: the common form, [r64 + disp], here
+    /// (iced's general evaluation is a tenth of an XSAVEC's time; the
+    /// displacement is sign-extended to 64 bits; segments ES, CS, SS, DS have
+    /// base 0), the others by [`Machine::general_address`]. Inlined, and an
+    /// address rather than an [`Operand`]: an operand returned through memory
+    /// is read back wider than it was written (a store-forwarding stall).
+    #[inline(always)]
+    fn effective_address(&self, ins: &Instruction) -> Result<u64, Unsupported> {
+        let base = ins.memory_base();
+        if base.is_gpr64()
+            && ins.memory_index() == Register::None
+            && !matches!(ins.memory_segment(), Register::FS | Register::GS)
+        {
+            return Ok(self.gprs[base.number()].wrapping_add(ins.memory_displacement64()));
+        }
+        self.general_address(ins)
+    }
+
+    /// The memory operand, `rex_w` for the REX.W form.
+    #[inline(always)]
+    fn mem_operand(&self, ins: &Instruction, rex_w: bool) -> Result<Operand, Unsupported> {
+        let addr = self.effective_address(ins)?;
+        Ok(Operand {
+            addr,
+            rex_w,
+            ss: stack_based(ins),
+        })
+    }
+
+    #[inline(never)]
+    fn general_address(&self, ins: &Instruction) -> Result<u64, Unsupported> {
+        if matches!(ins.memory_segment(), Register::FS | Register::GS) {
             return Err(Unsupported("FS/GS segment override".into()));
         }
         let gprs = self.gprs;
-        let ss = stack_based(ins);
-        // The common form, [r64 + disp]: iced's general evaluation is a tenth of
-        // an XSAVEC's time, so this one is done here (the displacement is
-        // sign-extended to 64 bits; segments ES, CS, SS, DS have base 0).
-        let base = ins.memory_base();
-        if base.is_gpr64() && ins.memory_index() == Register::None {
-            return Ok(Operand {
-                addr: gprs[base.number()].wrapping_add(ins.memory_displacement64()),
-                rex_w: false,
-                ss,
-            });
-        }
         let rip = ins.next_ip();
         let addr = ins
             .virtual_address(0, 0, |reg, _, _| match reg {
@@ -50,11 +67,7 @@ impl<'m> Machine<'m> {
             })
             .ok_or_else(|| Unsupported(format!("cannot compute the address of `{ins}`")))?;
         crate::decode::a32_wrap(ins, addr, None, &self.mem)?;
-        Ok(Operand {
-            addr,
-            rex_w: false,
-            ss,
-        })
+        Ok(addr)
     }
 
     /// Runs one instruction. `Ok(Err(f))` is a fault (an outcome).
@@ -66,7 +79,11 @@ impl<'m> Machine<'m> {
         if let Some(region) = &mut self.lat.pf_region {
             region.wrap32 = crate::decode::is_a32(ins);
         }
-        r.map(|r| r.map_err(|f| crate::decode::wrap_fault(ins, f)))
+        match r {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(f)) => Ok(Err(crate::decode::wrap_fault(ins, f))),
+            Err(u) => Err(u),
+        }
     }
 
     /// Quirk `xinuse-from-contents`: XINUSE is recomputed from the registers
@@ -90,42 +107,37 @@ impl<'m> Machine<'m> {
             // through to the helpers, which decline it.
             return Ok(Err(self.raise(&rules::INSN_UD_LOCK, Fault::Ud)));
         }
-        let mem_op = |m: &Self, w: bool| -> Result<Operand, Unsupported> {
-            let mut op = m.effective_address(ins)?;
-            op.rex_w = w;
-            Ok(op)
-        };
         let r = match ins.code() {
             Code::Xsave_mem | Code::Xsave64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xsave64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xsave64_mem)?;
                 crate::xsave::xsave(self, &op)
             }
             Code::Xsaveopt_mem | Code::Xsaveopt64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xsaveopt64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xsaveopt64_mem)?;
                 crate::xsaveopt::xsaveopt(self, &op)
             }
             Code::Xsavec_mem | Code::Xsavec64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xsavec64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xsavec64_mem)?;
                 crate::xsavec::xsavec(self, &op)
             }
             Code::Xsaves_mem | Code::Xsaves64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xsaves64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xsaves64_mem)?;
                 crate::xsaves::xsaves(self, &op)
             }
             Code::Xrstor_mem | Code::Xrstor64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xrstor64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xrstor64_mem)?;
                 crate::xrstor::xrstor(self, &op)
             }
             Code::Xrstors_mem | Code::Xrstors64_mem => {
-                let op = mem_op(self, ins.code() == Code::Xrstors64_mem)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Xrstors64_mem)?;
                 crate::xrstors::xrstors(self, &op)
             }
             Code::Fxsave_m512byte | Code::Fxsave64_m512byte => {
-                let op = mem_op(self, ins.code() == Code::Fxsave64_m512byte)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Fxsave64_m512byte)?;
                 crate::fxsave::fxsave(self, &op)
             }
             Code::Fxrstor_m512byte | Code::Fxrstor64_m512byte => {
-                let op = mem_op(self, ins.code() == Code::Fxrstor64_m512byte)?;
+                let op = self.mem_operand(ins, ins.code() == Code::Fxrstor64_m512byte)?;
                 crate::fxrstor::fxrstor(self, &op)
             }
             Code::Xgetbv => crate::xgetbv::xgetbv(self),
@@ -139,7 +151,12 @@ impl<'m> Machine<'m> {
             }
             _ => return crate::helpers::step_helper(self, ins),
         };
-        Ok(r)
+        // The fault, if any, by its variant: a whole-result copy reads the
+        // callee's narrower writes back at once (a store-forwarding stall).
+        match r {
+            Ok(()) => Ok(Ok(())),
+            Err(f) => Ok(Err(f)),
+        }
     }
 
     /// Loads the case's initial image the way the runner's stub does: XRSTOR64
@@ -601,7 +618,7 @@ mod tests {
                     _ => None,
                 })
                 .expect("address");
-            let got = m.effective_address(&ins).expect("address").addr;
+            let got = m.effective_address(&ins).expect("address");
             assert_eq!(got, want, "{ins}");
         }
     }
