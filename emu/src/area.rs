@@ -13,7 +13,7 @@ use crate::writes::{write_checked, Src};
 
 impl Writes {
     /// Checks every piece in address order, then writes them all.
-    pub fn commit(self, m: &mut Machine) -> Result<(), Fault> {
+    pub fn commit(&mut self, m: &mut Machine) -> Result<(), Fault> {
         self.commit_area(m, None, None)
     }
 
@@ -31,7 +31,7 @@ impl Writes {
     /// `rewrites`: the XSTATE_BV bits the save writes (XSAVE, XSAVEOPT: RFBM;
     /// XSAVEC, XSAVES: all; FXSAVE: none), for the latitude of earlier saves.
     pub fn commit_save(
-        self,
+        &mut self,
         m: &mut Machine,
         base: u64,
         rfbm: u64,
@@ -120,7 +120,7 @@ impl Writes {
     }
 
     fn commit_area(
-        self,
+        &mut self,
         m: &mut Machine,
         intel: Option<(u64, u64)>,
         base: Option<u64>,
@@ -203,7 +203,6 @@ impl Writes {
             for (a, bytes) in out {
                 m.mem.put(a, &bytes);
             }
-            m.recycle_writes(self);
             return Err(f);
         }
         if let Some(f) = fault {
@@ -218,12 +217,10 @@ impl Writes {
                     }
                 });
             }
-            m.recycle_writes(self);
             return Err(f);
         }
         let Machine { st, mem, .. } = &mut *m;
-        write_checked(&self, st, mem);
-        m.recycle_writes(self);
+        write_checked(self, st, mem);
         Ok(())
     }
 }

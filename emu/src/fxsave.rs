@@ -32,5 +32,7 @@ pub fn fxsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         w.put_xmm(op.addr.wrapping_add(160));
     }
     legacy::x87_latitude(m, op.addr, op.rex_w);
-    w.commit_save(m, op.addr, 1, 0)
+    let r = w.commit_save(m, op.addr, 1, 0);
+    m.recycle_writes(w);
+    r
 }

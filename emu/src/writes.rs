@@ -4,6 +4,7 @@
 //! them (checked against the pages, in the order a silicon faults in) is
 //! [`crate::area`]'s.
 
+use crate::arena_bytes::ArenaBytes;
 use crate::memory::Memory;
 use crate::rules::{self, Rule};
 use crate::state::XState;
@@ -153,40 +154,84 @@ impl Writes {
         });
     }
 
-    /// Writes each piece into `out` (indexed by `addr - base`). Components
-    /// that follow each other both there and in the state ([`XState::follows`])
-    /// are written as one run.
+    /// The run of pieces from piece `k`: its length and the piece after it.
+    /// Components that follow each other both in the area and in the state
+    /// ([`XState::follows`]) are one run.
+    fn run_at(&self, st: &XState, k: usize) -> (usize, usize) {
+        let p = &self.pieces[k];
+        let (mut len, mut next) = (p.len, k + 1);
+        if let Src::Comp(mut last) = p.src {
+            while let Some(&Piece {
+                addr,
+                len: n,
+                src: Src::Comp(j),
+                ..
+            }) = self.pieces.get(next)
+            {
+                if addr != p.addr.wrapping_add(len as u64) || !st.follows(last, j) {
+                    break;
+                }
+                (last, len, next) = (j, len + n, next + 1);
+            }
+        }
+        (len, next)
+    }
+
+    /// Writes each piece into `out` (indexed by `addr - base`), a run at a
+    /// time ([`Writes::run_at`]).
     fn write_to(&self, st: &mut XState, out: &mut [u8], base: u64) {
-        let mut pieces = self.pieces.iter().peekable();
-        while let Some(p) = pieces.next() {
+        let mut k = 0;
+        while k < self.pieces.len() {
+            let (len, next) = self.run_at(st, k);
+            let p = &self.pieces[k];
             let o = p.addr.wrapping_sub(base) as usize;
+            let dst = &mut out[o..o + len];
             match p.src {
-                Src::Buf(s) => out[o..o + p.len].copy_from_slice(&self.buf[s..s + p.len]),
-                Src::Xmm => out[o..o + p.len].copy_from_slice(st.xmm.as_flattened()),
+                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + len]),
+                Src::Xmm => dst.copy_from_slice(st.xmm.as_flattened()),
                 Src::Comp(i) => {
-                    let (mut last, mut len) = (i, p.len);
-                    while let Some(&&Piece {
-                        addr,
-                        len: n,
-                        src: Src::Comp(j),
-                        ..
-                    }) = pieces.peek()
-                    {
-                        if addr != p.addr.wrapping_add(len as u64) || !st.follows(last, j) {
-                            break;
-                        }
-                        (last, len) = (j, len + n);
-                        pieces.next();
-                    }
-                    let dst = &mut out[o..o + len];
                     if len >= crate::state::ALIGN_FROM {
                         st.align_with(i, dst.as_ptr() as usize);
                     }
                     dst.copy_from_slice(st.run(i, len));
                 }
-                Src::Init(i) => init_bytes(i, &mut out[o..o + p.len]),
+                Src::Init(i) => init_bytes(i, dst),
             }
+            k = next;
         }
+    }
+
+    /// [`Writes::write_to`] into a copy of `bytes` that is built in address
+    /// order and copies none of the bytes the pieces cover
+    /// ([`ArenaBytes::written_over`]).
+    fn write_over(&mut self, st: &mut XState, bytes: &ArenaBytes, base: u64) -> ArenaBytes {
+        if !self.pieces.is_sorted_by_key(|p| p.addr) {
+            self.pieces.sort_unstable_by_key(|p| p.addr);
+        }
+        bytes.written_over(|copy| {
+            let mut k = 0;
+            while k < self.pieces.len() {
+                let (len, next) = self.run_at(st, k);
+                let p = &self.pieces[k];
+                let out = copy.at(p.addr.wrapping_sub(base) as usize);
+                match p.src {
+                    Src::Buf(s) => out.extend_from_slice(&self.buf[s..s + len]),
+                    Src::Xmm => out.extend_from_slice(st.xmm.as_flattened()),
+                    Src::Comp(i) => {
+                        if len >= crate::state::ALIGN_FROM {
+                            st.align_with(i, out.as_ptr() as usize + out.len());
+                        }
+                        out.extend_from_slice(st.run(i, len));
+                    }
+                    Src::Init(i) => {
+                        let at = out.len();
+                        out.resize(at + len, 0);
+                        init_qword(i, &mut out[at..]);
+                    }
+                }
+                k = next;
+            }
+        })
     }
 
     /// Calls `f` with each piece's address and bytes.
@@ -224,10 +269,14 @@ impl Writes {
     }
 }
 
-/// Makes the writes, every piece already checked.
-pub(crate) fn write_checked(w: &Writes, st: &mut XState, mem: &mut Memory) {
+/// Makes the writes, every piece already checked: in place, or into a copy
+/// when the arena's bytes are shared.
+pub(crate) fn write_checked(w: &mut Writes, st: &mut XState, mem: &mut Memory) {
     let base = mem.base;
-    w.write_to(st, &mut mem.bytes, base);
+    match mem.bytes.unshared_mut() {
+        Some(out) => w.write_to(st, out, base),
+        None => mem.bytes = w.write_over(st, &mem.bytes, base),
+    }
 }
 
 /// Component `i`'s initial configuration into `out`: zero but for its first

@@ -38,6 +38,7 @@ pub fn xsave(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
     // (noted after the commit, which ends the freedoms of earlier saves).
     let free = rfbm & !m.st.not_init(rfbm) & !m.ctl.xfd_armed();
     let r = w.commit_save(m, op.addr, rfbm, rfbm);
+    m.recycle_writes(w);
     if m.policy == Policy::Architectural {
         m.lat.header_bits(op.addr.wrapping_add(512), free);
     }

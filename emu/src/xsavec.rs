@@ -34,5 +34,7 @@ pub fn xsavec(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         &rules::XSAVEC_SAVES_IN_USE,
         &rules::XSAVEC_HEADER,
     );
-    w.commit_save(m, op.addr, rfbm, !0)
+    let r = w.commit_save(m, op.addr, rfbm, !0);
+    m.recycle_writes(w);
+    r
 }

@@ -50,5 +50,7 @@ pub fn xsaveopt(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         &rules::XSAVEOPT_SAVES_IN_USE,
         &rules::XSAVE_HEADER_RMW,
     );
-    w.commit_save(m, op.addr, rfbm, rfbm)
+    let r = w.commit_save(m, op.addr, rfbm, rfbm);
+    m.recycle_writes(w);
+    r
 }

@@ -53,5 +53,7 @@ pub fn xsaves(m: &mut Machine, op: &Operand) -> Result<(), Fault> {
         &rules::XSAVES_SAVES_IN_USE,
         &rules::XSAVES_HEADER,
     );
-    w.commit_save(m, op.addr, rfbm, !0)
+    let r = w.commit_save(m, op.addr, rfbm, !0);
+    m.recycle_writes(w);
+    r
 }
