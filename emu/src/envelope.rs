@@ -119,7 +119,7 @@ impl fmt::Display for Judgement {
 /// from the run (the empty latitude and provenance of a prediction are not
 /// moved through [`run_canonical`]).
 pub fn predict(model: &CpuModel, case: &Case) -> Result<Outcome, Unsupported> {
-    let (mut o, _, _) = run_forced(model, case, Policy::Predict, None)?;
+    let mut o = crate::exec::run_then(model, case, Policy::Predict, None, |o, _, _| o)?;
     canonical_fault(model, case, &mut o);
     Ok(o)
 }

@@ -375,6 +375,19 @@ pub fn run_forced(
     policy: Policy,
     forced: Option<FaultAt>,
 ) -> Result<(Outcome, Freedoms, Provenance), Unsupported> {
+    run_then(model, case, policy, forced, |o, lat, prov| (o, lat, prov))
+}
+
+/// [`run_forced`], the run's results handed to `keep` where the machine
+/// holds them: a prediction drops the latitude and provenance unmoved.
+#[inline(always)]
+pub(crate) fn run_then<R>(
+    model: &CpuModel,
+    case: &Case,
+    policy: Policy,
+    forced: Option<FaultAt>,
+    keep: impl FnOnce(Outcome, Freedoms, Provenance) -> R,
+) -> Result<R, Unsupported> {
     validate(model, case)?;
     let (st, writes) = crate::reuse::take(model);
     let mut m = Machine::with_buffers(model, case.control, case.memory.clone(), policy, st, writes);
@@ -549,7 +562,7 @@ pub fn run_forced(
         supervisor,
     };
     crate::reuse::give(m.st, m.spare_writes);
-    Ok((out, m.lat, m.prov))
+    Ok(keep(out, m.lat, m.prov))
 }
 
 #[cfg(test)]
