@@ -72,10 +72,12 @@ pub struct Operand {
 
 impl<'m> Machine<'m> {
     /// An empty write collection (the machine's spare one: no allocation once
-    /// it has grown).
+    /// it has grown). It was emptied when given back
+    /// ([`Machine::recycle_writes`]): emptied here, it would be moved right
+    /// after its lengths were written, and read back wider than written (a
+    /// store-forwarding stall).
     pub fn writes(&mut self) -> crate::writes::Writes {
         let mut w = std::mem::take(&mut self.spare_writes);
-        w.clear();
         w.reserve();
         w
     }
@@ -117,9 +119,10 @@ impl<'m> Machine<'m> {
         read_source(self.image, &self.mem, addr, len)
     }
 
-    /// Gives a write collection back for the next instruction.
+    /// Gives a write collection back for the next instruction, emptied.
     pub fn recycle_writes(&mut self, w: crate::writes::Writes) {
         self.spare_writes = w;
+        self.spare_writes.clear();
     }
     pub fn new(model: &'m CpuModel, ctl: Control, mem: Memory, policy: Policy) -> Machine<'m> {
         let st = Box::new(XState::reset(model));
