@@ -201,14 +201,26 @@ impl Writes {
         }
     }
 
-    /// [`Writes::write_to`] into a copy of `bytes` that is built in address
-    /// order and copies none of the bytes the pieces cover
-    /// ([`ArenaBytes::written_over`]).
-    fn write_over(&mut self, st: &mut XState, bytes: &ArenaBytes, base: u64) -> ArenaBytes {
+    /// Sorts the pieces by address; whether none overlaps the next then.
+    fn sort_disjoint(&mut self) -> bool {
         if !self.pieces.is_sorted_by_key(|p| p.addr) {
             self.pieces.sort_unstable_by_key(|p| p.addr);
         }
-        bytes.written_over(|copy| {
+        self.pieces
+            .windows(2)
+            .all(|w| w[0].addr.wrapping_add(w[0].len as u64) <= w[1].addr)
+    }
+
+    /// [`Writes::write_to`] of shared `bytes`: into a copy that is built in
+    /// address order and copies none of the bytes the pieces cover
+    /// ([`ArenaBytes::written_over`]). Overlapping pieces (no save makes them
+    /// on a model whose components do not overlap) are written over a whole
+    /// copy, in address order.
+    fn write_over(&mut self, st: &mut XState, bytes: &mut ArenaBytes, base: u64) {
+        if !self.sort_disjoint() {
+            return self.write_to(st, bytes, base);
+        }
+        *bytes = bytes.written_over(|copy| {
             let mut k = 0;
             while k < self.pieces.len() {
                 let (len, next) = self.run_at(st, k);
@@ -231,7 +243,7 @@ impl Writes {
                 }
                 k = next;
             }
-        })
+        });
     }
 
     /// Calls `f` with each piece's address and bytes.
@@ -275,7 +287,7 @@ pub(crate) fn write_checked(w: &mut Writes, st: &mut XState, mem: &mut Memory) {
     let base = mem.base;
     match mem.bytes.unshared_mut() {
         Some(out) => w.write_to(st, out, base),
-        None => mem.bytes = w.write_over(st, &mem.bytes, base),
+        None => w.write_over(st, &mut mem.bytes, base),
     }
 }
 
@@ -293,5 +305,49 @@ pub(crate) fn init_qword(i: usize, out: &mut [u8]) {
         .map_or(0, |c| c.init_qword0);
     if q != 0 && out.len() >= 8 {
         out[..8].copy_from_slice(&q.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first write of shared bytes leaves them alone and gives what a write
+    /// in place gives: pieces out of address order, adjacent ones, and
+    /// overlapping ones (written over a whole copy).
+    #[test]
+    fn a_write_of_shared_bytes_gives_what_one_in_place_gives() {
+        let model = crate::CpuModel::builtin("zen5").expect("built-in");
+        let mut st = XState::reset(&model);
+        let base = crate::case::ARENA_BASE;
+        let cases: [&[(u64, &[u8])]; 2] = [
+            &[(6, &[1, 2]), (0, &[3]), (1, &[4, 5]), (4090, &[6, 7, 8])],
+            &[(0, &[1, 2, 3, 4]), (2, &[9, 9])],
+        ];
+        for pieces in cases {
+            let writes = || {
+                let mut w = Writes::default();
+                for &(a, b) in pieces {
+                    w.put(base + a, b);
+                }
+                w
+            };
+            let mut own = Memory::new(base, 1);
+            own.bytes[3] = 0x33;
+            let mut shared = Memory {
+                bytes: own.bytes.to_vec().into(),
+                ..own.clone()
+            };
+            let case = shared.bytes.clone();
+            write_checked(&mut writes(), &mut st, &mut own);
+            assert!(own.bytes.unshared_mut().is_some(), "written in place");
+            write_checked(&mut writes(), &mut st, &mut shared);
+            assert_eq!(shared.bytes, own.bytes, "{pieces:?}");
+            assert!(!shared.bytes.shares(&case));
+            assert!(case
+                .iter()
+                .enumerate()
+                .all(|(k, &b)| b == (k == 3) as u8 * 0x33));
+        }
     }
 }
