@@ -86,11 +86,13 @@ pub fn load_component_into(st: &mut XState, i: usize, b: &[u8]) -> bool {
 /// long as the state holds it, one after the other both in the image and in
 /// the state: [`XState::follows`]) from their image bytes `b`, in one copy;
 /// returns the components not in use afterwards (TILECFG initialized).
-pub fn load_run_into(st: &mut XState, slots: &[Slot], b: &[u8]) -> u64 {
+/// `align`: whether the state aligns with `b` first ([`XState::align_with`]),
+/// worth it only for bytes that stay where they are.
+pub fn load_run_into(st: &mut XState, slots: &[Slot], b: &[u8], align: bool) -> u64 {
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
         return 0;
     };
-    if b.len() >= crate::state::ALIGN_FROM {
+    if align && b.len() >= crate::state::ALIGN_FROM {
         st.align_with(first.index, b.as_ptr() as usize);
     }
     if slots.len() == 1 {

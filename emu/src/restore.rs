@@ -79,7 +79,9 @@ pub fn commit_extended(
         let addr = base.wrapping_add(first.offset as u64);
         let (image, Machine { st, mem, .. }) = (m.image(), &mut *m);
         let b = crate::machine::read_source(image, mem, addr, len);
-        let not_in_use = crate::amx::load_run_into(st, run, &b);
+        // Not with a case's initial image: read once, at its own alignment,
+        // it does not win back moving all the state's contents.
+        let not_in_use = crate::amx::load_run_into(st, run, &b, image.is_none());
         inuse &= !not_in_use;
         if m.policy == Policy::Architectural {
             for s in run {
