@@ -178,7 +178,10 @@ impl Writes {
     }
 
     /// Writes each piece into `out` (indexed by `addr - base`), a run at a
-    /// time ([`Writes::run_at`]).
+    /// time ([`Writes::run_at`]). Inlined into the write in place as it was
+    /// before [`Writes::write_over`] called it too (out of line it measured
+    /// 3.9% of the bench's round trip).
+    #[inline(always)]
     fn write_to(&self, st: &mut XState, out: &mut [u8], base: u64) {
         let mut k = 0;
         while k < self.pieces.len() {
