@@ -69,15 +69,13 @@ pub const PHASES: [Phase; 14] = [
     Phase::Compare,
 ];
 
-/// The stub's phases, between its seven probes.
-pub const STUB_PHASES: [Phase; 6] = [
-    Phase::HostSave,
-    Phase::Reset,
-    Phase::InitXrstor,
-    Phase::Case,
-    Phase::Capture,
-    Phase::HostRestore,
-];
+/// The stub's phases, between its seven probes: those of [`PHASES`] from
+/// `HostSave` to `HostRestore`.
+const STUB_PHASES: &[Phase] = PHASES
+    .split_at(Phase::HostSave as usize)
+    .1
+    .split_at(Phase::HostRestore as usize + 1 - Phase::HostSave as usize)
+    .0;
 
 /// Whether the probes are compiled in.
 pub const ENABLED: bool = cfg!(feature = "phase-probes");
@@ -159,6 +157,17 @@ mod tests {
     /// delivery and return).
     #[test]
     fn stub_spans_between_probes_and_over_a_probe_not_passed() {
+        assert_eq!(
+            STUB_PHASES,
+            [
+                Phase::HostSave,
+                Phase::Reset,
+                Phase::InitXrstor,
+                Phase::Case,
+                Phase::Capture,
+                Phase::HostRestore
+            ]
+        );
         assert_eq!(
             stub_spans([100, 190, 310, 500, 740, 1140, 1260]),
             [90, 120, 190, 240, 400, 120]

@@ -783,11 +783,7 @@ impl Batch<'_> {
     /// mprotect per run of pages that changes (about 2 us each in this guest,
     /// the kernel's TLB flush included). Outcomes do not depend on the order.
     pub fn protection_order(&self, cases: &[&Case]) -> Vec<usize> {
-        let mut now = [0u8; MAX_ARENA_PAGES + 1];
-        now[0] = self.res.init_readable.min(u8::MAX as usize) as u8;
-        for (k, p) in self.res.arena.iter().enumerate() {
-            now[1 + k] = prot_rank(*p);
-        }
+        let now = key_of(self.res.init_readable, &self.res.arena);
         let keys: Vec<_> = cases.iter().map(|c| protection_key(c)).collect();
         order_from(&now, &keys)
     }
@@ -1238,9 +1234,18 @@ fn prime(reg: &Region) {
 /// same key need no `mprotect` at all; each change costs one (about 1.6 us on
 /// the Intel host, a TLB flush included).
 pub fn protection_key(case: &Case) -> [u8; MAX_ARENA_PAGES + 1] {
+    key_of(
+        round_pages(case.init.len()) / PAGE as usize,
+        &case.memory.prot,
+    )
+}
+
+/// The [`protection_key`] of `init_pages` readable pages of initial image and
+/// arena pages with `arena` (absent after them).
+fn key_of(init_pages: usize, arena: &[Prot]) -> [u8; MAX_ARENA_PAGES + 1] {
     let mut key = [0u8; MAX_ARENA_PAGES + 1];
-    key[0] = (round_pages(case.init.len()) / PAGE as usize).min(u8::MAX as usize) as u8;
-    for (k, p) in case.memory.prot.iter().take(MAX_ARENA_PAGES).enumerate() {
+    key[0] = init_pages.min(u8::MAX as usize) as u8;
+    for (k, p) in arena.iter().take(MAX_ARENA_PAGES).enumerate() {
         key[1 + k] = prot_rank(*p);
     }
     key
