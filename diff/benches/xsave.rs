@@ -29,7 +29,7 @@ use xsave_diff::generate::{generate, Target};
 use xsave_emu::case::ARENA_BASE;
 use xsave_emu::exec::{decode, Machine};
 use xsave_emu::{layout, predict, Case, Control, CpuModel, Memory, Outcome, Policy, Xfeatures};
-use xsave_native::runner::{protection_key, Check, Runner};
+use xsave_native::runner::{Check, Runner};
 
 /// Generated cases per measurement.
 const CASES: u64 = 2000;
@@ -447,18 +447,6 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
         .cloned()
         .collect();
     let ran = cases.iter().filter(|c| runner.refusal(c).is_ok()).count();
-    // The native rows take each batch of 16 (a campaign's batch) grouped by its
-    // protections (`protection_key`; emu vs native in the native backend's
-    // `Batch::protection_order`, which also looks at the mappings left by the
-    // batch before): fewer mprotect calls; emu's row is order-blind.
-    let by_pattern = |set: &[Case]| -> Vec<Case> {
-        let mut v = set.to_vec();
-        for chunk in v.chunks_mut(16) {
-            chunk.sort_by_key(protection_key);
-        }
-        v
-    };
-    let (cases, quiet) = (by_pattern(&cases), by_pattern(&quiet));
     println!(
         "cases ({group}): {} generated (seed {SEED}), {ran} run by the native runner, {} without a fault",
         cases.len(),
@@ -502,12 +490,16 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
             }
         })
     });
-    // Careful runs (each outcome confirmed by a second run), in one batch.
+    // Careful runs (each outcome confirmed by a second run), in one runner
+    // batch, each 16 (a campaign's batch) in the order the native backend
+    // runs them (`Batch::protection_order`: fewer mprotect calls).
     g.bench_function("native", |b| {
         b.iter(|| {
             let mut b = runner.batch().expect("runner batch");
-            for c in &cases {
-                let _ = black_box(b.run(c));
+            for chunk in cases.chunks(16) {
+                for k in b.protection_order(&chunk.iter().collect::<Vec<_>>()) {
+                    let _ = black_box(b.run(&chunk[k]));
+                }
             }
         })
     });

@@ -182,10 +182,6 @@ fn main() -> Result<(), String> {
                     _ => true,
                 })
                 .collect();
-            let mut cases = cases;
-            for chunk in cases.chunks_mut(16) {
-                chunk.sort_by_key(xsave_native::runner::protection_key);
-            }
             let t0 = std::time::Instant::now();
             let cpu0 = xsave_native::bench_hw::thread_cpu_time();
             let mut mismatches = 0;

@@ -9,7 +9,7 @@
 use super::{Backend, Observed, Skip};
 use std::sync::Mutex;
 use xsave_emu::{Case, Control, CpuModel, Outcome};
-use xsave_native::runner::{Check, Runner};
+use xsave_native::runner::{Batch, Check, Runner};
 use xsave_native::Refusal;
 
 /// Held for a whole batch: threads take turns by batch rather than by case,
@@ -48,7 +48,7 @@ impl Backend for NativeBackend {
             Ok(b) => b,
             Err(r) => return cases.iter().map(|_| Err(skip(r.clone()))).collect(),
         };
-        cases.iter().map(|c| b.run(c).map_err(skip)).collect()
+        in_protection_order(&mut b, cases, |b, _, c| b.run(c).map_err(skip))
     }
     fn run_batch_expecting(
         &mut self,
@@ -61,44 +61,50 @@ impl Backend for NativeBackend {
             Ok(b) => b,
             Err(r) => return cases.iter().map(|_| Err(skip(r.clone()))).collect(),
         };
-        // Grouped by their protections (`Batch::protection_order`): the runner
-        // changes a page's protection only where it differs from the previous
-        // case's, and each change is an mprotect with a TLB flush; generated
-        // cases mix a few patterns and image sizes (compacted images), so a
-        // batch in generation order changed them for most cases. Outcomes do
-        // not depend on the order.
-        let order = b.protection_order(&cases.iter().collect::<Vec<_>>());
-        let mut out: Vec<Option<Result<Observed, Skip>>> = (0..cases.len()).map(|_| None).collect();
-        for k in order {
-            let (c, e) = (&cases[k], &expected[k]);
-            out[k] = Some(match e {
-                Ok(e) => b
-                    .check_expecting(c, e, |o| agrees(c, e, o))
-                    .map(|r| match r {
-                        Check::Same => Observed::Same,
-                        Check::Accepted(outcome) => Observed::Outcome {
-                            outcome,
-                            agreed: true,
-                        },
-                        Check::Confirmed(outcome) => Observed::Outcome {
-                            outcome,
-                            agreed: false,
-                        },
-                    })
-                    .map_err(skip),
-                Err(_) => b
-                    .run(c)
-                    .map(|outcome| Observed::Outcome {
+        in_protection_order(&mut b, cases, |b, k, c| match &expected[k] {
+            Ok(e) => b
+                .check_expecting(c, e, |o| agrees(c, e, o))
+                .map(|r| match r {
+                    Check::Same => Observed::Same,
+                    Check::Accepted(outcome) => Observed::Outcome {
+                        outcome,
+                        agreed: true,
+                    },
+                    Check::Confirmed(outcome) => Observed::Outcome {
                         outcome,
                         agreed: false,
-                    })
-                    .map_err(skip),
-            });
-        }
-        out.into_iter()
-            .map(|o| o.expect("every case run"))
-            .collect()
+                    },
+                })
+                .map_err(skip),
+            Err(_) => b
+                .run(c)
+                .map(|outcome| Observed::Outcome {
+                    outcome,
+                    agreed: false,
+                })
+                .map_err(skip),
+        })
     }
+}
+
+/// `run(batch, index, case)` for each of `cases`, in the batch's
+/// [`Batch::protection_order`], the results in the cases' order. The runner
+/// changes a page's protection only where it differs from the previous case's,
+/// and each change is an mprotect with a TLB flush; generated cases mix a few
+/// patterns and image sizes (compacted images), so a batch in generation order
+/// changed them for most cases. Outcomes do not depend on the order.
+fn in_protection_order<T>(
+    b: &mut Batch<'_>,
+    cases: &[Case],
+    mut run: impl FnMut(&mut Batch<'_>, usize, &Case) -> T,
+) -> Vec<T> {
+    let mut out: Vec<Option<T>> = (0..cases.len()).map(|_| None).collect();
+    for k in b.protection_order(&cases.iter().collect::<Vec<_>>()) {
+        out[k] = Some(run(b, k, &cases[k]));
+    }
+    out.into_iter()
+        .map(|o| o.expect("every case run"))
+        .collect()
 }
 
 fn skip(r: Refusal) -> Skip {
@@ -117,7 +123,6 @@ mod tests {
     use crate::compare::compare;
     use crate::generate::{generate, Target};
     use xsave_emu::{predict, Fault, FaultAt};
-    use xsave_native::runner::Batch;
 
     fn runner_or_skip() -> Option<Runner> {
         match Runner::new() {
@@ -289,6 +294,47 @@ mod tests {
                 changed.len(),
                 p.fault
             );
+        }
+    }
+
+    /// The backend runs a batch in the runner's protection order
+    /// (`in_protection_order`), not the cases' order, and must give each
+    /// outcome back at its case's index: on 48 generated cases of mixed
+    /// protections (the order does move them), each batch outcome equals
+    /// the one the same backend gives the case run on its own.
+    #[test]
+    fn batch_outcomes_are_in_the_cases_order() {
+        let Some((mut r, m, t)) = runner_and_target() else {
+            return;
+        };
+        let cases: Vec<Case> = (0..200)
+            .map(|i| generate(&t, 3, i))
+            .filter(|c| r.refusal(c).is_ok() && predict(&m, c).is_ok())
+            .take(48)
+            .collect();
+        let order = r
+            .batch()
+            .expect("runner batch")
+            .protection_order(&cases.iter().collect::<Vec<_>>());
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "the protection order differs from the cases' order: {order:?}"
+        );
+        drop(r);
+        let mut be = NativeBackend::new().expect("runner");
+        let batch = be.run_batch(&cases);
+        let expected: Vec<Result<Outcome, Skip>> = cases
+            .iter()
+            .map(|c| predict(&m, c).map_err(|e| Skip(e.to_string())))
+            .collect();
+        let checked = be.run_batch_expecting(&cases, &expected, &|_, e, o| e == o);
+        for (i, c) in cases.iter().enumerate() {
+            let alone = be.run(c).expect("runs");
+            let b = batch[i].as_ref().expect("runs in the batch");
+            assert!(compare(&m, c, &alone, b).is_match(), "case {i}");
+            if let Ok(Observed::Outcome { outcome, .. }) = &checked[i] {
+                assert!(compare(&m, c, &alone, outcome).is_match(), "case {i}");
+            }
         }
     }
 }
