@@ -25,6 +25,13 @@ pub(crate) enum Src {
     Xmm,
 }
 
+/// The bytes a piece (or a run of them) writes: borrowed, or a component's
+/// initial configuration of the given length (made where it is written).
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Init(usize, usize),
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
     pub(crate) addr: u64,
@@ -177,6 +184,34 @@ impl Writes {
         (len, next)
     }
 
+    /// The run of pieces from piece `k` ([`Writes::run_at`]) as it is to be
+    /// written at address `dst` of the host: its length and the piece after
+    /// it. A run of components of [`crate::state::ALIGN_FROM`] bytes or more
+    /// moves the state's contents to `dst`'s offset within a cache line first
+    /// ([`XState::align_with`]).
+    #[inline(always)]
+    fn run_to(&self, st: &mut XState, k: usize, dst: usize) -> (usize, usize) {
+        let (len, next) = self.run_at(st, k);
+        if let Src::Comp(i) = self.pieces[k].src {
+            if len >= crate::state::ALIGN_FROM {
+                st.align_with(i, dst);
+            }
+        }
+        (len, next)
+    }
+
+    /// The bytes of the `len` bytes from piece `k` on (a piece, or a run of
+    /// them from [`Writes::run_at`]).
+    #[inline(always)]
+    fn source<'a>(&'a self, st: &'a XState, k: usize, len: usize) -> Source<'a> {
+        match self.pieces[k].src {
+            Src::Buf(s) => Source::Bytes(&self.buf[s..s + len]),
+            Src::Xmm => Source::Bytes(st.xmm.as_flattened()),
+            Src::Comp(i) => Source::Bytes(st.run(i, len)),
+            Src::Init(i) => Source::Init(i, len),
+        }
+    }
+
     /// Writes each piece into `out` (indexed by `addr - base`), a run at a
     /// time ([`Writes::run_at`]). Inlined into the write in place as it was
     /// before [`Writes::write_over`] called it too (out of line it measured
@@ -185,20 +220,12 @@ impl Writes {
     fn write_to(&self, st: &mut XState, out: &mut [u8], base: u64) {
         let mut k = 0;
         while k < self.pieces.len() {
-            let (len, next) = self.run_at(st, k);
-            let p = &self.pieces[k];
-            let o = p.addr.wrapping_sub(base) as usize;
+            let o = self.pieces[k].addr.wrapping_sub(base) as usize;
+            let (len, next) = self.run_to(st, k, out.as_ptr() as usize + o);
             let dst = &mut out[o..o + len];
-            match p.src {
-                Src::Buf(s) => dst.copy_from_slice(&self.buf[s..s + len]),
-                Src::Xmm => dst.copy_from_slice(st.xmm.as_flattened()),
-                Src::Comp(i) => {
-                    if len >= crate::state::ALIGN_FROM {
-                        st.align_with(i, dst.as_ptr() as usize);
-                    }
-                    dst.copy_from_slice(st.run(i, len));
-                }
-                Src::Init(i) => init_bytes(i, dst),
+            match self.source(st, k, len) {
+                Source::Bytes(b) => dst.copy_from_slice(b),
+                Source::Init(i, _) => init_bytes(i, dst),
             }
             k = next;
         }
@@ -226,19 +253,11 @@ impl Writes {
         *bytes = bytes.written_over(|copy| {
             let mut k = 0;
             while k < self.pieces.len() {
-                let (len, next) = self.run_at(st, k);
-                let p = &self.pieces[k];
-                let out = copy.at(p.addr.wrapping_sub(base) as usize);
-                match p.src {
-                    Src::Buf(s) => out.extend_from_slice(&self.buf[s..s + len]),
-                    Src::Xmm => out.extend_from_slice(st.xmm.as_flattened()),
-                    Src::Comp(i) => {
-                        if len >= crate::state::ALIGN_FROM {
-                            st.align_with(i, out.as_ptr() as usize + out.len());
-                        }
-                        out.extend_from_slice(st.run(i, len));
-                    }
-                    Src::Init(i) => {
+                let out = copy.at(self.pieces[k].addr.wrapping_sub(base) as usize);
+                let (len, next) = self.run_to(st, k, out.as_ptr() as usize + out.len());
+                match self.source(st, k, len) {
+                    Source::Bytes(b) => out.extend_from_slice(b),
+                    Source::Init(i, len) => {
                         let at = out.len();
                         out.resize(at + len, 0);
                         init_qword(i, &mut out[at..]);
@@ -252,13 +271,11 @@ impl Writes {
     /// Calls `f` with each piece's address and bytes.
     pub fn for_each(&self, st: &XState, mut f: impl FnMut(u64, &[u8])) {
         let mut init = Vec::new();
-        for p in &self.pieces {
-            match p.src {
-                Src::Buf(s) => f(p.addr, &self.buf[s..s + p.len]),
-                Src::Xmm => f(p.addr, st.xmm.as_flattened()),
-                Src::Comp(i) => f(p.addr, st.comp(i)),
-                Src::Init(i) => {
-                    init.resize(p.len, 0);
+        for (k, p) in self.pieces.iter().enumerate() {
+            match self.source(st, k, p.len) {
+                Source::Bytes(b) => f(p.addr, b),
+                Source::Init(i, len) => {
+                    init.resize(len, 0);
                     init_bytes(i, &mut init);
                     f(p.addr, &init)
                 }
