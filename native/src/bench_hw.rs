@@ -172,15 +172,18 @@ pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
     let mut old_st: libc::stack_t = unsafe { std::mem::zeroed() };
     let mut old: [libc::sigaction; 2] = unsafe { std::mem::zeroed() };
     // SAFETY: `st` describes `alt`, which outlives its use (the old stack is
-    // put back before `alt` is dropped); the actions are valid structs.
-    unsafe {
-        libc::sigaltstack(&st, &mut old_st);
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = floor_handler as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigfillset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGSEGV, &sa, &mut old[0]);
-        libc::sigaction(libc::SIGILL, &sa, &mut old[1]);
+    // put back before `alt` is dropped).
+    unsafe { libc::sigaltstack(&st, &mut old_st) };
+    let sigs = [libc::SIGSEGV, libc::SIGILL];
+    let (mut set, mut failed) = (0, None);
+    for (k, &sig) in sigs.iter().enumerate() {
+        match crate::signal::set_action(sig, floor_handler, &mut old[k]) {
+            Ok(()) => set += 1,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
     let addr = match f {
         FloorFault::Pf => UNMAPPED,
@@ -188,7 +191,7 @@ pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
     };
     let r = &FLOOR_RESUME as *const _ as u64;
     let t0 = thread_cpu_time();
-    for _ in 0..n {
+    for _ in 0..n * failed.is_none() as u32 {
         // SAFETY: the load, UD2 or XRSTOR faults; the handler above resumes at
         // label 2 with every register as it was at the fault (the kernel
         // restores them from the signal frame); RAX and RDX are outputs.
@@ -214,11 +217,12 @@ pub fn signal_floor(f: FloorFault, n: u32) -> Result<Duration, String> {
         }
     }
     let t = (thread_cpu_time() - t0) / n.max(1);
-    // SAFETY: puts back the actions and stack saved above.
+    // SAFETY: puts back the actions set and the stack saved above.
     unsafe {
-        libc::sigaction(libc::SIGSEGV, &old[0], std::ptr::null_mut());
-        libc::sigaction(libc::SIGILL, &old[1], std::ptr::null_mut());
+        for k in 0..set {
+            libc::sigaction(sigs[k], &old[k], std::ptr::null_mut());
+        }
         libc::sigaltstack(&old_st, std::ptr::null_mut());
     }
-    Ok(t)
+    failed.map_or(Ok(t), Err)
 }

@@ -57,6 +57,35 @@ static OLD: OnceLock<Result<OldActions, String>> = OnceLock::new();
 /// (11 KiB with AMX), plus the handler's frames.
 pub const ALT_STACK: usize = 256 * 1024;
 
+/// A signal handler as SA_SIGINFO passes it.
+pub(crate) type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Makes `handler` the action for `sig` as the runner's handlers run:
+/// SA_SIGINFO on the alternate stack, every signal blocked meanwhile; the
+/// previous action goes to `old`.
+pub(crate) fn set_action(
+    sig: libc::c_int,
+    handler: Handler,
+    old: &mut libc::sigaction,
+) -> Result<(), String> {
+    // SAFETY: a zeroed sigaction is valid; sigfillset initialises its mask.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: `sa` and `old` are valid sigaction structs.
+    let r = unsafe {
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, old)
+    };
+    if r != 0 {
+        return Err(format!(
+            "sigaction({sig}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Installs the handler for [`SIGNALS`] once per process, telling it the stub's
 /// addresses.
 pub fn install(init_xrstor: u64, recovery: u64, prime_resume: u64) -> Result<(), String> {
@@ -67,21 +96,7 @@ pub fn install(init_xrstor: u64, recovery: u64, prime_resume: u64) -> Result<(),
         // SAFETY: zeroed sigaction structs are valid "no handler" values.
         let mut old: [libc::sigaction; 5] = unsafe { std::mem::zeroed() };
         for (k, &sig) in SIGNALS.iter().enumerate() {
-            // SAFETY: a zeroed sigaction is valid; sigfillset initialises its mask.
-            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-            sa.sa_sigaction = handler as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            // SAFETY: `sa` and `old[k]` are valid sigaction structs owned here.
-            let r = unsafe {
-                libc::sigfillset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, &mut old[k])
-            };
-            if r != 0 {
-                return Err(format!(
-                    "sigaction({sig}): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+            set_action(sig, handler, &mut old[k])?;
         }
         Ok(OldActions(old))
     })
