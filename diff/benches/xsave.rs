@@ -23,7 +23,7 @@ use criterion::{black_box, Criterion, Throughput};
 use iced_x86::Instruction;
 use std::path::PathBuf;
 use std::time::Duration;
-use xsave_diff::backend;
+use xsave_diff::backend::{self, Backend};
 use xsave_diff::compare::compare;
 use xsave_diff::generate::{generate, Target};
 use xsave_emu::case::ARENA_BASE;
@@ -556,32 +556,8 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
             match backend::open("exec:qemu-x86_64 -cpu max", None) {
                 Err(e) => t.skip(EXEC, &e),
                 Ok(mut b) => {
-                    let qt = Target {
-                        model: b.model().clone(),
-                        control: b.control(),
-                    };
-                    let qcases = cases_for(&qt, EXEC_CASES);
-                    let ran = b.run_batch(&qcases).iter().filter(|r| r.is_ok()).count();
-                    println!(
-                        "exec:qemu-x86_64: model {}, {ran} of {} cases run",
-                        b.model().name,
-                        qcases.len()
-                    );
-                    let mut g = c.benchmark_group(group);
-                    g.sample_size(10)
-                        .warm_up_time(Duration::from_millis(500))
-                        .measurement_time(Duration::from_secs(5));
-                    g.throughput(Throughput::Elements(qcases.len() as u64));
-                    g.bench_function("exec_qemu", |bch| {
-                        bch.iter(|| black_box(b.run_batch(&qcases)))
-                    });
-                    g.finish();
-                    let v = per_s(t, "exec_qemu", qcases.len());
-                    let what = format!(
-                        "{EXEC} ({ran}/{} run, model {})",
-                        qcases.len(),
-                        b.model().name
-                    );
+                    let (ran, n, v) = bench_backend(c, t, group, "exec_qemu", &mut *b, EXEC_CASES);
+                    let what = format!("{EXEC} ({ran}/{n} run, model {})", b.model().name);
                     row(t, &what, v);
                 }
             }
@@ -601,26 +577,8 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
             t.skip(&format!("emu alone / unicorn{label}"), &e);
         }
         Ok(mut b) => {
-            let ut = Target {
-                model: b.model().clone(),
-                control: b.control(),
-            };
-            let ucases = cases_for(&ut, CASES);
-            let ran = b.run_batch(&ucases).iter().filter(|r| r.is_ok()).count();
-            println!(
-                "unicorn: model {}, {ran} of {} cases run",
-                b.model().name,
-                ucases.len()
-            );
-            let mut g = c.benchmark_group(group);
-            g.sample_size(10);
-            g.throughput(Throughput::Elements(ucases.len() as u64));
-            g.bench_function("unicorn", |bch| {
-                bch.iter(|| black_box(b.run_batch(&ucases)))
-            });
-            g.finish();
-            let v = per_s(t, "unicorn", ucases.len());
-            let what = format!("cases/s, unicorn ({ran}/{} run{label})", ucases.len());
+            let (ran, n, v) = bench_backend(c, t, group, "unicorn", &mut *b, CASES);
+            let what = format!("cases/s, unicorn ({ran}/{n} run{label})");
             row(t, &what, v);
             if let (Some(e), Some(u)) = (emu, v) {
                 t.row(
@@ -631,6 +589,39 @@ fn bench_cases(c: &mut Criterion, t: &mut Table, exec: bool) {
             }
         }
     }
+}
+
+/// Cases/s of backend `b` (criterion function `name` in `group`) on `n`
+/// cases generated for its own model and control state, run in its batches:
+/// how many of them it runs, `n`, and the rate.
+fn bench_backend(
+    c: &mut Criterion,
+    t: &Table,
+    group: &str,
+    name: &str,
+    b: &mut dyn Backend,
+    n: u64,
+) -> (usize, usize, Option<f64>) {
+    let target = Target {
+        model: b.model().clone(),
+        control: b.control(),
+    };
+    let cases = cases_for(&target, n);
+    let n = cases.len();
+    let ran = b.run_batch(&cases).iter().filter(|r| r.is_ok()).count();
+    println!(
+        "{}: model {}, {ran} of {n} cases run",
+        b.name(),
+        b.model().name
+    );
+    let mut g = c.benchmark_group(group);
+    // Milliseconds a case: ten samples, each a pass over the cases.
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(name, |bch| bch.iter(|| black_box(b.run_batch(&cases))));
+    g.finish();
+    let v = t.median_ns(group, name).map(|ns| n as f64 * 1e9 / ns);
+    (ran, n, v)
 }
 
 fn main() {
